@@ -1,0 +1,736 @@
+"""The cluster spec: one pydantic tree, defaults, every validation rule, JSON Schema.
+
+Pydantic checks the shape (types, enums, unknown fields); `check_rules` checks the meaning
+(addresses, CIDRs, names, cross-field rules) and collects every problem, each prefixed with its
+field path (`nodes[2].address: not an IP address: '10.0.0.300'`). `load_spec` reports both kinds
+together. Secrets are never values here: only file paths and Prefect Secret block names.
+Loading contacts nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      model_validator)
+
+from installers import versions as V
+
+MODES = ("all_in_one", "ha", "add_nodes", "reset", "preflight")
+STEP_KINDS = ("facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
+              "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "reset")
+StepKind = Literal["facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
+                   "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "reset"]
+# Names of the checks in installers/preflight.py (here so that the spec can validate `ignore`).
+PREFLIGHT_CHECKS = ("facts", "os", "arch", "cpus", "memory", "disk", "swap", "cgroup", "modules",
+                    "binaries", "ports", "hostname_unique", "mac_unique", "product_uuid_unique",
+                    "clock_skew", "systemd", "already_in_cluster")
+
+
+class SpecError(Exception):
+    """The spec is invalid; `.problems` lists every problem, one `path: message` each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid cluster spec:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- the tree ----------------------------------------------------------------------------------
+
+class Packages(_Model):
+    repo_url: str = Field(V.PKGS_K8S_IO, description="base of the pkgs.k8s.io-style package repos")
+
+
+class Kubernetes(_Model):
+    version: str = Field(V.DEFAULT_KUBERNETES_MINOR,
+                         description=f"MAJOR.MINOR or MAJOR.MINOR.PATCH; minors {list(V.KUBERNETES_MINORS)}")
+    packages: Packages = Packages()
+
+    @property
+    def minor(self) -> str:
+        return V.resolve_kubernetes_version(self.version)[0]
+
+    @property
+    def full_version(self) -> str:
+        return V.resolve_kubernetes_version(self.version)[1]
+
+
+class NodeEndpoint(_Model):
+    """All-in-one style: the first control plane's address, port 6443."""
+    type: Literal["node"] = "node"
+
+
+class KubeVipEndpoint(_Model):
+    type: Literal["kube_vip"]
+    address: str = Field(description="virtual IP (ARP mode); not any node's address")
+    interface: str = Field(description="network interface that carries the VIP, e.g. eth0")
+
+
+class LoadBalancerEndpoint(_Model):
+    type: Literal["load_balancer"]
+    address: str = Field(description="IP or DNS name of an existing load balancer")
+    port: int = Field(6443, ge=1, le=65535)
+
+
+Endpoint = Annotated[Union[NodeEndpoint, KubeVipEndpoint, LoadBalancerEndpoint],
+                     Field(discriminator="type")]
+
+
+class Networking(_Model):
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    node_cidr_mask: int = Field(24, ge=1, le=128, description="prefix length of each node's pod range")
+    cni: Literal["cilium", "calico", "flannel"] = V.DEFAULT_CNI
+    kube_proxy_mode: Literal["iptables", "nftables"] = "iptables"
+    dns_domain: str = "cluster.local"
+
+
+class Containerd(_Model):
+    source: Literal["release", "distro", "mirror"] = "release"
+    version: str = V.CONTAINERD_DEFAULT
+    runc_version: str = V.RUNC_DEFAULT
+    cni_plugins_version: str = V.CNI_PLUGINS_DEFAULT
+    sandbox_image: str | None = Field(None, description="default: the pause image of the Kubernetes minor")
+    registry_mirrors: dict[str, list[str]] = Field(
+        default_factory=dict, description="registry (e.g. docker.io) -> mirror endpoint URLs")
+
+
+class Proxy(_Model):
+    http: str | None = None
+    https: str | None = None
+    no_proxy: list[str] = Field(default_factory=list,
+                                description="completed automatically with localhost, CIDRs, nodes, endpoint")
+
+
+class Runtime(_Model):
+    containerd: Containerd = Containerd()
+    proxy: Proxy | None = None
+
+
+class Mirror(_Model):
+    url: str = Field(description="base URL of a kai mirror (docs/architecture.md §6)")
+
+
+class Kubelet(_Model):
+    fail_cgroup_v1: bool = True
+    max_pods: int | None = Field(None, ge=1, le=2500)
+
+
+class Storage(_Model):
+    local_path: bool = True
+
+
+class Bastion(_Model):
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str = "root"
+    private_key_file: str | None = None
+    private_key_secret: str | None = None
+    password_secret: str | None = None
+    known_hosts_file: str | None = None
+    host_key_fingerprints: list[str] = Field(default_factory=list)
+
+
+class SSHOverrides(_Model):
+    """Per-node overrides of the top-level ssh block (unset fields inherit)."""
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    private_key_file: str | None = None
+    private_key_secret: str | None = None
+    password_secret: str | None = None
+    sudo: Literal["none", "nopasswd", "password"] | None = None
+    sudo_password_secret: str | None = None
+    bastion: Bastion | None = None
+    known_hosts_file: str | None = None
+    connect_timeout: float | None = Field(None, gt=0, le=600)
+
+
+class SSH(_Model):
+    user: str = "root"
+    port: int = Field(22, ge=1, le=65535)
+    private_key_file: str | None = None
+    private_key_secret: str | None = Field(None, description="Prefect Secret block name")
+    password_secret: str | None = Field(None, description="Prefect Secret block name")
+    sudo: Literal["none", "nopasswd", "password"] = "none"
+    sudo_password_secret: str | None = Field(None, description="Prefect Secret block name")
+    bastion: Bastion | None = None
+    known_hosts_file: str | None = None
+    host_key_fingerprints: dict[str, list[str]] = Field(
+        default_factory=dict, description="node name or address -> ['SHA256:…']")
+    accept_new_host_keys: bool = False
+    connect_timeout: float = Field(10, gt=0, le=600)
+
+
+class Node(_Model):
+    name: str
+    address: str
+    roles: list[Literal["control-plane", "worker"]] = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[str] = Field(default_factory=list, description="key=value:Effect or key:Effect")
+    ssh: SSHOverrides | None = None
+
+    @property
+    def is_control_plane(self) -> bool:
+        return "control-plane" in self.roles
+
+
+class StepPolicyOverride(_Model):
+    retries: int | None = Field(None, ge=0, le=100)
+    retry_delay_s: float | None = Field(None, ge=0, le=3600)
+    timeout_s: float | None = Field(None, gt=0, le=86400)
+
+
+class PreflightSettings(_Model):
+    ignore: list[str] = Field(default_factory=list,
+                              description=f"checks whose errors become warnings: {list(PREFLIGHT_CHECKS)}")
+
+
+class ClusterSpec(_Model):
+    name: str = Field(description="cluster name (RFC 1123 label)")
+    kubernetes: Kubernetes = Kubernetes()
+    control_plane_endpoint: Endpoint = NodeEndpoint()
+    networking: Networking = Networking()
+    runtime: Runtime = Runtime()
+    mirror: Mirror | None = None
+    kubelet: Kubelet = Kubelet()
+    storage: Storage = Storage()
+    nodes: list[Node] = Field(min_length=1)
+    ssh: SSH = SSH()
+    steps: dict[StepKind, StepPolicyOverride] = Field(default_factory=dict)
+    preflight: PreflightSettings = PreflightSettings()
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> "ClusterSpec":
+        # load_spec runs the rules itself (to merge them with pydantic's errors); anyone else who
+        # validates the model (e.g. Prefect, for a flow parameter) gets them here.
+        if not (info.context or {}).get("skip_rules"):
+            problems = check_rules(self)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived facts ---
+    def control_planes(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_control_plane]
+
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if not n.is_control_plane]
+
+    def first_control_plane(self) -> Node:
+        return self.control_planes()[0]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def endpoint_host(self) -> str:
+        ep = self.control_plane_endpoint
+        if isinstance(ep, (KubeVipEndpoint, LoadBalancerEndpoint)):
+            return ep.address
+        return self.first_control_plane().address
+
+    def endpoint_port(self) -> int:
+        ep = self.control_plane_endpoint
+        return ep.port if isinstance(ep, LoadBalancerEndpoint) else 6443
+
+    def endpoint(self) -> str:
+        """Concrete host:port (IPv6 in brackets) — kubeadm's controlPlaneEndpoint."""
+        host = self.endpoint_host()
+        if _is_ip(host) and ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+        return f"{host}:{self.endpoint_port()}"
+
+    def sandbox_image(self) -> str:
+        return (self.runtime.containerd.sandbox_image
+                or V.KUBERNETES_MINORS[self.kubernetes.minor].pause_image)
+
+    def effective_no_proxy(self) -> list[str]:
+        proxy = self.runtime.proxy
+        items = list(proxy.no_proxy if proxy else [])
+        items += ["localhost", "127.0.0.1", self.networking.pod_cidr, self.networking.service_cidr]
+        items += [n.address for n in self.nodes]
+        items += [self.endpoint_host(), ".svc", f".{self.networking.dns_domain}"]
+        return list(dict.fromkeys(items))
+
+    def effective_ssh(self, node_name: str) -> SSH:
+        """The top-level ssh block with this node's overrides applied."""
+        over = self.node(node_name).ssh
+        if over is None:
+            return self.ssh
+        return self.ssh.model_copy(update=over.model_dump(exclude_none=True))
+
+
+# --- value checks ------------------------------------------------------------------------------
+
+_RFC1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+_BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")   # Prefect block document names
+_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+_REGISTRY = re.compile(r"^(_default|[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?)$")
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _url_problem(value: str) -> str | None:
+    if _CONTROL.search(value) or " " in value:
+        return f"not a URL (contains whitespace or control characters): {value!r}"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"not an http(s) URL: {value!r}"
+    return None
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and not _DNS_NAME.match(prefix):
+        return f"label key prefix is not a DNS name: {key!r}"
+    if not _LABEL_NAME.match(name):
+        return f"not a label key (≤63 of [A-Za-z0-9._-], alphanumeric at both ends): {key!r}"
+    return None
+
+
+def _taint_problem(taint: str) -> str | None:
+    kv, sep, effect = taint.rpartition(":")
+    if not sep or effect not in _TAINT_EFFECTS:
+        return f"not a taint (key=value:Effect, Effect one of {', '.join(_TAINT_EFFECTS)}): {taint!r}"
+    key, _, value = kv.partition("=")
+    if _label_key_problem(key) or not _LABEL_VALUE.match(value):
+        return f"not a taint (bad key or value): {taint!r}"
+    return None
+
+
+def parse_taint(taint: str) -> dict[str, str]:
+    kv, _, effect = taint.rpartition(":")
+    key, _, value = kv.partition("=")
+    out = {"key": key, "effect": effect}
+    if value:
+        out["value"] = value
+    return out
+
+
+def _network(value: str, path: str, problems: list[str]):
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        detail = "has host bits set" if "host bits" in str(exc) else "not a CIDR"
+        problems.append(f"{path}: {detail}: {value!r}")
+        return None
+
+
+def _check_ssh_common(block: Any, path: str, problems: list[str]) -> None:
+    for field in ("private_key_secret", "password_secret", "sudo_password_secret"):
+        value = getattr(block, field, None)
+        if value is not None and not _BLOCK_NAME.match(value):
+            problems.append(f"{path}.{field}: not a Prefect Secret block name "
+                            f"(lowercase letters, digits, dashes): {value!r}")
+    if getattr(block, "private_key_file", None) and getattr(block, "private_key_secret", None):
+        problems.append(f"{path}: set private_key_file or private_key_secret, not both")
+    for field in ("user",):
+        value = getattr(block, field, None)
+        if value is not None and not re.match(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", value):
+            problems.append(f"{path}.{field}: not a user name: {value!r}")
+    bastion = getattr(block, "bastion", None)
+    if bastion is not None:
+        if not (_is_ip(bastion.host) or _DNS_NAME.match(bastion.host)):
+            problems.append(f"{path}.bastion.host: not an IP address or DNS name: {bastion.host!r}")
+        _check_ssh_common(bastion, f"{path}.bastion", problems)
+        for i, fp in enumerate(bastion.host_key_fingerprints):
+            if not _FINGERPRINT.match(fp):
+                problems.append(f"{path}.bastion.host_key_fingerprints[{i}]: not a SHA256 fingerprint: {fp!r}")
+
+
+def check_rules(spec: ClusterSpec) -> list[str]:
+    """Every semantic and cross-field problem of a structurally valid spec, with field paths."""
+    p: list[str] = []
+
+    if not _RFC1123_LABEL.match(spec.name):
+        p.append(f"name: not an RFC 1123 label (lowercase letters, digits, '-', ≤63): {spec.name!r}")
+
+    try:
+        V.resolve_kubernetes_version(spec.kubernetes.version)
+    except ValueError as exc:
+        p.append(f"kubernetes.version: {exc}")
+    if (msg := _url_problem(spec.kubernetes.packages.repo_url)):
+        p.append(f"kubernetes.packages.repo_url: {msg}")
+
+    # networks
+    net = spec.networking
+    pod = _network(net.pod_cidr, "networking.pod_cidr", p)
+    svc = _network(net.service_cidr, "networking.service_cidr", p)
+    if pod and svc and pod.version == svc.version and pod.overlaps(svc):
+        p.append(f"networking.service_cidr: overlaps networking.pod_cidr ({svc} and {pod})")
+    if svc and svc.version == 4 and svc.prefixlen < 12:
+        p.append(f"networking.service_cidr: too large for the API server (IPv4 prefix must be ≥ /12): {svc}")
+    if pod:
+        if net.node_cidr_mask < pod.prefixlen or net.node_cidr_mask > pod.max_prefixlen:
+            p.append(f"networking.node_cidr_mask: /{net.node_cidr_mask} does not fit inside pod_cidr {pod}")
+        elif 2 ** (net.node_cidr_mask - pod.prefixlen) < len(spec.nodes):
+            p.append(f"networking.pod_cidr: {pod} holds only {2 ** (net.node_cidr_mask - pod.prefixlen)} "
+                     f"node ranges of /{net.node_cidr_mask}, but the spec has {len(spec.nodes)} nodes")
+    if not _DNS_NAME.match(net.dns_domain):
+        p.append(f"networking.dns_domain: not a DNS name: {net.dns_domain!r}")
+    cni = V.CNIS[net.cni]
+    if cni.manifest_url is None and spec.mirror is None:
+        p.append(f"networking.cni: {net.cni} has no single-file upstream manifest; "
+                 f"set mirror.url and put a rendered manifest at "
+                 f"manifests/{cni.name}/v{cni.version}/{cni.manifest_file}")
+
+    # nodes
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    for i, node in enumerate(spec.nodes):
+        path = f"nodes[{i}]"
+        if not _RFC1123_LABEL.match(node.name):
+            p.append(f"{path}.name: not an RFC 1123 label (lowercase letters, digits, '-', ≤63): {node.name!r}")
+        if node.name in names:
+            p.append(f"{path}.name: duplicate node name {node.name!r} (also nodes[{names[node.name]}])")
+        names.setdefault(node.name, i)
+        if not _is_ip(node.address):
+            p.append(f"{path}.address: not an IP address: {node.address!r}")
+        else:
+            addr = ipaddress.ip_address(node.address)
+            if node.address in addresses:
+                p.append(f"{path}.address: duplicate address {node.address} (also nodes[{addresses[node.address]}])")
+            addresses.setdefault(node.address, i)
+            for cidr, field in ((pod, "pod_cidr"), (svc, "service_cidr")):
+                if cidr and addr.version == cidr.version and addr in cidr:
+                    p.append(f"{path}.address: {addr} lies inside networking.{field} {cidr}")
+        if len(set(node.roles)) != len(node.roles):
+            p.append(f"{path}.roles: duplicate role")
+        for key, value in node.labels.items():
+            if (msg := _label_key_problem(key)):
+                p.append(f"{path}.labels: {msg}")
+            if not _LABEL_VALUE.match(value) or len(value) > 63:
+                p.append(f"{path}.labels[{key!r}]: not a label value (≤63 of [A-Za-z0-9._-]): {value!r}")
+        for j, taint in enumerate(node.taints):
+            if (msg := _taint_problem(taint)):
+                p.append(f"{path}.taints[{j}]: {msg}")
+        if node.ssh is not None:
+            _check_ssh_common(node.ssh, f"{path}.ssh", p)
+            if node.ssh.sudo == "password" and not (
+                    node.ssh.sudo_password_secret or node.ssh.password_secret
+                    or spec.ssh.sudo_password_secret or spec.ssh.password_secret):
+                p.append(f"{path}.ssh.sudo: 'password' needs sudo_password_secret or password_secret")
+    if not spec.control_planes():
+        p.append("nodes: no node has the role control-plane")
+
+    # endpoint
+    ep = spec.control_plane_endpoint
+    if isinstance(ep, KubeVipEndpoint):
+        if not _is_ip(ep.address):
+            p.append(f"control_plane_endpoint.address: not an IP address: {ep.address!r}")
+        else:
+            if ep.address in addresses:
+                p.append(f"control_plane_endpoint.address: the kube-vip address {ep.address} is also "
+                         f"the address of nodes[{addresses[ep.address]}]; it must be a free IP")
+            vip = ipaddress.ip_address(ep.address)
+            for cidr, field in ((pod, "pod_cidr"), (svc, "service_cidr")):
+                if cidr and vip.version == cidr.version and vip in cidr:
+                    p.append(f"control_plane_endpoint.address: {vip} lies inside networking.{field} {cidr}")
+        if not ep.interface or len(ep.interface) > 15 or re.search(r"[/:\s]", ep.interface) \
+                or ep.interface in (".", ".."):
+            p.append(f"control_plane_endpoint.interface: not a network interface name: {ep.interface!r}")
+    elif isinstance(ep, LoadBalancerEndpoint):
+        if not (_is_ip(ep.address) or _DNS_NAME.match(ep.address)):
+            p.append(f"control_plane_endpoint.address: not an IP address or DNS name: {ep.address!r}")
+
+    # runtime
+    c = spec.runtime.containerd
+    for field in ("version", "runc_version", "cni_plugins_version"):
+        value = getattr(c, field)
+        if not _SEMVER.match(value):
+            p.append(f"runtime.containerd.{field}: not a version (X.Y.Z): {value!r}")
+    if c.source == "mirror" and spec.mirror is None:
+        p.append("runtime.containerd.source: 'mirror' needs mirror.url")
+    if c.sandbox_image is not None and not _IMAGE_REF.match(c.sandbox_image):
+        p.append(f"runtime.containerd.sandbox_image: not an image reference: {c.sandbox_image!r}")
+    for registry, endpoints in c.registry_mirrors.items():
+        rpath = f"runtime.containerd.registry_mirrors[{registry!r}]"
+        if not _REGISTRY.match(registry):
+            p.append(f"{rpath}: not a registry host[:port] (or _default): {registry!r}")
+        if not endpoints:
+            p.append(f"{rpath}: needs at least one mirror URL")
+        for j, url in enumerate(endpoints):
+            if (msg := _url_problem(url)):
+                p.append(f"{rpath}[{j}]: {msg}")
+    proxy = spec.runtime.proxy
+    if proxy is not None:
+        for field in ("http", "https"):
+            value = getattr(proxy, field)
+            if value is not None and (msg := _url_problem(value)):
+                p.append(f"runtime.proxy.{field}: {msg}")
+        for j, item in enumerate(proxy.no_proxy):
+            if not item or _CONTROL.search(item) or re.search(r"[\s,]", item):
+                p.append(f"runtime.proxy.no_proxy[{j}]: not a host, domain or CIDR: {item!r}")
+    if spec.mirror is not None and (msg := _url_problem(spec.mirror.url)):
+        p.append(f"mirror.url: {msg}")
+
+    # ssh
+    _check_ssh_common(spec.ssh, "ssh", p)
+    if spec.ssh.sudo == "password" and not (spec.ssh.sudo_password_secret or spec.ssh.password_secret):
+        p.append("ssh.sudo: 'password' needs sudo_password_secret or password_secret")
+    known = set(names) | set(addresses) | ({spec.ssh.bastion.host} if spec.ssh.bastion else set())
+    for key, fps in spec.ssh.host_key_fingerprints.items():
+        if key not in known:
+            p.append(f"ssh.host_key_fingerprints[{key!r}]: not a node name or address of this spec")
+        for j, fp in enumerate(fps):
+            if not _FINGERPRINT.match(fp):
+                p.append(f"ssh.host_key_fingerprints[{key!r}][{j}]: not a SHA256 fingerprint "
+                         f"('SHA256:' + 43 base64 characters): {fp!r}")
+
+    for j, check in enumerate(spec.preflight.ignore):
+        if check not in PREFLIGHT_CHECKS:
+            p.append(f"preflight.ignore[{j}]: unknown check {check!r} (known: {', '.join(PREFLIGHT_CHECKS)})")
+    return p
+
+
+def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> list[str]:
+    """Rules that depend on the mode (an argument, not part of the spec)."""
+    p: list[str] = []
+    cps = spec.control_planes()
+    if mode not in MODES:
+        return [f"mode: unknown mode {mode!r} (known: {', '.join(MODES)})"]
+    if mode == "all_in_one":
+        if len(spec.nodes) != 1:
+            p.append(f"nodes: all_in_one needs exactly one node, the spec has {len(spec.nodes)}")
+        elif not spec.nodes[0].is_control_plane:
+            p.append("nodes[0].roles: the all_in_one node must have the role control-plane")
+    elif mode == "ha":
+        if len(cps) < 3:
+            p.append(f"nodes: ha needs at least 3 control-plane nodes (etcd quorum), the spec has {len(cps)}")
+        elif len(cps) % 2 == 0:
+            p.append(f"nodes: ha needs an odd number of control-plane nodes (etcd quorum), "
+                     f"the spec has {len(cps)}")
+        if isinstance(spec.control_plane_endpoint, NodeEndpoint):
+            p.append("control_plane_endpoint.type: ha needs kube_vip or load_balancer, not node")
+    elif mode == "add_nodes":
+        if not nodes:
+            p.append("nodes: add_nodes needs the names of the nodes to add (--nodes a,b)")
+        else:
+            known = {n.name for n in spec.nodes}
+            for name in nodes:
+                if name not in known:
+                    p.append(f"nodes: {name!r} (to add) is not a node of the spec")
+            if cps and cps[0].name in nodes:
+                p.append(f"nodes: {cps[0].name!r} is the first control plane; it cannot be added, "
+                         f"the cluster is built around it")
+            if len(set(nodes)) != len(nodes):
+                p.append("nodes: a node is named twice in the list to add")
+    if nodes and mode not in ("add_nodes",):
+        p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
+    return p
+
+
+def spec_warnings(spec: ClusterSpec) -> list[str]:
+    w: list[str] = []
+    c = spec.runtime.containerd
+    if c.source != "distro" and V.version_tuple(c.version) < V.version_tuple(V.CONTAINERD_MIN_SUPPORTED):
+        w.append(f"runtime.containerd.version: containerd {c.version} is end of life "
+                 f"(use ≥ {V.CONTAINERD_DEFAULT}); kubelet cannot take the cgroup driver from it")
+    if not spec.kubelet.fail_cgroup_v1:
+        w.append("kubelet.fail_cgroup_v1: false lets the kubelet run on cgroup v1, which is "
+                 "deprecated; plan a move to cgroup v2")
+    if spec.ssh.accept_new_host_keys:
+        w.append("ssh.accept_new_host_keys: unknown host keys will be trusted on first use")
+    return w
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_UNION_TAGS = {"node", "kube_vip", "load_balancer"}
+
+
+def _clean_loc(loc: tuple) -> list:
+    out: list = []
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "control_plane_endpoint" and part in _UNION_TAGS:
+            continue  # pydantic adds the discriminator tag to the path
+        out.append(part)
+    return out
+
+
+def format_path(loc: list | tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part == "[key]":
+            text += " (key)"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "<spec>"
+
+
+def _model_at(loc: list) -> type[BaseModel] | None:
+    """The model class that owns the last element of loc, to suggest field names."""
+    model: Any = ClusterSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        model = None
+        for cand in _walk_types(ann):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+    return model
+
+
+def _walk_types(ann: Any):
+    yield ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        yield from _walk_types(arg)
+
+
+def _format_error(err: dict) -> str:
+    loc = _clean_loc(tuple(err.get("loc", ())))
+    path = format_path(loc)
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        msg = "unknown field"
+        owner = _model_at(loc)
+        if owner is not None and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], list(owner.model_fields), n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+    elif kind == "missing":
+        msg = "required field missing"
+    else:
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+            msg += f": {err['input']!r}" if not isinstance(err["input"], (dict, list)) else ""
+    return f"{path}: {msg}"
+
+
+_DROPPED = object()
+
+
+def _drop(data: Any, loc: list, kind: str | None) -> bool:
+    """Remove the offending value so the rest can still be checked; False if impossible.
+
+    A missing required field removes its parent mapping instead (e.g. an incomplete
+    control_plane_endpoint falls back to its default); a bad scalar in a list is removed
+    from the list (after all errors were seen, so indexes stay right)."""
+    if kind == "missing":
+        loc = loc[:-1]
+    if not loc or loc[-1] == "[key]":
+        return False
+    parent = data
+    for part in loc[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError):
+            return True  # an ancestor was already removed for another error
+        except TypeError:
+            return False
+    last = loc[-1]
+    if isinstance(parent, dict) and isinstance(last, str) and last in parent:
+        del parent[last]
+        return True
+    if (isinstance(parent, list) and isinstance(last, int) and last < len(parent)
+            and not isinstance(parent[last], (dict, list))):
+        parent[last] = _DROPPED
+        return True
+    return False
+
+
+def _purge_dropped(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _purge_dropped(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_purge_dropped(v) for v in data if v is not _DROPPED]
+    return data
+
+
+def _parse_source(source: Any) -> Any:
+    if isinstance(source, ClusterSpec):
+        return source.model_dump(mode="json")
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
+                                    and os.path.exists(source)):
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError([f"<file>: cannot read {str(source)!r}: {exc.strerror}"]) from None
+    elif isinstance(source, str):
+        text = source
+    else:
+        raise SpecError([f"<spec>: expected a path, YAML text or a mapping, got {type(source).__name__}"])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"<yaml>: not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(["<spec>: the spec must be a YAML mapping (name:, nodes:, …)"])
+    return data
+
+
+def collect_problems(source: Any) -> tuple[ClusterSpec | None, list[str]]:
+    """(spec or None, every problem). Structural errors are dropped one by one so that the
+    semantic rules still run on what remains."""
+    data = _parse_source(source)
+    problems: list[str] = []
+    for _ in range(8):
+        try:
+            spec = ClusterSpec.model_validate(data, context={"skip_rules": True})
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+            for err in errors:
+                msg = _format_error(err)
+                if msg not in problems:
+                    problems.append(msg)
+            dropped = [_drop(data, _clean_loc(tuple(err["loc"])), err.get("type")) for err in errors]
+            if not all(dropped):
+                return None, problems
+            data = _purge_dropped(data)
+    else:
+        return None, problems
+    for msg in check_rules(spec):
+        if msg not in problems:
+            problems.append(msg)
+    return spec, problems
+
+
+def load_spec(source: str | Path | dict | ClusterSpec) -> ClusterSpec:
+    """Parse and validate; raises SpecError listing every problem. Contacts nothing."""
+    spec, problems = collect_problems(source)
+    if problems or spec is None:
+        raise SpecError(problems or ["<spec>: invalid"])
+    return spec
+
+
+def spec_json_schema() -> dict:
+    return ClusterSpec.model_json_schema()
