@@ -1,0 +1,38 @@
+# The two commands of the README's quick start: `make serve` and `make test`.
+# Both work on a fresh Debian 12 machine as root: they install what they need first.
+PY ?= python3
+VENV := .venv
+KAI := $(VENV)/bin/kai
+APT_PACKAGES := debootstrap systemd-container openssh-server openssh-client zstd shellcheck \
+	iproute2 procps psmisc gnupg dpkg-dev strace postgresql chromium curl ca-certificates
+
+.PHONY: serve test deps venv apt bench
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	touch $@
+
+apt:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping apt packages ($(APT_PACKAGES))"; fi
+
+deps: apt venv
+
+# kai's main job on its embedded default: Prefect server on SQLite, served deployments, UI, REST API
+serve: venv
+	$(KAI) serve
+
+# the whole test suite, end-to-end tests on booted test hosts included
+test: deps
+	@[ "$$(id -u)" != 0 ] || sysctl -qw fs.inotify.max_user_instances=8192
+	$(VENV)/bin/pytest -p tests.ci_guard -ra --durations=25 $(PYTEST_ARGS)
+
+bench: deps
+	$(VENV)/bin/python -m benchmarks.orchestration $(BENCH_ARGS)

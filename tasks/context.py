@@ -1,0 +1,61 @@
+"""What a flow run shares with its tasks: the spec, the plan, the SSH connections, run-time secrets.
+
+It travels in a context variable rather than as a task parameter: Prefect would otherwise walk the
+whole plan and the connection pool looking for futures on every task call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from installers.plan import Plan, Step
+from installers.spec import ClusterSpec
+from installers.ssh import Fleet
+
+if TYPE_CHECKING:
+    from tasks.node_step import HostOutcome
+
+_current: contextvars.ContextVar["RunContext"] = contextvars.ContextVar("kai_run")
+
+
+@dataclass
+class RunContext:
+    spec: ClusterSpec
+    plan: Plan
+    fleet: Fleet
+    state_dir: Path
+    parallelism: int = 256
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: set[tuple[str, str]] = field(default_factory=set)  # (step, node) finished in this run
+    secrets: dict[str, str] = field(default_factory=dict)  # KAI_* secrets produced at run time
+    outcomes: dict[str, list["HostOutcome"]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # cluster info for the final artifact
+
+    def record(self, step: Step, outcomes: list["HostOutcome"]) -> None:
+        self.outcomes[step.name] = outcomes
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.state_dir / "clusters" / self.spec.name
+
+
+def current_run() -> RunContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("kai tasks run inside a kai flow (no run context is active)") from None
+
+
+@contextmanager
+def activate(run: RunContext) -> Iterator[RunContext]:
+    token = _current.set(run)
+    try:
+        yield run
+    finally:
+        _current.reset(token)
