@@ -62,10 +62,8 @@ def retry_unless_permanent(task, task_run, state) -> bool:
     """Prefect retry_condition_fn: host-key and authentication problems are never retried."""
     try:
         state.result()
-    except StepFailed as exc:
-        return exc.retryable
-    except Exception:  # noqa: BLE001 - any other failure follows the step's retry policy
-        return True
+    except Exception as exc:  # noqa: BLE001 - the failure decides; others follow the policy
+        return getattr(exc, "retryable", True)
     return True
 
 

@@ -1,0 +1,69 @@
+"""Verify the cluster from the controller: API, nodes Ready, system and CNI pods, storage, certs.
+
+Polls until the cluster is healthy or the step's timeout is spent (nodes turn Ready only after the
+CNI is up, so the first looks are expected to find problems), then publishes the cluster info as a
+markdown artifact — the run's summary in the Prefect UI and the wrapper's `cluster_info`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from installers.cluster_check import ClusterReport, check_cluster
+from installers.plan import Step
+from tasks.context import current_run
+from tasks.step_task import step_task
+
+POLL_S = 3.0
+
+
+class ClusterUnhealthy(Exception):
+    pass
+
+
+@step_task
+def verify(step: Step, kubeconfig: str | None = None) -> dict:
+    run = current_run()
+    logger = get_run_logger()
+    path = Path(kubeconfig or run.info.get("kubeconfig_path") or run.cluster_dir / "admin.conf")
+    expected = [n.name for n in run.spec.nodes]
+    storage_class = "local-path" if run.spec.storage.local_path else None
+    deadline = time.monotonic() + step.policy.timeout_s
+    while True:
+        report = check_cluster(path, expected, expect_storage_class=storage_class)
+        if report.healthy or time.monotonic() >= deadline or run.cancel.is_set():
+            break
+        logger.info("verify: waiting — %s", "; ".join(report.problems[:3]))
+        time.sleep(POLL_S)
+    for warning in report.warnings:
+        logger.warning("verify: %s", warning)
+    info = report.as_dict() | {"kubeconfig_path": str(path), "cluster": run.spec.name}
+    run.info.update(info)
+    create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
+                             description=f"cluster {run.spec.name}")
+    if not report.healthy:
+        raise ClusterUnhealthy(f"cluster {run.spec.name} is not healthy:\n  " + "\n  ".join(report.problems))
+    logger.info("verify: %d node(s) Ready, %d pods, API %s", len(report.nodes),
+                sum(report.pods_by_namespace.values()), report.version)
+    return info
+
+
+def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
+    lines = [f"# Cluster `{cluster}` — {'healthy' if r.healthy else 'NOT healthy'}", "",
+             f"API server `{r.server}` version `{r.version}`; kubeconfig `{kubeconfig}` (mode 0600)", "",
+             "| node | roles | ready | kubelet | address |", "|---|---|---|---|---|"]
+    lines += [f"| {n.name} | {', '.join(n.roles)} | {'yes' if n.ready else 'NO'} | {n.kubelet_version} "
+              f"| {n.address} |" for n in r.nodes]
+    lines += ["", "| namespace | pods |", "|---|---|"]
+    lines += [f"| {ns} | {count} |" for ns, count in r.pods_by_namespace.items()]
+    lines += ["", "Storage classes: " + (", ".join(r.storage_classes) or "none"), ""]
+    lines += [f"- {what} expires {date}" for what, date in r.cert_expiry.items()]
+    if r.problems:
+        lines += ["", "## Problems"] + [f"- {p}" for p in r.problems]
+    if r.warnings:
+        lines += ["", "## Warnings"] + [f"- {w}" for w in r.warnings]
+    return "\n".join(lines)
