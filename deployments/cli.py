@@ -1,0 +1,174 @@
+"""`kai` command line. One small function per subcommand; each registers itself in `COMMANDS`.
+
+Commands that only read a spec (schema, init, plan) import no Prefect and contact nothing.
+Exit codes: 0 ok, 2 invalid spec or arguments (every problem on stderr, one per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+# name -> (configure parser, run). Others add `hosts`, `install`, `status`, … the same way.
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
+                          Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    def wrap(configure: Callable[[argparse.ArgumentParser], None]):
+        def register(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (configure, run)
+            run.help = help  # type: ignore[attr-defined]
+            return run
+        return register
+    return wrap
+
+
+def _problems_to_stderr(problems: list[str]) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return EXIT_INVALID
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+def _schema_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+
+@command("schema", "print the JSON Schema of the cluster spec")(_schema_args)
+def cmd_schema(args: argparse.Namespace) -> int:
+    from installers.spec import spec_json_schema
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --- init --------------------------------------------------------------------------------------
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("all_in_one", "ha"), default="all_in_one")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+@command("init", "write a commented sample cluster spec")(_init_args)
+def cmd_init(args: argparse.Namespace) -> int:
+    from installers.samples import sample_spec
+    text = sample_spec(args.mode)
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            print(f"{out}: exists (use --force to overwrite)", file=sys.stderr)
+            return EXIT_INVALID
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out} ({args.mode}); check it with: kai plan {out} --mode {args.mode}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="cluster spec (YAML)")
+    p.add_argument("--mode", default=None,
+                   help="all_in_one | ha | add_nodes | reset | preflight "
+                        "(default: all_in_one for one node, else ha)")
+    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+    p.add_argument("--scripts", action="store_true",
+                   help="also show each job's script, env inputs and rendered files")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+@command("plan", "print what a mode would do, host by host (contacts nothing)")(_plan_args)
+def cmd_plan(args: argparse.Namespace) -> int:
+    from installers.plan import build_plan, plan_to_dict
+    from installers.spec import SpecError, collect_problems
+
+    try:
+        spec, problems = collect_problems(args.spec)
+    except SpecError as exc:
+        return _problems_to_stderr(exc.problems)
+    if problems or spec is None:
+        return _problems_to_stderr(problems)
+    mode = args.mode or ("all_in_one" if len(spec.nodes) == 1 else "ha")
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
+    try:
+        plan = build_plan(spec, mode, nodes=nodes)
+    except SpecError as exc:
+        return _problems_to_stderr(exc.problems)
+    if args.json:
+        print(json.dumps(plan_to_dict(plan), indent=2))
+    else:
+        sys.stdout.write(format_plan(plan, scripts=args.scripts))
+    return EXIT_OK
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def format_plan(plan, *, scripts: bool = False) -> str:
+    from installers.plan import read_script
+
+    lines = [f"kai plan: mode {plan.mode}, cluster {plan.cluster}"]
+    for warning in plan.warnings:
+        lines.append(f"  warning: {warning}")
+    for i, phase in enumerate(plan.phases, 1):
+        lines.append("")
+        lines.append(f"{i}. {phase.name} — {phase.title}")
+        for step in phase.steps:
+            pol = step.policy
+            order = "parallel" if step.parallel else "one host at a time"
+            lines.append(f"   - {step.name} [{step.kind}] {step.title}")
+            lines.append(f"     policy: retries={pol.retries} retry_delay={_seconds(pol.retry_delay_s)} "
+                         f"timeout={_seconds(pol.timeout_s)} ({order})")
+            if not step.jobs:
+                lines.append("     hosts: controller (no host script)")
+                continue
+            lines.append("     hosts: " + ", ".join(f"{j.node} ({j.address})" for j in step.jobs))
+            if scripts:
+                for job in step.jobs:
+                    present = read_script(job.script) is not None
+                    lines.append(f"     > {job.node}: {job.script}"
+                                 + ("" if present else "  (script not written yet)"))
+                    for key in sorted(job.env):
+                        lines.append(f"         env {key}={job.env[key]!r}")
+                    for key in job.secret_env:
+                        lines.append(f"         env {key}=<secret, supplied at run time>")
+                    for name in sorted(job.files):
+                        lines.append(f"         file {name}:")
+                        lines.extend(f"           | {line}" for line in job.files[name].splitlines())
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kai", description="kubeadm cluster installer on Prefect")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (configure, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=getattr(run, "help", None))
+        configure(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
