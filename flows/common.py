@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ def kai_run(
     *,
     nodes: list[str] | None = None,
     lock_wait_s: float = 30,
+    lock: bool = True,
 ) -> Iterator[tuple[RunContext, Plan]]:
     logger = get_run_logger()
     redact.install()
@@ -73,7 +74,7 @@ def kai_run(
     settings = KaiSettings()
     logger.info("%s on %d host(s): %s", mode, len(touched), ", ".join(touched))
 
-    with host_locks(addresses, lock_wait_s):
+    with host_locks(addresses, lock_wait_s) if lock else nullcontext():
         fleet = Fleet(targets)
         run = RunContext(spec=spec, plan=plan, fleet=fleet, state_dir=Path(settings.state_dir))
         try:

@@ -1,0 +1,39 @@
+"""State hooks shared by the flows.
+
+Cancelling a run SIGTERMs the flow process; its SSH connections close and each node's kai-exec
+kills the step's process group when its stdin ends. This hook is the second line: it runs after the
+flow process is gone (in the runner's process), reconnects to every host of the run and kills any
+kai step still running there — so a cancel never leaves a half-finished apt or kubeadm behind.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from installers.spec import load_spec
+from installers.ssh import Fleet
+from tasks.fanout import fan_out
+from tasks.targets import ssh_targets
+
+log = logging.getLogger("kai.hooks")
+
+
+def kill_remote_steps(flow, flow_run, state) -> None:
+    spec_param = (flow_run.parameters or {}).get("spec")
+    if not spec_param:
+        return
+    try:
+        spec = load_spec(spec_param)
+        fleet = Fleet(ssh_targets(spec))
+    except Exception as exc:  # noqa: BLE001 - a hook must not raise; say why it could not clean
+        log.warning("cleanup after %s: cannot reach hosts: %s", state.name, exc)
+        return
+    try:
+        results = fan_out(lambda node: fleet.get(node).kill_kai_jobs(), [n.name for n in spec.nodes])
+        for node, result in zip((n.name for n in spec.nodes), results):
+            if isinstance(result, Exception):
+                log.warning("cleanup after %s on %s failed: %s", state.name, node, result)
+            elif result:
+                log.info("cleanup after %s on %s: killed %s leftover process(es)", state.name, node, result)
+    finally:
+        fleet.close()
