@@ -1,0 +1,645 @@
+#!/usr/bin/python3
+"""The Kubernetes API stand-in: HTTPS, client-certificate or bootstrap-token authentication, a small
+honest subset of the real paths, and a state file so a restart keeps the cluster.
+
+Run by kubeadm's stand-in as kai-standin-apiserver.service on every control plane. Several control
+planes replicate writes to each other (a poor man's etcd): every write is an op forwarded to the
+peers listed in the state; a joining control plane starts from a peer's snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import queue
+import re
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+
+import yaml  # noqa: E402
+
+import standin_pki as pki  # noqa: E402
+from standin_common import Api, version  # noqa: E402
+
+CNI_DAEMONSETS = ("calico-node", "kube-flannel-ds", "cilium")
+READY_DELAY_S = 2.0
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+CLUSTER_SCOPED = {"namespaces", "nodes", "storageclasses", "clusterroles", "clusterrolebindings",
+                  "customresourcedefinitions", "priorityclasses", "persistentvolumes",
+                  "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
+                  "apiservices", "csidrivers", "ingressclasses", "runtimeclasses"}
+ADMIN_GROUPS = {"system:masters", "kubeadm:cluster-admins"}
+
+
+def rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plural(kind: str) -> str:
+    k = kind.lower()
+    if k.endswith("s"):
+        return k + "es"
+    if k.endswith("y"):
+        return k[:-1] + "ies"
+    return k + "s"
+
+
+def resource_path(obj: dict) -> str:
+    """The REST path of an object (without leading slash), like kubectl computes it."""
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    meta = obj.get("metadata") or {}
+    base = f"api/{api_version}" if "/" not in api_version else f"apis/{api_version}"
+    res = plural(kind)
+    if res in CLUSTER_SCOPED:
+        return f"{base}/{res}/{meta.get('name')}"
+    return f"{base}/namespaces/{meta.get('namespace') or 'default'}/{res}/{meta.get('name')}"
+
+
+class State:
+    """Flat sections of JSON values, persisted atomically on every write."""
+
+    SECTIONS = ("objects", "times", "heartbeats", "apiservers", "cluster")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.RLock()
+        self.data = {s: {} for s in self.SECTIONS}
+        if path.exists():
+            self.data.update(json.loads(path.read_text()))
+
+    def apply(self, ops: list[list]) -> None:
+        with self.lock:
+            for op in ops:
+                if op[0] == "set":
+                    self.data[op[1]][op[2]] = op[3]
+                elif op[0] == "del":
+                    self.data[op[1]].pop(op[2], None)
+            self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+    def get(self, section: str, key: str, default=None):
+        with self.lock:
+            return self.data[section].get(key, default)
+
+    def items(self, section: str) -> list[tuple[str, object]]:
+        with self.lock:
+            return list(self.data[section].items())
+
+
+class Cluster:
+    """The behaviour: auth, tokens, nodes, pods derived from what was applied."""
+
+    def __init__(self, state: State, ca_pem: bytes, ca_key_pem: bytes | None, endpoint: str,
+                 self_url: str, node_grace_s: float, peer_client: Api | None):
+        self.state, self.ca_pem, self.endpoint = state, ca_pem, endpoint
+        self.ca_cert = pki.load_cert(ca_pem)
+        self.ca_key = pki.load_key(ca_key_pem) if ca_key_pem else None
+        self.self_url, self.node_grace_s = self_url, node_grace_s
+        self.peer_client = peer_client
+        self.outbox: queue.Queue = queue.Queue()
+
+    # --- writes (replicated) ---------------------------------------------------------------------
+    def write(self, ops: list[list], replicate: bool = True) -> None:
+        self.state.apply(ops)
+        if replicate:
+            self.outbox.put(ops)
+
+    def replicator(self) -> None:
+        """Forward ops to the other API servers, best effort (a dead peer must not stop writes)."""
+        while True:
+            ops = self.outbox.get()
+            for name, url in self.state.items("apiservers"):
+                if url == self.self_url or self.peer_client is None:
+                    continue
+                try:
+                    peer = Api(url, self.ca_pem)
+                    peer.ctx = self.peer_client.ctx
+                    peer.timeout = 3
+                    peer.request("POST", "/kai-standin/replicate", {"ops": ops})
+                except OSError as e:
+                    print(f"replicate to {name} ({url}) failed: {e}", file=sys.stderr, flush=True)
+
+    # --- tokens ----------------------------------------------------------------------------------
+    def token_valid(self, token: str) -> str | None:
+        """-> token id if `token` is a known, unexpired bootstrap token."""
+        m = pki.TOKEN_RE.match(token or "")
+        if not m:
+            return None
+        secret = self.state.get("objects", f"api/v1/namespaces/kube-system/secrets/bootstrap-token-{m[1]}")
+        if not secret:
+            return None
+        data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+        if data.get("token-secret") != m[2]:
+            return None
+        exp = data.get("expiration")
+        if exp and datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() < time.time():
+            return None
+        return m[1]
+
+    def valid_tokens(self) -> list[tuple[str, str]]:
+        out = []
+        for key, obj in self.state.items("objects"):
+            if key.startswith("api/v1/namespaces/kube-system/secrets/bootstrap-token-"):
+                d = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
+                if self.token_valid(f"{d.get('token-id')}.{d.get('token-secret')}"):
+                    out.append((d["token-id"], d["token-secret"]))
+        return out
+
+    def cluster_info(self) -> dict:
+        kc = yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "", "cluster": {
+                "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
+                "server": f"https://{self.endpoint}"}}],
+            "contexts": [], "current-context": "", "preferences": {}, "users": []})
+        data = {"kubeconfig": kc}
+        for tid, tsecret in self.valid_tokens():
+            data[f"jws-kubeconfig-{tid}"] = pki.jws_detached(tid, tsecret, kc)
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "cluster-info", "namespace": "kube-public"}, "data": data}
+
+    # --- nodes and pods --------------------------------------------------------------------------
+    def nodes(self) -> list[tuple[str, dict]]:
+        return [(k.rsplit("/", 1)[1], v) for k, v in self.state.items("objects")
+                if k.startswith("api/v1/nodes/")]
+
+    def cni_time(self) -> float | None:
+        times = [self.state.get("times", k) for k, o in self.state.items("objects")
+                 if "/daemonsets/" in k and o.get("metadata", {}).get("name") in CNI_DAEMONSETS]
+        times = [t for t in times if t]
+        return min(times) if times else None
+
+    def node_ready(self, name: str, now: float) -> tuple[bool, str]:
+        hb = self.state.get("heartbeats", name)
+        if not hb or now - hb > self.node_grace_s:
+            return False, "Kubelet stopped posting node status."
+        cni = self.cni_time()
+        if cni is None:
+            return False, "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"
+        born = max(cni, self.state.get("times", f"api/v1/nodes/{name}", 0))
+        if now - born < READY_DELAY_S:
+            return False, "container runtime network not ready: cni plugin initializing"
+        return True, "kubelet is posting ready status"
+
+    def node_view(self, name: str, obj: dict, now: float) -> dict:
+        ready, message = self.node_ready(name, now)
+        hb = self.state.get("heartbeats", name) or now
+        node = json.loads(json.dumps(obj))
+        node.setdefault("status", {})["conditions"] = [{
+            "type": "Ready", "status": "True" if ready else ("False" if now - hb <= self.node_grace_s else "Unknown"),
+            "reason": "KubeletReady" if ready else "KubeletNotReady", "message": message,
+            "lastHeartbeatTime": rfc3339(hb), "lastTransitionTime": rfc3339(hb)}]
+        return node
+
+    def pods(self, now: float) -> list[dict]:
+        pods = []
+        nodes = self.nodes()
+        ready_nodes = [n for n, _ in nodes if self.node_ready(n, now)[0]]
+        cni = self.cni_time()
+
+        def pod(name, ns, node, born, host_network, owner=None, labels=None):
+            alive = node is not None and self.state.get("heartbeats", node) and \
+                now - self.state.get("heartbeats", node) <= self.node_grace_s
+            needs_net = not host_network
+            runnable = alive and (not needs_net or node in ready_nodes)
+            if runnable and needs_net and cni:
+                born = max(born, cni)
+            ready = bool(runnable and now - born >= READY_DELAY_S)
+            p = {"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": name, "namespace": ns, "labels": labels or {},
+                              "creationTimestamp": rfc3339(born)},
+                 "spec": {"nodeName": node, "hostNetwork": host_network},
+                 "status": {"phase": "Running" if runnable else "Pending",
+                            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+            if owner:
+                p["metadata"]["ownerReferences"] = [owner]
+            pods.append(p)
+
+        def suffix(*parts) -> str:
+            return hashlib.sha256("/".join(parts).encode()).hexdigest()[:5]
+
+        for name, obj in nodes:
+            born = self.state.get("times", f"api/v1/nodes/{name}", now)
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if "node-role.kubernetes.io/control-plane" in labels:
+                for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+                    pod(f"{comp}-{name}", "kube-system", name, born, True, labels={"component": comp})
+            pod(f"kube-proxy-{suffix('kube-proxy', name)}", "kube-system", name, born, True,
+                {"kind": "DaemonSet", "name": "kube-proxy"}, {"k8s-app": "kube-proxy"})
+        init_t = self.state.get("cluster", "initialized")
+        if init_t:
+            for i in range(2):
+                node = ready_nodes[i % len(ready_nodes)] if ready_nodes else None
+                pod(f"coredns-{suffix('coredns', str(i))}", "kube-system", node, init_t, False,
+                    {"kind": "ReplicaSet", "name": "coredns"}, {"k8s-app": "kube-dns"})
+        for key, obj in self.state.items("objects"):
+            meta = obj.get("metadata", {})
+            t = self.state.get("times", key, now)
+            spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+            host_net = bool(spec.get("hostNetwork"))
+            labels = ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+            if "/daemonsets/" in key:
+                for n, _ in nodes:
+                    born = max(t, self.state.get("times", f"api/v1/nodes/{n}", t))
+                    pod(f"{meta['name']}-{suffix(key, n)}", meta.get("namespace", "default"), n, born,
+                        host_net, {"kind": "DaemonSet", "name": meta["name"]}, labels)
+            elif "/deployments/" in key:
+                for i in range((obj.get("spec") or {}).get("replicas", 1)):
+                    node = ready_nodes[i % len(ready_nodes)] if ready_nodes else None
+                    pod(f"{meta['name']}-{suffix(key, str(i))}", meta.get("namespace", "default"), node, t,
+                        host_net, {"kind": "ReplicaSet", "name": meta["name"]}, labels)
+        return pods
+
+    def with_status(self, key: str, obj: dict, pods: list[dict]) -> dict:
+        """DaemonSet/Deployment status computed from the pods they own."""
+        obj = json.loads(json.dumps(obj))
+        name = obj.get("metadata", {}).get("name")
+        ns = obj.get("metadata", {}).get("namespace")
+        mine = [p for p in pods if p["metadata"]["namespace"] == ns and
+                any(o["name"] == name for o in p["metadata"].get("ownerReferences", []))]
+        ready = sum(p["status"]["conditions"][0]["status"] == "True" for p in mine)
+        if "/daemonsets/" in key:
+            obj["status"] = {"desiredNumberScheduled": len(mine), "currentNumberScheduled": len(mine),
+                             "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": len(mine)}
+        elif "/deployments/" in key:
+            obj["status"] = {"replicas": len(mine), "readyReplicas": ready, "availableReplicas": ready,
+                             "updatedReplicas": len(mine)}
+        return obj
+
+
+class Handler(BaseHTTPRequestHandler):
+    cluster: Cluster  # set on the subclass by serve()
+    server_version = "kai-standin-apiserver"
+
+    def setup(self):
+        super().setup()
+        self.identity = ("anonymous", [])
+
+    def log_message(self, fmt, *args):  # one line per request on stderr (journald)
+        sys.stderr.write(f"{self.address_string()} {self.identity[0]} {fmt % args}\n")
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def send_json(self, code: int, obj) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def status(self, code: int, reason: str, message: str) -> None:
+        self.send_json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                              "message": message, "reason": reason, "code": code})
+
+    def body(self):
+        raw = self.raw_body
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0]
+        if ctype in ("application/apply-patch+yaml", "application/yaml"):
+            return yaml.safe_load(raw)
+        return json.loads(raw or b"null")
+
+    def authenticate(self) -> None:
+        cert = self.connection.getpeercert()
+        if cert:
+            subject = dict(x[0] for x in cert["subject"])
+            orgs = [v for rdn in cert["subject"] for k, v in rdn if k == "organizationName"]
+            self.identity = (subject.get("commonName", ""), orgs)
+            return
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            tid = self.cluster.token_valid(auth[7:].strip())
+            if tid:
+                self.identity = (f"system:bootstrap:{tid}", ["system:bootstrappers"])
+            else:
+                self.identity = ("invalid-token", [])
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(ADMIN_GROUPS & set(self.identity[1]))
+
+    @property
+    def node_name(self) -> str | None:
+        cn, orgs = self.identity
+        return cn.removeprefix("system:node:") if "system:nodes" in orgs else None
+
+    @property
+    def is_bootstrap(self) -> bool:
+        return "system:bootstrappers" in self.identity[1]
+
+    def route(self, method: str) -> None:
+        try:
+            # Read the body first, always: answering without draining it makes the close a reset.
+            n = int(self.headers.get("Content-Length") or 0)
+            self.raw_body = self.rfile.read(n) if n else b""
+            self.authenticate()
+            url = urllib.parse.urlsplit(self.path)
+            path, query = url.path.rstrip("/"), urllib.parse.parse_qs(url.query)
+            self.dispatch(method, path, query)
+        except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+            self.status(400, "BadRequest", f"{type(e).__name__}: {e}")
+
+    def do_GET(self):
+        self.route("GET")
+
+    def do_POST(self):
+        self.route("POST")
+
+    def do_PATCH(self):
+        self.route("PATCH")
+
+    def do_PUT(self):
+        self.route("PUT")
+
+    def do_DELETE(self):
+        self.route("DELETE")
+
+    # --- the API ---------------------------------------------------------------------------------
+    def dispatch(self, method: str, path: str, query: dict) -> None:
+        c, now = self.cluster, time.time()
+        if method == "GET" and path in ("/readyz", "/livez", "/healthz"):
+            return self._text("ok")
+        if method == "GET" and path == "/version":
+            v = version()
+            major, minor, _ = (v.split(".") + ["0", "0"])[:3]
+            return self.send_json(200, {"major": major, "minor": minor, "gitVersion": f"v{v}",
+                                        "platform": "linux/amd64"})
+        if method == "GET" and path == "/api/v1/namespaces/kube-public/configmaps/cluster-info":
+            return self.send_json(200, c.cluster_info())  # anonymous, like the real RBAC rule
+        if self.identity[0] in ("anonymous", "invalid-token"):
+            return self.status(401, "Unauthorized", "Unauthorized")
+
+        if path == "/apis/certificates.k8s.io/v1/certificatesigningrequests" and method == "POST":
+            return self._csr()
+        if path == "/api/v1/namespaces/kube-system/secrets/kubeadm-certs" and method == "GET" \
+                and (self.is_bootstrap or self.is_admin):
+            return self._kubeadm_certs(now)
+        if path.startswith("/api/v1/nodes"):
+            return self._nodes(method, path, now)
+        if self.is_bootstrap or self.node_name:
+            return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot {method} {path}')
+
+        # --- admin from here on ---
+        if not self.is_admin:
+            return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot {method} {path}')
+        if path == "/kai-standin/replicate" and method == "POST":
+            c.write(self.body()["ops"], replicate=False)
+            return self.send_json(200, {"ok": True})
+        if path == "/kai-standin/snapshot" and method == "GET":
+            with c.state.lock:
+                return self.send_json(200, c.state.data)
+        if method == "GET" and (path == "/api/v1/pods" or re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", path)):
+            ns = path.split("/")[4] if "/namespaces/" in path else None
+            items = [p for p in c.pods(now) if ns is None or p["metadata"]["namespace"] == ns]
+            return self.send_json(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+        key = path.lstrip("/")
+        if method == "PATCH":
+            return self._apply(key, query, now)
+        if method == "POST":
+            obj = self.body()
+            obj_key = resource_path(obj)
+            if not obj_key.startswith(key + "/"):
+                return self.status(400, "BadRequest", f"object {obj_key} does not belong to {path}")
+            if c.state.get("objects", obj_key):
+                return self.status(409, "AlreadyExists", f"{obj_key} already exists")
+            c.write([["set", "objects", obj_key, obj], ["set", "times", obj_key, now]])
+            return self.send_json(201, obj)
+        if method == "DELETE":
+            if not c.state.get("objects", key):
+                return self.status(404, "NotFound", f"{key} not found")
+            c.write([["del", "objects", key], ["del", "times", key]])
+            return self.send_json(200, {"kind": "Status", "status": "Success"})
+        if method == "GET":
+            obj = c.state.get("objects", key)
+            if obj is not None:
+                return self.send_json(200, c.with_status(key, obj, c.pods(now)))
+            items = [(k, o) for k, o in c.state.items("objects") if k.rsplit("/", 1)[0] == key]
+            if not items and not self._known_collection(key):
+                return self.status(404, "NotFound", f"the server could not find the requested resource ({path})")
+            pods = c.pods(now)
+            kind = (items[0][1].get("kind") if items else key.rsplit("/", 1)[1].capitalize()) + "List"
+            return self.send_json(200, {"kind": kind, "apiVersion": "v1", "metadata": {},
+                                        "items": [c.with_status(k, o, pods) for k, o in items]})
+        return self.status(405, "MethodNotAllowed", f"{method} {path}")
+
+    @staticmethod
+    def _known_collection(key: str) -> bool:
+        return bool(re.fullmatch(r"(api/v1|apis/[^/]+/[^/]+)(/namespaces/[^/]+)?/[a-z]+", key))
+
+    def _text(self, text: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text.encode())
+
+    def _apply(self, key: str, query: dict, now: float) -> None:
+        """Server-side apply: PATCH application/apply-patch+yaml on the object's own path."""
+        c = self.cluster
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0]
+        if ctype != "application/apply-patch+yaml":
+            return self.status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml (got {ctype!r})")
+        if not query.get("fieldManager"):
+            return self.status(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+        obj = self.body()
+        if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("apiVersion"):
+            return self.status(400, "BadRequest", "apply patch without apiVersion/kind")
+        want = resource_path(obj)
+        if want != key:
+            return self.status(400, "BadRequest", f"the object's path is {want!r}, the request's is {key!r}")
+        ns = (obj.get("metadata") or {}).get("namespace")
+        if plural(obj["kind"]) in CLUSTER_SCOPED:
+            ns = None
+        elif ns is None:
+            obj.setdefault("metadata", {})["namespace"] = key.split("/namespaces/")[1].split("/")[0]
+            ns = obj["metadata"]["namespace"]
+        if ns and ns not in BUILTIN_NAMESPACES and not c.state.get("objects", f"api/v1/namespaces/{ns}"):
+            return self.status(404, "NotFound", f'namespaces "{ns}" not found')
+        existing = c.state.get("objects", key)
+        meta = obj.setdefault("metadata", {})
+        meta["managedFields"] = [{"manager": query["fieldManager"][0], "operation": "Apply"}]
+        meta.setdefault("creationTimestamp", (existing or {}).get("metadata", {}).get("creationTimestamp", rfc3339(now)))
+        ops = [["set", "objects", key, obj]]
+        if not existing:
+            ops.append(["set", "times", key, now])
+        c.write(ops)
+        self.send_json(201 if not existing else 200, obj)
+
+    def _csr(self) -> None:
+        """Auto-approve kubelet client CSRs (what kubeadm's RBAC + csrapproving do for bootstrap)."""
+        c = self.cluster
+        if not (self.is_bootstrap or self.is_admin):
+            return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot create certificatesigningrequests')
+        if c.ca_key is None:
+            return self.status(503, "ServiceUnavailable", "no CA key on this API server")
+        obj = self.body()
+        spec = obj.get("spec", {})
+        if spec.get("signerName") != "kubernetes.io/kube-apiserver-client-kubelet":
+            return self.status(422, "Invalid", f"unsupported signerName {spec.get('signerName')!r}")
+        from cryptography import x509
+        csr = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
+        cn, orgs = pki.cert_subject(csr)
+        if not cn.startswith("system:node:") or orgs != ["system:nodes"]:
+            return self.status(403, "Forbidden", f"CSR subject {cn}/{orgs} is not a kubelet client")
+        cert = pki.sign_csr(c.ca_key, c.ca_cert, csr)
+        obj["status"] = {"certificate": base64.b64encode(pki.cert_pem(cert)).decode(),
+                         "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved"}]}
+        self.send_json(201, obj)
+
+    def _kubeadm_certs(self, now: float) -> None:
+        secret = self.cluster.state.get("objects", "api/v1/namespaces/kube-system/secrets/kubeadm-certs")
+        expires = (secret or {}).get("metadata", {}).get("annotations", {}).get("kai-standin/expires")
+        if not secret or (expires and float(expires) < now):
+            return self.status(404, "NotFound", 'secrets "kubeadm-certs" not found')
+        self.send_json(200, secret)
+
+    def _nodes(self, method: str, path: str, now: float) -> None:
+        c = self.cluster
+        parts = path.split("/")[4:]  # after /api/v1/nodes
+        name = parts[0] if parts else None
+        own = name is not None and name == self.node_name
+        if method == "GET" and not parts and (self.is_admin or self.node_name):
+            items = [c.node_view(n, o, now) for n, o in c.nodes()]
+            return self.send_json(200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items})
+        if method == "GET" and name and (self.is_admin or own):
+            obj = c.state.get("objects", f"api/v1/nodes/{name}")
+            if not obj:
+                return self.status(404, "NotFound", f'nodes "{name}" not found')
+            return self.send_json(200, c.node_view(name, obj, now))
+        if method == "POST" and not parts:
+            obj = self.body()
+            name = obj["metadata"]["name"]
+            if not (self.is_admin or name == self.node_name):
+                return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot create node {name}')
+            key = f"api/v1/nodes/{name}"
+            existing = c.state.get("objects", key)
+            if existing and not self.is_admin:
+                return self.status(409, "AlreadyExists", f'nodes "{name}" already exists')
+            c.write([["set", "objects", key, obj], ["set", "times", key, now]])
+            return self.send_json(201, obj)
+        if method == "PATCH" and name and parts[1:] == ["status"] and own:
+            if not c.state.get("objects", f"api/v1/nodes/{name}"):
+                return self.status(404, "NotFound", f'nodes "{name}" not found')
+            c.write([["set", "heartbeats", name, now]])
+            return self.send_json(200, {"kind": "Node", "metadata": {"name": name}})
+        if method == "PATCH" and name and not parts[1:] and self.is_admin:
+            key = f"api/v1/nodes/{name}"
+            obj = c.state.get("objects", key)
+            if not obj:
+                return self.status(404, "NotFound", f'nodes "{name}" not found')
+            patch = self.body() or {}
+            meta = obj.setdefault("metadata", {})
+            meta.setdefault("labels", {}).update((patch.get("metadata") or {}).get("labels") or {})
+            if "spec" in patch:
+                obj.setdefault("spec", {}).update(patch["spec"])
+            c.write([["set", "objects", key, obj]])
+            return self.send_json(200, obj)
+        if method == "DELETE" and name and (self.is_admin or own):
+            key = f"api/v1/nodes/{name}"
+            if not c.state.get("objects", key):
+                return self.status(404, "NotFound", f'nodes "{name}" not found')
+            c.write([["del", "objects", key], ["del", "times", key], ["del", "heartbeats", name]])
+            return self.send_json(200, {"kind": "Status", "status": "Success"})
+        return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot {method} {path}')
+
+
+class TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, handler, ctx: ssl.SSLContext):
+        self.ctx = ctx
+        super().__init__(addr, handler)
+
+    def finish_request(self, request, client_address):
+        # The TLS handshake happens in the worker thread, so a slow client cannot block accept().
+        request.settimeout(10)
+        try:
+            tls = self.ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # no or bad client certificate chain, plain HTTP, …: the handshake failed
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+
+def serve(args) -> TLSServer:
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = State(state_dir / "state.json")
+    peer_client = None
+    if args.peer_cert and args.peer_key:
+        peer_client = Api(args.self_url, Path(args.ca).read_bytes(), Path(args.peer_cert).read_bytes(),
+                          Path(args.peer_key).read_bytes())
+    if args.join_from and not state.data["objects"]:
+        api = Api(args.join_from, Path(args.ca).read_bytes())
+        api.ctx = peer_client.ctx
+        code, snap = api.request("GET", "/kai-standin/snapshot")
+        if code != 200:
+            raise SystemExit(f"cannot read the cluster state from {args.join_from}: {code} {snap}")
+        state.data.update(snap)
+        state.save()
+    cluster = Cluster(state, Path(args.ca).read_bytes(),
+                      Path(args.ca_key).read_bytes() if args.ca_key else None,
+                      args.endpoint, args.self_url, args.node_grace, peer_client)
+    if args.self_url and args.name:
+        cluster.write([["set", "apiservers", args.name, args.self_url]])
+    threading.Thread(target=cluster.replicator, daemon=True).start()
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.load_verify_locations(args.ca)
+    # Client certificates are verified against the cluster CA when presented; requests without one
+    # are anonymous and get 401 except on the public paths (like the real API server).
+    ctx.verify_mode = ssl.CERT_REQUIRED if args.require_client_cert else ssl.CERT_OPTIONAL
+    handler = type("BoundHandler", (Handler,), {"cluster": cluster})
+    return TLSServer((args.bind, args.port), handler, ctx)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="kai-standin-apiserver", allow_abbrev=False)
+    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--ca-key")
+    p.add_argument("--state-dir", default="/var/lib/kai-standin-apiserver")
+    p.add_argument("--endpoint", required=True, help="controlPlaneEndpoint host:port for cluster-info")
+    p.add_argument("--name", help="this control plane's node name")
+    p.add_argument("--self-url", default="", help="https://advertise:6443, for replication")
+    p.add_argument("--peer-cert")
+    p.add_argument("--peer-key")
+    p.add_argument("--join-from", help="peer URL to copy the state from on first start")
+    p.add_argument("--node-grace", type=float, default=40.0, help="seconds without heartbeat -> NotReady")
+    p.add_argument("--require-client-cert", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    server = serve(parse_args(sys.argv[1:] if argv is None else argv))
+    print(f"serving on {server.server_address}", file=sys.stderr, flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
