@@ -1,0 +1,456 @@
+# shellcheck shell=bash
+# Helpers shared by kai's node scripts. Sourced (never run) by every step script:
+#   . "$(dirname "$0")/lib.sh"
+# Contract: docs/architecture.md §3. Inputs come only from KAI_* environment variables; results
+# that must not be logged go to files in $KAI_OUT_DIR; everything printed is logged line by line.
+
+# Functions run inside $(…) must stop at their first failure too (bash >= 4.4).
+shopt -s inherit_errexit
+
+# Non-login SSH sessions often lack the sbin directories. Append (never prepend) so that a PATH
+# chosen by the caller still wins.
+for _kai_dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+  case ":$PATH:" in
+    *":$_kai_dir:"*) ;;
+    *) PATH="$PATH:$_kai_dir" ;;
+  esac
+done
+unset _kai_dir
+export PATH
+# Parsed tool output (ss, containerd --version, apt) must not depend on the node's locale.
+export LC_ALL=C
+
+KAI_STATE_DIR="${KAI_STATE_DIR:-/var/lib/kai}"
+# Set to 1 by kai_commit_file whenever a file on the node really changed (scripts restart a
+# service only then: adding a node must never restart containerd or kubelet elsewhere).
+KAI_CHANGED=0
+kai_changed() { ((KAI_CHANGED != 0)); }
+
+# --- output ------------------------------------------------------------------------------------
+
+kai_log() { printf '%s\n' "$*"; }
+kai_warn() { printf 'WARNING: %s\n' "$*" >&2; }
+kai_die() {
+  printf 'ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# Run an external command quietly; on failure print its last output lines and die.
+# Only for external commands (errexit does not apply inside a function called this way).
+kai_quiet() {
+  local desc=$1 log rc=0
+  shift
+  log=$(mktemp "${KAI_WORK:-${TMPDIR:-/tmp}}/.kai-cmd.XXXXXX")
+  "$@" >"$log" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    tail -n 60 "$log" >&2 || true
+    rm -f "$log"
+    kai_die "$desc failed (exit $rc)"
+  fi
+  rm -f "$log"
+}
+
+# Copy stdin to stdout, replacing every given secret value by <redacted> (pure bash: the
+# secrets never reach a command line).
+kai_redact() {
+  local line secret
+  while IFS= read -r line || [[ -n $line ]]; do
+    for secret in "$@"; do
+      [[ -n $secret ]] && line=${line//"$secret"/"<redacted>"}
+    done
+    printf '%s\n' "$line"
+  done
+}
+
+# --- done markers ------------------------------------------------------------------------------
+
+kai_marker_path() { printf '%s/done/%s\n' "$KAI_STATE_DIR" "$KAI_STEP"; }
+
+# Exit 0 ("already done") when this step already ran with the same inputs ($KAI_STEP_HASH).
+kai_begin() {
+  : "${KAI_STEP:?KAI_STEP is required (set by the kai runner)}"
+  : "${KAI_STEP_HASH:?KAI_STEP_HASH is required (set by the kai runner)}"
+  case $KAI_STEP in
+    .* | *[!A-Za-z0-9._-]*) kai_die "KAI_STEP '$KAI_STEP' is not a plain step name" ;;
+  esac
+  local marker recorded=""
+  marker=$(kai_marker_path)
+  if [[ -f $marker ]]; then
+    IFS= read -r recorded <"$marker" || true
+    if [[ $recorded == "$KAI_STEP_HASH" ]]; then
+      kai_log "$KAI_STEP: already done (inputs unchanged)"
+      exit 0
+    fi
+    kai_log "$KAI_STEP: inputs changed since the last run, doing the step again"
+  fi
+}
+
+# Record that the step completed with these inputs.
+kai_done() {
+  local marker
+  marker=$(kai_marker_path)
+  mkdir -p "${marker%/*}"
+  chmod 0700 "$KAI_STATE_DIR" "${marker%/*}"
+  printf '%s\n' "$KAI_STEP_HASH" | kai_write_file "$marker" 0600
+  kai_log "$KAI_STEP: done"
+}
+
+# --- files -------------------------------------------------------------------------------------
+
+# Temp files live next to their destination (same filesystem, so mv is atomic) and are hidden:
+# kubelet ignores dot files in /etc/kubernetes/manifests, systemd and sysctl ignore them too.
+kai_tmp_for() {
+  local dest=$1 dir base
+  dir=$(dirname "$dest")
+  base=$(basename "$dest")
+  mkdir -p "$dir"
+  rm -f "$dir/.$base.kai-"* # leftovers of a run killed halfway
+  mktemp "$dir/.$base.kai-XXXXXX"
+}
+
+# Move TMP over DEST with MODE unless DEST already has the same content (then TMP is dropped).
+# Sets KAI_CHANGED=1 when DEST changed.
+kai_commit_file() {
+  local tmp=$1 dest=$2 mode=$3
+  if [[ -f $dest ]] && cmp -s "$tmp" "$dest"; then
+    rm -f "$tmp"
+    [[ $(stat -c %a "$dest") == "${mode#0}" ]] || chmod "$mode" "$dest"
+    return 0
+  fi
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "$dest"
+  KAI_CHANGED=1
+}
+
+# kai_write_file DEST MODE < content
+kai_write_file() {
+  local dest=$1 mode=$2 tmp
+  tmp=$(kai_tmp_for "$dest")
+  cat >"$tmp"
+  kai_commit_file "$tmp" "$dest" "$mode"
+}
+
+# kai_install_file SRC DEST MODE: copy SRC to DEST atomically, only if the content differs.
+kai_install_file() {
+  local src=$1 dest=$2 mode=$3 tmp
+  [[ -f $src ]] || kai_die "input file $(basename "$src") is missing"
+  if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
+    [[ $(stat -c %a "$dest") == "${mode#0}" ]] || chmod "$mode" "$dest"
+    return 0
+  fi
+  tmp=$(kai_tmp_for "$dest")
+  cat "$src" >"$tmp"
+  kai_commit_file "$tmp" "$dest" "$mode"
+  kai_log "updated $dest"
+}
+
+# kai_remove_file DEST: remove a file kai installed earlier (sets KAI_CHANGED=1 if it existed).
+kai_remove_file() {
+  if [[ -e $1 || -L $1 ]]; then
+    rm -f "$1"
+    KAI_CHANGED=1
+    kai_log "removed $1"
+  fi
+}
+
+# kai_render_secrets SRC DEST: copy SRC to DEST (0600) with the placeholders __KAI_JOIN_TOKEN__,
+# __KAI_CA_CERT_HASH__ and __KAI_CERTIFICATE_KEY__ replaced by the values of the environment
+# variables of the same name. Only bash builtins touch the secret values: they appear in no
+# process's argv (ps) and are never printed.
+kai_render_secrets() {
+  local src=$1 dest=$2 content="" name var old_umask
+  [[ -f $src ]] || kai_die "input file ${src##*/} is missing"
+  IFS= read -r -d '' content <"$src" || true
+  for name in JOIN_TOKEN CA_CERT_HASH CERTIFICATE_KEY; do
+    var=KAI_$name
+    if [[ $content == *"__KAI_${name}__"* ]]; then
+      [[ -n ${!var:-} ]] || kai_die "$var is required: ${src##*/} has the placeholder __KAI_${name}__"
+      content=${content//"__KAI_${name}__"/"${!var}"}
+    fi
+  done
+  if [[ $content == *__KAI_*__* ]]; then
+    kai_die "${src##*/} still has an unknown __KAI_…__ placeholder after substitution"
+  fi
+  old_umask=$(umask)
+  umask 077
+  rm -f "$dest"
+  printf '%s' "$content" >"$dest"
+  umask "$old_umask"
+  chmod 0600 "$dest"
+}
+
+# --- downloads ---------------------------------------------------------------------------------
+
+# amd64|arm64, the architecture names release URLs use.
+kai_arch() {
+  case $(uname -m) in
+    x86_64 | amd64) echo amd64 ;;
+    aarch64 | arm64) echo arm64 ;;
+    *) kai_die "unsupported CPU architecture $(uname -m) (kai supports x86_64 and aarch64)" ;;
+  esac
+}
+
+# Substitute the literal {arch} the versions table leaves in binary URLs.
+kai_url() {
+  local url=$1 arch
+  arch=$(kai_arch)
+  printf '%s\n' "${url//\{arch\}/$arch}"
+}
+
+# kai_fetch URL DEST: download through $KAI_DOWNLOAD_PROXY when set (never a global proxy).
+kai_fetch() {
+  local url=$1 dest=$2
+  local args=(--fail --silent --show-error --location --retry 3 --retry-delay 2
+    --connect-timeout 20 --output "$dest")
+  if [[ -n ${KAI_DOWNLOAD_PROXY:-} ]]; then
+    args+=(--proxy "$KAI_DOWNLOAD_PROXY")
+  fi
+  curl "${args[@]}" "$url" || kai_die "download failed: $url"
+}
+
+kai_sha256_of() {
+  local sum
+  sum=$(sha256sum "$1")
+  printf '%s\n' "${sum%% *}"
+}
+
+# kai_sha256_verify FILE EXPECTED [WHAT]: die naming expected and actual digest on mismatch.
+kai_sha256_verify() {
+  local file=$1 expected=${2,,} what=${3:-${1##*/}} got
+  got=$(kai_sha256_of "$file")
+  [[ $expected =~ ^[0-9a-f]{64}$ ]] || kai_die "invalid expected sha256 for $what: '$2'"
+  [[ $got == "$expected" ]] || kai_die "sha256 mismatch for $what: expected $expected, got $got"
+  kai_log "sha256 ok for $what"
+}
+
+# kai_sha256_from_list SUMFILE NAME: the digest for NAME in a sha256sum-style list
+# ("<hex>  [*]<name>" lines); a list with one bare digest also counts.
+kai_sha256_from_list() {
+  local file=$1 name=$2 hex rest
+  while read -r hex rest || [[ -n $hex ]]; do
+    rest=${rest#\*}
+    if [[ -z $rest || ${rest##*/} == "$name" ]]; then
+      printf '%s\n' "$hex"
+      return 0
+    fi
+  done <"$file"
+  kai_die "${file##*/} lists no sha256 for $name"
+}
+
+# kai_version_of COMMAND ARGS…: the first x.y.z word of its output (a leading v kept), or
+# "unknown" when the command fails or prints none.
+kai_version_of() {
+  local out word words=()
+  out=$("$@" 2>/dev/null) || {
+    echo unknown
+    return 0
+  }
+  read -r -a words <<<"${out//$'\n'/ }"
+  for word in "${words[@]}"; do
+    if [[ $word =~ ^v?[0-9]+\.[0-9]+\.[0-9]+ ]]; then
+      echo "${BASH_REMATCH[0]}"
+      return 0
+    fi
+  done
+  echo unknown
+}
+
+# --- packages ----------------------------------------------------------------------------------
+
+kai_pkg_family() {
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+    echo apt
+  elif command -v dnf >/dev/null 2>&1; then
+    echo dnf
+  else
+    echo unknown
+  fi
+}
+
+# apt-get with the download proxy passed explicitly and a wait for the dpkg lock.
+kai_apt_get() {
+  local proxy=()
+  if [[ -n ${KAI_DOWNLOAD_PROXY:-} ]]; then
+    proxy=(-o "Acquire::http::Proxy=$KAI_DOWNLOAD_PROXY" -o "Acquire::https::Proxy=$KAI_DOWNLOAD_PROXY")
+  fi
+  kai_quiet "apt-get $1" env DEBIAN_FRONTEND=noninteractive apt-get -q "${proxy[@]}" \
+    -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef \
+    -o Dpkg::Options::=--force-confold "$@"
+}
+
+KAI_APT_UPDATED=0
+kai_apt_update() {
+  if ((KAI_APT_UPDATED == 0)); then
+    kai_log "apt-get update"
+    kai_apt_get update
+    KAI_APT_UPDATED=1
+  fi
+}
+
+kai_dnf() {
+  local proxy=()
+  if [[ -n ${KAI_DOWNLOAD_PROXY:-} ]]; then
+    proxy=("--setopt=proxy=$KAI_DOWNLOAD_PROXY")
+  fi
+  kai_quiet "dnf $1" dnf -y -q "${proxy[@]}" "$@"
+}
+
+kai_pkg_installed() {
+  case $(kai_pkg_family) in
+    apt) [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]] ;;
+    dnf) rpm -q --whatprovides "$1" >/dev/null 2>&1 ;;
+    *) return 1 ;;
+  esac
+}
+
+# Can the package manager install this name? (Used for optional prerequisites.)
+kai_pkg_available() {
+  case $(kai_pkg_family) in
+    apt)
+      kai_apt_update
+      apt-cache show --no-all-versions "$1" >/dev/null 2>&1
+      ;;
+    dnf)
+      local proxy=()
+      [[ -z ${KAI_DOWNLOAD_PROXY:-} ]] || proxy=("--setopt=proxy=$KAI_DOWNLOAD_PROXY")
+      dnf -q "${proxy[@]}" list "$1" >/dev/null 2>&1
+      ;;
+    *) return 1 ;;
+  esac
+}
+
+# kai_pkg_install NAME...: install the names that are not installed yet (no network otherwise).
+kai_pkg_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    kai_pkg_installed "$pkg" || missing+=("$pkg")
+  done
+  ((${#missing[@]} > 0)) || return 0
+  kai_log "installing ${missing[*]}"
+  case $(kai_pkg_family) in
+    apt)
+      kai_apt_update
+      kai_apt_get install -y --no-install-recommends "${missing[@]}"
+      ;;
+    dnf) kai_dnf install "${missing[@]}" ;;
+    *) kai_die "no supported package manager (apt-get or dnf) on this node" ;;
+  esac
+}
+
+# --- kernel modules ----------------------------------------------------------------------------
+
+kai_valid_name() { [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; }
+
+# builtin|loaded|loadable|missing. Kernels may build modules in (no /lib/modules at all).
+kai_module_state() {
+  local name=$1 sysname=${1//-/_} builtin_list
+  builtin_list="/lib/modules/$(uname -r)/modules.builtin"
+  if [[ -e /sys/module/$sysname/initstate ]]; then
+    echo loaded
+  elif [[ -d /sys/module/$sysname ]]; then
+    echo builtin
+  elif [[ -r $builtin_list ]] && grep -Eq "(^|/)${name//[-_]/[-_]}\.ko(\.[a-z]+)?$" "$builtin_list"; then
+    echo builtin
+  elif kai_module_feature_present "$sysname"; then
+    # built in without parameters (so no /sys/module entry) and no modules.builtin to say so
+    echo builtin
+  elif modinfo "$name" >/dev/null 2>&1 || modprobe -n "$name" >/dev/null 2>&1; then
+    echo loadable
+  else
+    echo missing
+  fi
+}
+
+# What a module provides, for the two Kubernetes needs (overlay, br_netfilter).
+kai_module_feature_present() {
+  case $1 in
+    overlay) grep -qw overlay /proc/filesystems 2>/dev/null ;;
+    br_netfilter) [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] ;;
+    *) return 1 ;;
+  esac
+}
+
+# Load a module unless it is built in or loaded; die only if neither works.
+kai_module_ensure() {
+  local name=$1 state err
+  kai_valid_name "$name" || kai_die "invalid kernel module name '$name'"
+  state=$(kai_module_state "$name")
+  case $state in
+    builtin | loaded) kai_log "kernel module $name: $state" ;;
+    *)
+      if ! err=$(modprobe "$name" 2>&1); then
+        kai_die "kernel module $name is neither built in nor loadable: ${err:-modprobe failed}"
+      fi
+      kai_log "kernel module $name: loaded now"
+      ;;
+  esac
+}
+
+# --- /etc/hosts --------------------------------------------------------------------------------
+
+# kai_render_hosts CURRENT BLOCK: print CURRENT without any previous kai block, followed by BLOCK.
+# A block is the lines from one starting with "# BEGIN kai" to one starting with "# END kai".
+# BLOCK may carry its own markers (render.py writes them) or not (then they are added).
+kai_render_hosts() {
+  local current=$1 block=$2 line skip=0 body=""
+  if [[ -f $current ]]; then
+    while IFS= read -r line || [[ -n $line ]]; do
+      if [[ $line == "# BEGIN kai"* ]]; then
+        skip=1
+      elif [[ $line == "# END kai"* ]]; then
+        skip=0
+      elif ((skip == 0)); then
+        printf '%s\n' "$line"
+      fi
+    done <"$current"
+  fi
+  if [[ -f $block ]]; then
+    IFS= read -r -d '' body <"$block" || true
+  fi
+  [[ -n ${body//[[:space:]]/} ]] || return 0
+  [[ $body == *$'\n' ]] || body+=$'\n'
+  if [[ $body == "# BEGIN kai"* ]]; then
+    printf '%s' "$body"
+  else
+    printf '# BEGIN kai\n%s# END kai\n' "$body"
+  fi
+}
+
+# --- listening sockets -------------------------------------------------------------------------
+
+# "tcp PORT" / "udp PORT" per listening socket: ss (iproute2) when present, else /proc/net.
+kai_listening_ports() {
+  if command -v ss >/dev/null 2>&1; then
+    kai_listening_ports_ss
+  else
+    kai_listening_ports_proc
+  fi
+}
+
+kai_listening_ports_ss() {
+  local netid _state _recvq _sendq local_addr _rest
+  ss -Htuln 2>/dev/null | while read -r netid _state _recvq _sendq local_addr _rest; do
+    printf '%s %s\n' "$netid" "${local_addr##*:}"
+  done | sort -u
+}
+
+# /proc/net/{tcp,udp}[6]: TCP in state 0A (LISTEN), UDP in state 07 (bound, unconnected).
+kai_listening_ports_proc() {
+  local file proto want _sl local_addr _rem st _rest
+  for file in /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6; do
+    [[ -r $file ]] || continue
+    proto=${file##*/}
+    proto=${proto%6}
+    if [[ $proto == tcp ]]; then want=0A; else want=07; fi
+    while read -r _sl local_addr _rem st _rest; do
+      [[ $st == "$want" ]] || continue
+      printf '%s %d\n' "$proto" "$((16#${local_addr##*:}))"
+    done < <(tail -n +2 "$file")
+  done | sort -u
+}
+
+# --- systemd -----------------------------------------------------------------------------------
+
+kai_systemd_running() { [[ -d /run/systemd/system ]]; }
+
+kai_systemctl() { kai_quiet "systemctl $*" systemctl "$@"; }
