@@ -606,12 +606,7 @@ class Connection:
         with self._channels:
             transport = self.connect()
             start = time.monotonic()
-            try:
-                chan = transport.open_session(timeout=t.connect_timeout)
-            except (EOFError, OSError, paramiko.SSHException) as e:
-                raise ConnectionLostError(
-                    f"connection to {t.node} ({t.address}) lost before step {step!r} "
-                    f"started: {_describe(e)}") from None
+            chan = self._open_session(transport, step)
             try:
                 chan.exec_command(command)
                 if stdin:
@@ -626,6 +621,31 @@ class Connection:
                     f"{_describe(e)}") from None
             finally:
                 chan.close()
+
+    def _open_session(self, transport: paramiko.Transport, step: str) -> paramiko.Channel:
+        """Open an exec channel. sshd frees a session slot only after the close handshake of the
+        previous channel, so a refusal right after one closed is retried briefly."""
+        t = self.target
+        end = time.monotonic() + t.connect_timeout
+        delay = 0.02
+        while True:
+            try:
+                return transport.open_session(timeout=t.connect_timeout)
+            except paramiko.SSHException as e:  # ChannelException, or a bare "Unable to open"
+                if not transport.is_active():
+                    raise ConnectionLostError(
+                        f"connection to {t.node} ({t.address}) lost before step {step!r} "
+                        f"started: {_describe(e)}") from None
+                if time.monotonic() + delay > end:
+                    raise ConnectionLostError(
+                        f"{t.node} ({t.address}) refused a new channel for step {step!r}: "
+                        f"{_describe(e)} (sshd MaxSessions below {MAX_CHANNELS}?)") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except (EOFError, OSError) as e:
+                raise ConnectionLostError(
+                    f"connection to {t.node} ({t.address}) lost before step {step!r} "
+                    f"started: {_describe(e)}") from None
 
     def _pump(self, chan: paramiko.Channel, transport: paramiko.Transport, step: str,
               on_line, cancel, timeout_s, start: float, kai_exec: bool) -> JobResult:
@@ -664,11 +684,16 @@ class Connection:
                     stream.log(line)
             if got:
                 continue
-            if kai_exec and stream.exit_code is not None and chan.exit_status_ready():
-                break  # kai-exec reported; a stray process may still hold the channel open
             if chan.exit_status_ready():
+                if (chan.exit_status == -1 and stop_reason is None and not transport.is_active()
+                        and stream.exit_code is None):
+                    # paramiko marks channels closed (status -1) when the transport dies
+                    raise ConnectionLostError(
+                        f"connection to {t.node} ({t.address}) lost during step {step!r}; "
+                        "the remote step is killed by kai-exec when its stdin closes")
                 if chan.eof_received or chan.closed:
                     break
+                # exited, but something that escaped the step's group still holds stdout open
                 exit_seen_at = exit_seen_at or now
                 if now - exit_seen_at > 2.0:
                     break
@@ -682,6 +707,9 @@ class Connection:
             elif not transport.is_active():
                 raise ConnectionLostError(
                     f"connection to {t.node} ({t.address}) lost during step {step!r}")
+            elif chan.eof_received:
+                # the closed buffers keep the pipe readable: wait on the exit status instead
+                chan.status_event.wait(0.05)
         for line in out.flush():
             stream.stdout_line(line) if kai_exec else stream.log(line)
         for line in err.flush():
