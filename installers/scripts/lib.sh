@@ -449,6 +449,41 @@ kai_listening_ports_proc() {
   done | sort -u
 }
 
+# --- Kubernetes API ----------------------------------------------------------------------------
+
+# kai_kubectl_apply FILE: server-side apply with the admin kubeconfig; a few attempts, because an
+# API server that just came up (or a webhook that is starting) may refuse for some seconds.
+kai_kubectl_apply() {
+  local file=$1 attempt out=""
+  [[ -f /etc/kubernetes/admin.conf ]] ||
+    kai_die "/etc/kubernetes/admin.conf is missing: run this on an initialised control plane"
+  for attempt in 1 2 3 4 5; do
+    if out=$(kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side \
+      --force-conflicts -f "$file" 2>&1); then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    printf '%s\n' "$out" >&2
+    if ((attempt < 5)); then
+      kai_log "kubectl apply failed (attempt $attempt of 5), retrying in 5 s"
+      sleep 5
+    fi
+  done
+  kai_die "kubectl apply -f ${file##*/} failed 5 times (the last error is above)"
+}
+
+# kai_fetch_manifest URL SHA256 DEST: download, verify when a digest is given.
+kai_fetch_manifest() {
+  local url=$1 sha=$2 dest=$3
+  kai_log "downloading $url"
+  kai_fetch "$url" "$dest"
+  if [[ -n $sha ]]; then
+    kai_sha256_verify "$dest" "$sha" "${url##*/}"
+  else
+    kai_log "no sha256 pinned for ${url##*/}: not verified"
+  fi
+}
+
 # --- systemd -----------------------------------------------------------------------------------
 
 kai_systemd_running() { [[ -d /run/systemd/system ]]; }
