@@ -90,6 +90,9 @@ class SSHD:
             "Subsystem sftp internal-sftp\n" + self.extra_config)
         cmd = [SSHD_BIN, "-D", "-e", "-f", str(cfg)]
         if self.users_overlay:
+            # sshd reads authorized_keys as the logging-in user (private keys stay 0600)
+            os.chmod(self.dir, 0o755)
+            os.chmod(self.dir / "authorized_keys", 0o644)
             cmd = self._in_private_mount_ns(cmd)
         log = open(self.dir / "sshd.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -8,6 +8,7 @@ import random
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -416,7 +417,7 @@ def sudo_sshd(tmp_path_factory):
     untouched; sudo, PAM and pam_unix are the machine's real ones."""
     if shutil.which("sudo") is None or shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.skip("needs root, sudo and unshare")
-    home = tmp_path_factory.mktemp("kaitest-home")
+    home = Path(tempfile.mkdtemp(prefix="kai-home-"))  # /tmp itself, reachable by the user
     os.chown(home, SUDO_UID, SUDO_UID)
     pw_hash = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=SUDO_PASSWORD,
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -434,6 +435,7 @@ def sudo_sshd(tmp_path_factory):
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_sudo_password_is_read_from_stdin_and_frame_survives(sudo_sshd):
