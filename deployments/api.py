@@ -1,0 +1,210 @@
+"""kai's REST API on the old service's paths (FastAPI), over the wrapper in deployments/control.py.
+
+Every /api/v1 path needs `Authorization: Bearer <token>` (compared in constant time); a refused
+request is logged with method, path and client — never the token. Invalid specs are 422 with every
+problem. Responses keep the old envelope (`success`, `installation_id`, `message`, `mode`, …) and add
+kai's richer fields. `/healthz`, `/openapi.json` and `/docs` need no token.
+"""
+
+# no `from __future__ import annotations`: FastAPI resolves the closures' annotations at runtime
+
+import hmac
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from deployments import control, legacy
+from installers.spec import SpecError
+
+log = logging.getLogger("kai.api")
+PREFIX = "/api/v1/installation"
+ModeName = Literal["all_in_one", "all-in-one", "ha", "ha_secure", "add_nodes", "reset", "rebuild",
+                   "preflight", "health"]
+LevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
+                    "debug", "info", "warning", "error", "critical"]
+
+
+class StartRequest(BaseModel):
+    """kai's own start body: a cluster spec (see `kai schema`) and the mode's extra parameters."""
+    spec: dict[str, Any] = Field(description="the cluster spec (JSON Schema: `kai schema`)")
+    nodes: list[str] | None = Field(None, description="add_nodes: names of the nodes to add")
+    lock_wait_s: float | None = Field(None, ge=0, le=3600,
+                                      description="how long to wait for busy hosts before refusing")
+    rebuild_mode: Literal["auto", "all_in_one", "ha"] = "auto"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, **extra: Any):
+        self.status, self.error, self.extra = status, error, extra
+
+
+def _error(status: int, error: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"success": False, "error": error, **extra}, status_code=status,
+                        headers=headers)
+
+
+def create_app(token: str, ctl=control) -> FastAPI:
+    """The API app; `ctl` is the wrapper (the tests' schemathesis run swaps in one that starts nothing)."""
+    if not token:
+        raise ValueError("the REST API needs a token")
+    expected = token.encode()
+    app = FastAPI(title="kai", version="1.0",
+                  description="Start, follow and cancel kubeadm installations run as Prefect flows.")
+    bearer = HTTPBearer(auto_error=False, description="the token in <state dir>/api-token or KAI_API_TOKEN")
+
+    def authorized(request: Request,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        given = creds.credentials.encode() if creds else b""
+        if not creds or not hmac.compare_digest(given, expected):
+            client = request.client.host if request.client else "?"
+            log.warning("refused %s %s from %s: %s bearer token", request.method, request.url.path,
+                        client, "wrong" if creds else "missing")
+            raise ApiError(401, "unauthorized: a valid bearer token is required")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.error, **exc.extra)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            problems.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+        return _error(422, "invalid request", problems=problems)
+
+    def prefect_call(fn, *args, **kwargs):
+        """Wrapper calls, with the wrapper's errors turned into HTTP answers."""
+        import httpx
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        try:
+            return fn(*args, **kwargs)
+        except control.UnknownRun as exc:
+            raise ApiError(404, str(exc)) from None
+        except control.RunFinished as exc:
+            raise ApiError(409, str(exc)) from None
+        except control.NotServed as exc:
+            raise ApiError(503, str(exc)) from None
+        except SpecError as exc:
+            raise ApiError(422, "invalid cluster spec", problems=exc.problems) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+            log.error("Prefect server call failed: %s", type(exc).__name__)
+            raise ApiError(503, f"the Prefect server did not answer: {type(exc).__name__}") from None
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    auth = [Depends(authorized)]
+
+    @app.get(f"{PREFIX}/modes", dependencies=auth, tags=["installation"])
+    def get_modes() -> dict:
+        return {"success": True, **ctl.modes()}
+
+    @app.post(f"{PREFIX}/{{mode}}/start", dependencies=auth, status_code=202, tags=["installation"],
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"oneOf": [
+                      StartRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                      {"$ref": "#/components/schemas/LegacyAllInOneRequest"},
+                      {"$ref": "#/components/schemas/LegacyHARequest"}]}}}}})
+    def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)")],
+              body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+        canonical = ctl.canonical_mode(mode)
+        warnings: list[str] = []
+        secrets: dict[str, str] = {}
+        if legacy.is_legacy(body):
+            if canonical not in ("all_in_one", "ha"):
+                raise ApiError(422, "invalid request", problems=[
+                    f"mode: the old flat request body is only accepted for all_in_one and ha_secure, "
+                    f"not {mode}; send {{\"spec\": …}}"])
+            try:
+                mapped = legacy.to_spec(canonical, legacy.parse(canonical, body))
+            except SpecError as exc:
+                raise ApiError(422, "invalid request", problems=exc.problems) from None
+            problems = list(mapped.problems)
+            try:
+                ctl.validate(canonical, mapped.spec)
+            except SpecError as exc:
+                problems += legacy.rename_problems(exc.problems, mapped)
+            if problems:
+                raise ApiError(422, "invalid request", problems=problems)
+            request = StartRequest(spec=mapped.spec)
+            warnings, secrets = mapped.warnings, mapped.secrets
+        else:
+            try:
+                request = StartRequest.model_validate(body)
+            except ValueError as exc:
+                problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                            for e in getattr(exc, "errors", lambda: [])()]
+                raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
+        if secrets:
+            prefect_call(legacy.store_secrets, secrets)
+        try:
+            run_id = prefect_call(ctl.start, canonical, request.spec, nodes=request.nodes,
+                                  lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode)
+        except ApiError:
+            if secrets:
+                legacy.delete_secrets(list(secrets))
+            raise
+        return JSONResponse(status_code=202, content={
+            "success": True, "installation_id": run_id, "mode": canonical,
+            "message": f"{canonical} installation started",
+            "status_url": f"{PREFIX}/{run_id}/status", "warnings": warnings,
+            "secret_blocks": sorted(secrets)})
+
+    @app.get(f"{PREFIX}/{{installation_id}}/status", dependencies=auth, tags=["installation"])
+    def get_status(installation_id: str) -> dict:
+        return legacy.status_envelope(prefect_call(ctl.status, installation_id))
+
+    @app.get(f"{PREFIX}/{{installation_id}}/logs", dependencies=auth, tags=["installation"])
+    def get_logs(installation_id: str, level: LevelName | None = None,
+                 limit: Annotated[int, Query(ge=1, le=10000)] = 200) -> dict:
+        entries = prefect_call(ctl.logs, installation_id, level, limit)
+        return {"success": True, "installation_id": installation_id, "logs": entries,
+                "total_logs": len(entries)}
+
+    @app.post(f"{PREFIX}/{{installation_id}}/cancel", dependencies=auth, tags=["installation"])
+    def post_cancel(installation_id: str) -> dict:
+        state = prefect_call(ctl.cancel, installation_id)
+        return {"success": True, "installation_id": installation_id, "state": state,
+                "message": f"installation {installation_id}: {state.lower()}"}
+
+    _add_legacy_schemas(app)
+    return app
+
+
+def _add_legacy_schemas(app: FastAPI) -> None:
+    """Put the old request models into the OpenAPI components (the start body refers to them)."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (legacy.LegacyAllInOneRequest, legacy.LegacyHARequest):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        start_schema = (schema["paths"][f"{PREFIX}/{{mode}}/start"]["post"]["requestBody"]
+                        ["content"]["application/json"]["schema"])
+        for option in start_schema["oneOf"]:
+            components.update(option.pop("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,345 @@
+"""`kai serve` — the embedded default: Prefect server (SQLite), a deployment per mode, UI, REST API.
+
+Process tree (every child in its own process group, so that shutdown reaches all of it):
+
+    kai serve (this process: supervisor + REST API in a uvicorn thread)
+    ├── prefect server start      (unless PREFECT_API_URL points at a server already)
+    └── python -m deployments.serve --runner   (Prefect `serve()`: one deployment per mode)
+        └── flow-run subprocesses
+
+Ctrl-C / SIGTERM stops the API, then the runner and every flow-run process below it (TERM, then
+KILL after a grace period), then the server — nothing is left behind. Telemetry is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+RUNNER_POLL_S = "2"        # Prefect's default is 10 s: a started run would wait up to that long
+SERVER_START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 15.0
+TOKEN_FILE = "api-token"
+SERVE_FILE = "serve.json"  # where the CLI finds the server `kai serve` started
+
+
+def log(message: str) -> None:
+    print(f"kai serve: {message}", flush=True)
+
+
+# --- API token ---------------------------------------------------------------------------------
+
+def api_token(state_dir: Path, from_env: str | None) -> tuple[str, str]:
+    """(token, where it comes from). Generated once into <state>/api-token (0600) if not set."""
+    if from_env:
+        return from_env, "KAI_API_TOKEN"
+    path = state_dir / TOKEN_FILE
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token, str(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token, str(path)
+
+
+# --- process tree ------------------------------------------------------------------------------
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    tree = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_tree(proc: subprocess.Popen, name: str, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the child and everything below it (also descendants that left its process group),
+    wait, then SIGKILL whatever is still alive."""
+    if proc.poll() is not None and not descendants(proc.pid):
+        return
+    pids = [proc.pid] + descendants(proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()
+        pids = [p for p in set(pids + descendants(proc.pid)) if p != proc.pid or proc.returncode is None]
+        if not [p for p in pids if _alive(p)]:
+            break
+        time.sleep(0.2)
+    for pid in set(pids + descendants(proc.pid)):
+        if _alive(pid):
+            log(f"{name}: process {pid} did not stop in {grace_s:.0f} s; killing it")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        log(f"{name}: process {proc.pid} did not exit after SIGKILL")
+
+
+# --- the supervisor ----------------------------------------------------------------------------
+
+@dataclass
+class Served:
+    prefect_api_url: str
+    ui_url: str
+    api_url: str
+    token_source: str
+    server: subprocess.Popen | None = None
+    runner: subprocess.Popen | None = None
+    api: object | None = None
+    api_thread: threading.Thread | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s")
+
+
+def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(state_dir / "prefect"))
+    env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL",
+                   f"sqlite+aiosqlite:///{state_dir / 'prefect' / 'prefect.db'}")
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    proc = subprocess.Popen(
+        [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--analytics-off"],
+        env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}/api"
+
+
+def start_runner(log_file) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deployments.serve", "--runner"],
+                            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def start_api(token: str, host: str, port: int):
+    import uvicorn
+
+    from deployments.api import create_app
+
+    config = uvicorn.Config(create_app(token), host=host, port=port, log_level="info",
+                            access_log=True)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="kai-api", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def deployments_ready(expected: list[str], timeout_s: float, runner: subprocess.Popen) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout_s
+    missing = list(expected)
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if runner.poll() is not None:
+                raise RuntimeError(f"the runner exited with code {runner.returncode}")
+            still = []
+            for mode in missing:
+                try:
+                    client.read_deployment_by_name(f"{mode}/{mode}")
+                except ObjectNotFound:
+                    still.append(mode)
+            missing = still
+            if not missing:
+                return
+            time.sleep(0.5)
+    raise RuntimeError(f"deployments not created within {timeout_s:.0f} s: {', '.join(missing)}")
+
+
+def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int | None = None) -> int:
+    from installers.settings import KaiSettings
+
+    settings = KaiSettings()
+    state_dir = settings.state_path()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for key, value in QUIET_ENV.items():
+        os.environ[key] = value
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", RUNNER_POLL_S)
+    api_host = api_host or settings.api_host
+    api_port = api_port or settings.api_port
+    token, token_source = api_token(
+        state_dir, settings.api_token.get_secret_value() if settings.api_token else None)
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(exist_ok=True, mode=0o700)
+    server_log = open(log_dir / "prefect-server.log", "ab")  # noqa: SIM115 - lives until exit
+    runner_log = open(log_dir / "runner.log", "ab")  # noqa: SIM115
+    served = Served("", "", f"http://{api_host}:{api_port}", token_source)
+    t0 = time.monotonic()
+    code = 0
+    try:
+        external = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
+        if external:
+            served.prefect_api_url = external.rstrip("/")
+            log(f"using the Prefect server at {served.prefect_api_url}")
+        else:
+            served.server, served.prefect_api_url = start_prefect_server(state_dir, prefect_port,
+                                                                         server_log)
+            log(f"starting the Prefect server (SQLite in {state_dir / 'prefect'}; "
+                f"log {log_dir / 'prefect-server.log'})")
+        os.environ["PREFECT_API_URL"] = served.prefect_api_url
+        served.ui_url = served.prefect_api_url.removesuffix("/api")
+        wait_healthy(served.prefect_api_url + "/health", served.server, SERVER_START_TIMEOUT_S,
+                     "the Prefect server")
+        served.timings["server_ready_s"] = time.monotonic() - t0
+        if stop.is_set():
+            return 130
+
+        from flows import MODES
+
+        served.runner = start_runner(runner_log)
+        served.api, served.api_thread = start_api(token, api_host, api_port)
+        deployments_ready(list(MODES), 120, served.runner)
+        wait_healthy(served.api_url + "/healthz", None, 30, "the REST API")
+        served.timings["ready_s"] = time.monotonic() - t0
+        (state_dir / SERVE_FILE).write_text(json.dumps({
+            "pid": os.getpid(), "prefect_api_url": served.prefect_api_url, "ui_url": served.ui_url,
+            "api_url": served.api_url, "token": token_source}, indent=2) + "\n")
+        log(f"Prefect UI   {served.ui_url}")
+        log(f"REST API     {served.api_url}  (docs {served.api_url}/docs; bearer token from "
+            f"{token_source})")
+        log(f"deployments  {', '.join(f'{m}/{m}' for m in MODES)}")
+        log(f"ready in {served.timings['ready_s']:.1f} s (server {served.timings['server_ready_s']:.1f} s)"
+            " — Ctrl-C stops everything")
+        while not stop.wait(1.0):
+            for name, proc in (("Prefect server", served.server), ("runner", served.runner)):
+                if proc is not None and proc.poll() is not None:
+                    log(f"the {name} exited with code {proc.returncode}; stopping")
+                    code = 1
+                    stop.set()
+            if served.api_thread is not None and not served.api_thread.is_alive():
+                log("the REST API stopped (port in use?); stopping")
+                code = 1
+                stop.set()
+    except RuntimeError as exc:
+        log(f"error: {exc}")
+        code = 1
+    finally:
+        shutdown(served)
+        (state_dir / SERVE_FILE).unlink(missing_ok=True)
+        server_log.close()
+        runner_log.close()
+    return code
+
+
+def shutdown(served: Served) -> None:
+    log("stopping")
+    if served.api is not None:
+        served.api.should_exit = True
+        if served.api_thread is not None:
+            served.api_thread.join(10)
+    if served.runner is not None:
+        stop_tree(served.runner, "runner")
+    if served.server is not None:
+        stop_tree(served.server, "Prefect server")
+    log("stopped")
+
+
+# --- the runner process ------------------------------------------------------------------------
+
+def run_runner() -> None:
+    """Serve a deployment per mode (typed parameter forms come from the flows' signatures)."""
+    from prefect import serve as prefect_serve
+
+    from deployments.control import DESCRIPTIONS
+    from flows import MODES
+
+    deployments = [flow.to_deployment(name=mode, tags=["kai"], description=DESCRIPTIONS.get(mode))
+                   for mode, flow in MODES.items()]
+    prefect_serve(*deployments, print_starting_message=False, pause_on_shutdown=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kai serve")
+    parser.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefect-port", type=int, default=4200)
+    parser.add_argument("--api-host", default=None)
+    parser.add_argument("--api-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.runner:
+        run_runner()
+        return 0
+    return serve(args.prefect_port, args.api_host, args.api_port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
