@@ -72,7 +72,7 @@ def conn(sshd):
 
 
 def test_job_streams_lines_in_order_with_exit_code_and_outputs(conn, tmp_path):
-    tricky = "it's \"quoted\"\nsecond line $(touch %s) `touch %s` $HOME \\ end" % (
+    tricky = "it's \"quoted\"\nsecond line ünï€ $(touch %s) `touch %s` $HOME \\ end\n\n" % (
         tmp_path / "pwned1", tmp_path / "pwned2")
     script = r"""
 . "$(dirname "$0")/lib.sh"

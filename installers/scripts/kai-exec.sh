@@ -4,6 +4,7 @@
 # The runner starts it as `[sudo … --] bash -c '<this file>'`; everything else arrives on stdin:
 #   any lines before the first KAI-PART are skipped (a sudo password line sudo did not need)
 #   KAI-PART <name> <bytes>\n<bytes>     repeated: env, lib.sh, the step script, files/<name>
+#                                        (env is evaluated from memory, never written to disk)
 #   KAI-RUN\n
 # After KAI-RUN stdin stays open: a line KAI-CANCEL, or EOF (cancel, timeout, the controller or
 # the connection dying), kills the step's whole process group (TERM, up to 5 s, KILL).
@@ -95,6 +96,14 @@ while :; do
         [[ -z $_kx_script ]] || _kx_die 98 "more than one step script: $_kx_script, $_kx_name"
         _kx_script=$_kx_name
       fi
+      if [[ $_kx_name == env ]]; then
+        # kept in memory: the secrets in it never touch the disk (text, no NUL: Python checks)
+        _kx_env=""
+        if ((_kx_size > 0)); then
+          IFS= read -r -N "$_kx_size" _kx_env || _kx_die 97 "stdin ended inside the env part"
+        fi
+        continue
+      fi
       # GNU head -c reads no more than it needs from a pipe, so the next header stays on stdin.
       head -c "$_kx_size" >"$_kx_work/$_kx_name"
       ;;
@@ -107,12 +116,11 @@ done
 [[ -n $_kx_script ]] || _kx_die 96 "no step script in frame"
 
 mkdir -p -- "$_kx_work/files" "$_kx_work/out"
-if [[ -f $_kx_work/env ]]; then
+if [[ -n ${_kx_env:-} ]]; then
   set -a
-  # shellcheck source=/dev/null
-  . "$_kx_work/env"
+  eval "$_kx_env"
   set +a
-  rm -f -- "$_kx_work/env"
+  unset _kx_env
 fi
 
 # --- run the step in its own process group, stdin from /dev/null ------------------------------
@@ -147,13 +155,15 @@ fi
 _kx_watcher=""
 
 # --- hand back the results ---------------------------------------------------------------------
-while IFS= read -r -d '' _kx_f; do
+shopt -s nullglob globstar dotglob
+for _kx_f in "$_kx_work"/out/**; do
+  [[ -f $_kx_f && ! -L $_kx_f ]] || continue
   _kx_name=${_kx_f#"$_kx_work/out/"}
   if [[ $_kx_name =~ ^[A-Za-z0-9._/-]+$ ]]; then
     printf '\036kai-out %s %s\n' "$_kx_name" "$(base64 -w0 <"$_kx_f")"
   else
     printf 'kai-exec: out file with an unsafe name skipped\n' >&2
   fi
-done < <(find "$_kx_work/out" -type f -print0)
+done
 printf '\036kai-exit %d\n' "$_kx_rc"
 exit "$_kx_rc"
