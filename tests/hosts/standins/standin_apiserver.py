@@ -241,7 +241,8 @@ class Cluster:
                     pod(f"{comp}-{name}", "kube-system", name, born, True, labels={"component": comp})
             pod(f"kube-proxy-{suffix('kube-proxy', name)}", "kube-system", name, born, True,
                 {"kind": "DaemonSet", "name": "kube-proxy"}, {"k8s-app": "kube-proxy"})
-        init_t = self.state.get("cluster", "initialized")
+        # kubeadm's upload-config phase marks the moment the addons (CoreDNS) were created.
+        init_t = self.state.get("times", "api/v1/namespaces/kube-system/configmaps/kubeadm-config")
         if init_t:
             for i in range(2):
                 node = ready_nodes[i % len(ready_nodes)] if ready_nodes else None

@@ -1,0 +1,747 @@
+#!/usr/bin/python3
+"""kubeadm stand-in: exactly the subcommands kai runs (docs/architecture.md §3), strictly.
+
+Writes real PKI, kubeconfigs and static pod manifests, and runs the API stand-in as
+kai-standin-apiserver.service. Every invocation is journaled to /var/log/kai-standins.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+
+import yaml  # noqa: E402
+
+import standin_pki as pki  # noqa: E402
+from standin_common import Api, Fail, run_main, version  # noqa: E402
+from standin_config import ConfigError, load_config  # noqa: E402
+
+K8S = Path("/etc/kubernetes")
+PKI = K8S / "pki"
+MANIFESTS = K8S / "manifests"
+KUBELET_DIR = Path("/var/lib/kubelet")
+ETCD_DIR = Path("/var/lib/etcd")
+API_STATE = Path("/var/lib/kai-standin-apiserver")
+API_UNIT = Path("/etc/systemd/system/kai-standin-apiserver.service")
+HERE = Path(__file__).resolve().parent
+CRI_SOCKET = Path("/run/containerd/containerd.sock")
+CERT_KEY_TTL_S = 2 * 3600
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+
+
+def parse_duration(text: str) -> float:
+    if text in ("0", "0s"):
+        return 0.0
+    parts = _DUR.findall(text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise Fail(f'invalid argument "{text}" for "--ttl" flag: time: invalid duration "{text}"')
+    mult = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(a) * mult[b] for a, b in parts)
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise Fail(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --- preflight ------------------------------------------------------------------------------------
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def preflight(ignore: list[str], control_plane: bool, joining: bool) -> None:
+    say("[preflight] Running pre-flight checks")
+    errors: list[tuple[str, str]] = []
+    if os.geteuid() != 0:
+        errors.append(("IsPrivilegedUser", "user is not running as root"))
+    for binary in ("kubelet", "crictl", "ip", "iptables", "mount", "nsenter"):
+        if not shutil.which(binary):
+            errors.append((f"FileExisting-{binary}", f"{binary} not found in system path"))
+    if sh("systemctl", "is-active", "--quiet", "containerd", check=False).returncode != 0 or not CRI_SOCKET.exists():
+        errors.append(("CRI", f"container runtime is not running: validate service connection: "
+                              f"dial unix {CRI_SOCKET}: connect: no such file or directory"))
+    if sh("systemctl", "is-enabled", "--quiet", "kubelet", check=False).returncode != 0:
+        errors.append(("Service-Kubelet", "kubelet service is not enabled, please run "
+                                          "'systemctl enable kubelet.service'"))
+    if len(Path("/proc/swaps").read_text().strip().splitlines()) > 1:
+        errors.append(("Swap", "running with swap on is not supported. Please disable swap"))
+    if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+        errors.append(("FileContent--proc-sys-net-ipv4-ip_forward",
+                       "/proc/sys/net/ipv4/ip_forward contents are not set to 1"))
+    if MANIFESTS.exists() and any(MANIFESTS.iterdir()):
+        errors.append(("DirAvailable--etc-kubernetes-manifests", f"{MANIFESTS} is not empty"))
+    for conf in ("kubelet.conf", "bootstrap-kubelet.conf") if joining else ():
+        if (K8S / conf).exists():
+            errors.append((f"FileAvailable--etc-kubernetes-{conf}", f"{K8S / conf} already exists"))
+    if joining and (PKI / "ca.crt").exists():
+        errors.append(("FileAvailable--etc-kubernetes-pki-ca.crt", f"{PKI / 'ca.crt'} already exists"))
+    if control_plane:
+        if not joining and (K8S / "admin.conf").exists():
+            errors.append(("FileAvailable--etc-kubernetes-admin.conf", f"{K8S / 'admin.conf'} already exists"))
+        if ETCD_DIR.exists() and any(ETCD_DIR.iterdir()):
+            errors.append(("DirAvailable--var-lib-etcd", f"{ETCD_DIR} is not empty"))
+        if not _port_free(6443):
+            errors.append(("Port-6443", "Port 6443 is in use"))
+    if not _port_free(10250):
+        errors.append(("Port-10250", "Port 10250 is in use"))
+    ignored = {i.lower() for i in ignore}
+    fatal = [(n, m) for n, m in errors if n.lower() not in ignored and "all" not in ignored]
+    for n, m in errors:
+        if (n, m) not in fatal:
+            say(f"\t[WARNING {n}]: {m}")
+    if fatal:
+        lines = "\n".join(f"\t[ERROR {n}]: {m}" for n, m in fatal)
+        raise Fail(f"error execution phase preflight: [preflight] Some fatal errors occurred:\n{lines}\n"
+                   "[preflight] If you know what you are doing, you can make a check non-fatal with "
+                   "`--ignore-preflight-errors=...`")
+
+
+# --- config helpers -------------------------------------------------------------------------------
+
+def read_config(path: str) -> dict[str, dict]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise Fail(f"unable to read config from {path!r}: {e}") from e
+    try:
+        return load_config(text)
+    except ConfigError as e:
+        raise Fail(f"{path}: {e}") from e
+
+
+def host_port(endpoint: str, default_port: int) -> tuple[str, int]:
+    if endpoint.startswith("["):
+        host, _, port = endpoint[1:].partition("]:")
+    elif endpoint.count(":") == 1:
+        host, _, port = endpoint.partition(":")
+    else:
+        host, port = endpoint, ""
+    return host, int(port or default_port)
+
+
+def default_address() -> str:
+    out = sh("ip", "-4", "-o", "addr", "show", "scope", "global").stdout.split()
+    for i, w in enumerate(out):
+        if w == "inet":
+            return out[i + 1].split("/")[0]
+    raise Fail("unable to select an IP from default routes")
+
+
+def node_name(nodereg: dict) -> str:
+    return nodereg.get("name") or socket.gethostname().lower()
+
+
+def check_version(cluster: dict) -> str:
+    mine = version()
+    want = (cluster.get("kubernetesVersion") or f"v{mine}").removeprefix("v")
+    wmaj, wmin = (int(x) for x in want.split(".")[:2])
+    mmaj, mmin = (int(x) for x in mine.split(".")[:2])
+    if (wmaj, wmin) > (mmaj, mmin) or want.split(".") > mine.split(".") and (wmaj, wmin) == (mmaj, mmin):
+        raise Fail(f'this version of kubeadm only supports deploying clusters with the control plane '
+                   f'version <= v{mine}. Current version: v{want}')
+    if (wmaj, wmin) < (mmaj, mmin - 1):
+        raise Fail(f'this version of kubeadm only supports deploying clusters with the control plane '
+                   f'version >= v{mmaj}.{mmin - 1}.0. Current version: v{want}')
+    return want
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def write_pair(name: str, key, cert) -> None:
+    pki.write_private(PKI / f"{name}.key", pki.key_pem(key))
+    pki.write_private(PKI / f"{name}.crt", pki.cert_pem(cert), 0o644)
+
+
+def load_ca(name: str = "ca"):
+    return pki.load_key((PKI / f"{name}.key").read_bytes()), pki.load_cert((PKI / f"{name}.crt").read_bytes())
+
+
+def make_shared_certs() -> None:
+    say("[certs] Generating \"ca\" certificate and key")
+    write_pair("ca", *pki.new_ca("kubernetes"))
+    say("[certs] Generating \"front-proxy-ca\" certificate and key")
+    write_pair("front-proxy-ca", *pki.new_ca("front-proxy-ca"))
+    say("[certs] Generating \"etcd/ca\" certificate and key")
+    write_pair("etcd/ca", *pki.new_ca("etcd-ca"))
+    say("[certs] Generating \"sa\" key and public key")
+    sa = pki.new_key()
+    pki.write_private(PKI / "sa.key", pki.key_pem(sa))
+    pki.write_private(PKI / "sa.pub", pki.pub_pem(sa), 0o644)
+
+
+def make_node_certs(name: str, address: str, endpoint_host: str, cluster: dict) -> None:
+    ca_key, ca = load_ca("ca")
+    svc_net = ipaddress.ip_network((cluster.get("networking") or {}).get("serviceSubnet") or "10.96.0.0/12")
+    domain = (cluster.get("networking") or {}).get("dnsDomain") or "cluster.local"
+    sans = [name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
+            str(svc_net[1]), address, endpoint_host] + list((cluster.get("apiServer") or {}).get("certSANs") or [])
+    say(f"[certs] apiserver serving cert is signed for DNS names and IPs {sorted(set(sans))}")
+    write_pair("apiserver", *pki.issue(ca_key, ca, "kube-apiserver", sans=list(dict.fromkeys(sans)), server=True))
+    write_pair("apiserver-kubelet-client", *pki.issue(ca_key, ca, "kube-apiserver-kubelet-client",
+                                                      orgs=("kubeadm:cluster-admins",), client=True))
+    fp_key, fp = load_ca("front-proxy-ca")
+    write_pair("front-proxy-client", *pki.issue(fp_key, fp, "front-proxy-client", client=True))
+    e_key, e = load_ca("etcd/ca")
+    write_pair("etcd/server", *pki.issue(e_key, e, name, sans=[name, "localhost", address, "127.0.0.1"],
+                                         server=True, client=True))
+    write_pair("etcd/peer", *pki.issue(e_key, e, name, sans=[name, "localhost", address], server=True, client=True))
+    write_pair("etcd/healthcheck-client", *pki.issue(e_key, e, "kube-etcd-healthcheck-client", client=True))
+    write_pair("apiserver-etcd-client", *pki.issue(e_key, e, "kube-apiserver-etcd-client", client=True))
+    # The API stand-ins authenticate to each other with this (replication of the cluster state).
+    k, c = pki.issue(ca_key, ca, "kai-standin-apiserver-peer", orgs=("system:masters",), client=True)
+    pki.write_private(API_STATE / "peer.key", pki.key_pem(k))
+    pki.write_private(API_STATE / "peer.crt", pki.cert_pem(c))
+
+
+def write_kubeconfig(file: str, server: str, cn: str, orgs: tuple[str, ...]) -> None:
+    ca_key, ca = load_ca("ca")
+    k, c = pki.issue(ca_key, ca, cn, orgs=orgs, client=True)
+    say(f'[kubeconfig] Writing "{file}" kubeconfig file')
+    pki.write_private(K8S / file, pki.kubeconfig(server, pki.cert_pem(ca), cn, pki.cert_pem(c), pki.key_pem(k)).encode())
+
+
+def static_pod(component: str, image: str, command: list[str]) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": component, "namespace": "kube-system",
+                     "labels": {"component": component, "tier": "control-plane"}},
+        "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
+                 "containers": [{"name": component, "image": image, "command": command}]}}, sort_keys=False)
+
+
+def write_static_pods(v: str, address: str, port: int, cluster: dict) -> None:
+    repo = cluster.get("imageRepository") or "registry.k8s.io"
+    pods = {
+        "etcd": ("registry.k8s.io/etcd:3.6.6-0", ["etcd", f"--advertise-client-urls=https://{address}:2379"]),
+        "kube-apiserver": (f"{repo}/kube-apiserver:v{v}", ["kube-apiserver", f"--advertise-address={address}",
+                                                            f"--secure-port={port}"]),
+        "kube-controller-manager": (f"{repo}/kube-controller-manager:v{v}", ["kube-controller-manager"]),
+        "kube-scheduler": (f"{repo}/kube-scheduler:v{v}", ["kube-scheduler"]),
+    }
+    MANIFESTS.mkdir(parents=True, exist_ok=True)
+    for name, (image, cmd) in pods.items():
+        say(f'[control-plane] Creating static Pod manifest for "{name}"')
+        (MANIFESTS / f"{name}.yaml").write_text(static_pod(name, image, cmd))
+    ETCD_DIR.mkdir(parents=True, exist_ok=True)
+    (ETCD_DIR / "member").mkdir(exist_ok=True)
+
+
+def write_kubelet_files(kinds: dict, nodereg: dict, address: str) -> None:
+    KUBELET_DIR.mkdir(parents=True, exist_ok=True)
+    kubelet_cfg = dict(kinds.get("KubeletConfiguration") or {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"})
+    (KUBELET_DIR / "config.yaml").write_text(yaml.safe_dump(kubelet_cfg, sort_keys=False))
+    args = [f"--container-runtime-endpoint={nodereg.get('criSocket') or 'unix://' + str(CRI_SOCKET)}"]
+    args += [f"--{a['name']}={a['value']}" for a in nodereg.get("kubeletExtraArgs") or []]
+    if nodereg.get("name"):
+        args.append(f"--hostname-override={nodereg['name']}")
+    (KUBELET_DIR / "kubeadm-flags.env").write_text(f'KUBELET_KUBEADM_ARGS="{" ".join(args)}"\n')
+    say('[kubelet-start] Writing kubelet environment file with flags to file "/var/lib/kubelet/kubeadm-flags.env"')
+    say('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
+
+
+def start_kubelet(timeout_s: float) -> None:
+    say("[kubelet-start] Starting the kubelet")
+    sh("systemctl", "restart", "kubelet")
+    say("[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 4m0s")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:10248/healthz", timeout=2) as r:
+                if r.read() == b"ok":
+                    say("[kubelet-check] The kubelet is healthy")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise Fail("error execution phase kubelet-start: The HTTP call equal to 'curl -sSL "
+               "http://127.0.0.1:10248/healthz' returned error: the kubelet is not healthy")
+
+
+def start_apiserver(name: str, address: str, port: int, endpoint: str, join_from: str | None) -> None:
+    cmd = [sys.executable, str(HERE / "standin_apiserver.py"), "--bind", "0.0.0.0", "--port", str(port),
+           "--cert", str(PKI / "apiserver.crt"), "--key", str(PKI / "apiserver.key"), "--ca", str(PKI / "ca.crt"),
+           "--ca-key", str(PKI / "ca.key"), "--state-dir", str(API_STATE), "--endpoint", endpoint,
+           "--name", name, "--self-url", f"https://{address}:{port}",
+           "--peer-cert", str(API_STATE / "peer.crt"), "--peer-key", str(API_STATE / "peer.key")]
+    if join_from:
+        cmd += ["--join-from", join_from]
+    API_UNIT.write_text(
+        "[Unit]\nDescription=kai stand-in for the Kubernetes API server\nAfter=network-online.target\n\n"
+        f"[Service]\nExecStart={' '.join(cmd)}\nRestart=always\nRestartSec=2\n\n"
+        "[Install]\nWantedBy=multi-user.target\n")
+    sh("systemctl", "daemon-reload")
+    sh("systemctl", "enable", "--now", API_UNIT.name)
+
+
+def wait_api(server: str, timeout_s: float) -> None:
+    say(f"[api-check] Waiting for a healthy API server. This can take up to {int(timeout_s)}s")
+    api = Api(server, (PKI / "ca.crt").read_bytes())
+    deadline = time.time() + timeout_s
+    last = ""
+    while time.time() < deadline:
+        try:
+            code, body = api.request("GET", "/readyz")
+            if code == 200:
+                say("[api-check] The API server is healthy")
+                return
+            last = f"{code} {body}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise Fail(f"error execution phase wait-control-plane: API server at {server} not healthy: {last}")
+
+
+def admin_api() -> Api:
+    kc = pki.read_kubeconfig((K8S / "admin.conf").read_text())
+    return Api(kc["server"], kc["ca"], kc["cert"], kc["key"])
+
+
+def node_object(name: str, address: str, control_plane: bool, taints: list | None) -> dict:
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
+    if control_plane:
+        labels["node-role.kubernetes.io/control-plane"] = ""
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+        if taints is None:
+            taints = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "spec": {"taints": taints or []},
+            "status": {"addresses": [{"type": "InternalIP", "address": address},
+                                     {"type": "Hostname", "address": name}],
+                       "nodeInfo": {"kubeletVersion": f"v{kubelet_version()}", "kubeProxyVersion": "",
+                                    "containerRuntimeVersion": containerd_version(),
+                                    "operatingSystem": "linux", "architecture": "amd64"}}}
+
+
+def kubelet_version() -> str:
+    r = sh("kubelet", "--version", check=False)
+    return r.stdout.strip().removeprefix("Kubernetes v") or version()
+
+
+def containerd_version() -> str:
+    r = sh("containerd", "--version", check=False)
+    words = r.stdout.split()
+    return f"containerd://{words[2].lstrip('v')}" if len(words) >= 3 else "containerd://unknown"
+
+
+def create_token(api: Api, ttl_s: float, description: str, token: str | None = None) -> str:
+    token = token or pki.new_token()
+    tid, tsecret = token.split(".")
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    data = {"token-id": b64(tid), "token-secret": b64(tsecret),
+            "usage-bootstrap-authentication": b64("true"), "usage-bootstrap-signing": b64("true"),
+            "auth-extra-groups": b64("system:bootstrappers:kubeadm:default-node-token")}
+    if description:
+        data["description"] = b64(description)
+    if ttl_s > 0:
+        data["expiration"] = b64(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + ttl_s)))
+    code, body = api.request("POST", "/api/v1/namespaces/kube-system/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": f"bootstrap-token-{tid}", "namespace": "kube-system"}, "data": data})
+    if code != 201:
+        raise Fail(f"failed to create bootstrap token: {code} {body}")
+    return token
+
+
+def upload_certs(api: Api, certificate_key: str) -> None:
+    if not pki.CERT_KEY_RE.match(certificate_key):
+        raise Fail("error execution phase upload-certs: error uploading certs: error decoding certificate "
+                   "key: the certificate key must be a hex encoded string of 32 bytes")
+    files = {n: (PKI / n).read_bytes() for n in pki.SHARED_CERTS}
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "kubeadm-certs", "namespace": "kube-system",
+                           "annotations": {"kai-standin/expires": str(time.time() + CERT_KEY_TTL_S)}},
+              "data": pki.encrypt_certs(files, certificate_key)}
+    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/secrets/kubeadm-certs?fieldManager=kubeadm&force=true",
+                             secret, content_type="application/apply-patch+yaml")
+    if code not in (200, 201):
+        raise Fail(f"error execution phase upload-certs: {code} {body}")
+    say('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace')
+
+
+# --- subcommands ----------------------------------------------------------------------------------
+
+def cmd_init(a) -> int:
+    kinds = read_config(a.config)
+    if "JoinConfiguration" in kinds:
+        raise Fail("a JoinConfiguration cannot be used with `kubeadm init`")
+    init = kinds.get("InitConfiguration", {})
+    cluster = kinds.get("ClusterConfiguration", {})
+    v = check_version(cluster)
+    say(f"[init] Using Kubernetes version: v{v}")
+    nodereg = init.get("nodeRegistration") or {}
+    lep = init.get("localAPIEndpoint") or {}
+    address, port = lep.get("advertiseAddress") or default_address(), lep.get("bindPort") or 6443
+    name = node_name(nodereg)
+    endpoint = cluster.get("controlPlaneEndpoint") or f"{address}:{port}"
+    ep_host, ep_port = host_port(endpoint, port)
+    endpoint = f"{ep_host}:{ep_port}" if ":" not in ep_host else f"[{ep_host}]:{ep_port}"
+    preflight(nodereg.get("ignorePreflightErrors") or [], control_plane=True, joining=False)
+
+    say('[certs] Using certificateDir folder "/etc/kubernetes/pki"')
+    PKI.mkdir(parents=True, exist_ok=True)
+    API_STATE.mkdir(parents=True, exist_ok=True)
+    make_shared_certs()
+    make_node_certs(name, address, ep_host, cluster)
+    server = f"https://{endpoint}"
+    write_kubeconfig("admin.conf", server, "kubernetes-admin", ("kubeadm:cluster-admins",))
+    write_kubeconfig("super-admin.conf", server, "kubernetes-super-admin", ("system:masters",))
+    write_kubeconfig("kubelet.conf", server, f"system:node:{name}", ("system:nodes",))
+    write_kubeconfig("controller-manager.conf", server, "system:kube-controller-manager", ())
+    write_kubeconfig("scheduler.conf", server, "system:kube-scheduler", ())
+    say('[etcd] Creating static Pod manifest for local etcd in "/etc/kubernetes/manifests"')
+    write_static_pods(v, address, port, cluster)
+    write_kubelet_files(kinds, nodereg, address)
+    timeouts = init.get("timeouts") or {}
+    start_kubelet(parse_duration(timeouts.get("kubeletHealthCheck", "4m")))
+    start_apiserver(name, address, port, endpoint, join_from=None)
+    # The API is checked on this node's own address: the endpoint (a VIP) may come later.
+    wait_api(f"https://{address}:{port}", parse_duration(timeouts.get("controlPlaneComponentHealthCheck", "4m")))
+
+    kc = pki.read_kubeconfig((K8S / "super-admin.conf").read_text())
+    api = Api(f"https://{address}:{port}", kc["ca"], kc["cert"], kc["key"])
+    say('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace')
+    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config?fieldManager=kubeadm",
+                             {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                              "data": {"ClusterConfiguration": yaml.safe_dump(cluster)}},
+                             content_type="application/apply-patch+yaml")
+    if code not in (200, 201):
+        raise Fail(f"error execution phase upload-config: {code} {body}")
+    if a.upload_certs:
+        key = init.get("certificateKey") or pki.new_certificate_key()
+        upload_certs(api, key)
+        if not a.skip_certificate_key_print:
+            say(f"[upload-certs] Using certificate key:\n{key}")
+    say(f"[mark-control-plane] Marking the node {name} as control-plane by adding the labels: "
+        "[node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]")
+    code, body = api.request("POST", "/api/v1/nodes", node_object(name, address, True, nodereg.get("taints")))
+    if code not in (200, 201):
+        raise Fail(f"error execution phase mark-control-plane: {code} {body}")
+    tokens = [t.get("token") for t in init.get("bootstrapTokens") or []] or [None]
+    created = [create_token(api, 24 * 3600, "", t) for t in tokens]
+    say("[bootstrap-token] Configured RBAC rules to allow Node Bootstrap tokens to post CSRs in order for nodes to get long term certificate credentials")
+    say("[addons] Applied essential addon: CoreDNS")
+    say("[addons] Applied essential addon: kube-proxy")
+    say("\nYour Kubernetes control-plane has initialized successfully!\n\n"
+        "To start using your cluster, you need to run the following as a regular user:\n\n"
+        "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n"
+        "  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n"
+        "You should now deploy a pod network to the cluster.\n"
+        'Run "kubectl apply -f [podnetwork].yaml" with one of the options listed at:\n'
+        "  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n")
+    token_text = "<value withheld>" if a.skip_token_print else created[0]
+    ca_hash = pki.ca_cert_hash(load_ca("ca")[1])
+    say("Then you can join any number of worker nodes by running the following on each as root:\n\n"
+        f"kubeadm join {endpoint} --token {token_text} \\\n\t--discovery-token-ca-cert-hash {ca_hash}")
+    return 0
+
+
+def discover(bt: dict) -> tuple[bytes, str]:
+    """Token discovery like kubeadm's: read cluster-info anonymously, check the JWS signature made
+    with the token, then pin the CA by its public-key hash. -> (CA PEM, server URL)."""
+    token = bt.get("token") or ""
+    m = pki.TOKEN_RE.match(token)
+    if not m:
+        raise Fail('error execution phase preflight: couldn\'t validate the identity of the API Server: '
+                   'the bootstrap token is invalid: it must match "[a-z0-9]{6}.[a-z0-9]{16}"')
+    tid, tsecret = m[1], m[2]
+    endpoint = bt.get("apiServerEndpoint") or ""
+    if not endpoint:
+        raise Fail("discovery.bootstrapToken.apiServerEndpoint: Required value")
+    say(f"[discovery] Trying to connect to API Server {endpoint!r}")
+    api = Api(endpoint, None)
+    deadline, last = time.time() + 60, ""
+    while time.time() < deadline:
+        try:
+            code, cm = api.request("GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info")
+            if code == 200:
+                break
+            last = f"{code}"
+        except OSError as e:
+            last = str(e)
+        say(f"[discovery] Failed to request cluster-info, will try again: {last}")
+        time.sleep(1)
+    else:
+        raise Fail(f"error execution phase preflight: couldn't validate the identity of the API Server: "
+                   f"failed to request the cluster-info ConfigMap: {last}")
+    data = cm.get("data") or {}
+    sig = data.get(f"jws-kubeconfig-{tid}")
+    if not sig:
+        raise Fail(f'error execution phase preflight: couldn\'t validate the identity of the API Server: '
+                   f'could not find a JWS signature in the cluster-info ConfigMap for token ID "{tid}"')
+    if not pki.jws_verify(tid, tsecret, data["kubeconfig"], sig):
+        raise Fail("error execution phase preflight: couldn't validate the identity of the API Server: "
+                   "failed to verify JWS signature of received cluster info object, can't trust this API Server")
+    kc = yaml.safe_load(data["kubeconfig"])["clusters"][0]["cluster"]
+    ca_pem = base64.b64decode(kc["certificate-authority-data"])
+    found = pki.ca_cert_hash(pki.load_cert(ca_pem))
+    pins = bt.get("caCertHashes") or []
+    if not pins and not bt.get("unsafeSkipCAVerification"):
+        raise Fail("discovery.bootstrapToken.caCertHashes: Invalid value: using token-based discovery without "
+                   "caCertHashes can be unsafe. Set unsafeSkipCAVerification as true in your kubeadm config "
+                   "file or pass --discovery-token-unsafe-skip-ca-verification flag to continue")
+    if pins and found not in pins:
+        raise Fail(f"error execution phase preflight: couldn't validate the identity of the API Server: "
+                   f'cluster CA found in cluster-info ConfigMap is invalid: none of the public keys "{found}" are pinned')
+    say(f"[discovery] Cluster info signature and contents are valid and TLS certificate validates against "
+        f"pinned roots, will use API Server {endpoint!r}")
+    return ca_pem, kc["server"]
+
+
+def cmd_join(a) -> int:
+    kinds = read_config(a.config)
+    join = kinds.get("JoinConfiguration")
+    if join is None or "InitConfiguration" in kinds:
+        raise Fail(f"{a.config}: `kubeadm join --config` needs a JoinConfiguration (and no InitConfiguration)")
+    disc = join.get("discovery") or {}
+    if not disc.get("bootstrapToken"):
+        raise Fail("discovery: the stand-in supports only discovery.bootstrapToken")
+    nodereg = join.get("nodeRegistration") or {}
+    cp = join.get("controlPlane")
+    name = node_name(nodereg)
+    preflight(nodereg.get("ignorePreflightErrors") or [], control_plane=cp is not None, joining=True)
+    bt = disc["bootstrapToken"]
+    ca_pem, server = discover(bt)
+    token = disc.get("tlsBootstrapToken") or bt["token"]
+    boot = Api(bt["apiServerEndpoint"], ca_pem, bearer=token)
+    address = ((cp or {}).get("localAPIEndpoint") or {}).get("advertiseAddress") or default_address()
+    for a_ in nodereg.get("kubeletExtraArgs") or []:
+        if a_["name"] == "node-ip":
+            address = a_["value"]
+    PKI.mkdir(parents=True, exist_ok=True)
+    if cp is not None:
+        say("[preflight] Running pre-flight checks before initializing the new control plane instance")
+        code, secret = boot.request("GET", "/api/v1/namespaces/kube-system/secrets/kubeadm-certs")
+        if code != 200:
+            raise Fail('error execution phase control-plane-prepare/download-certs: error downloading certs: '
+                       'error downloading the secret: Secret "kubeadm-certs" was not found in the "kube-system" '
+                       'Namespace. This Secret might have expired. Please, run `kubeadm init phase upload-certs '
+                       '--upload-certs` on a control plane to generate a new one')
+        key = cp.get("certificateKey") or ""
+        if not pki.CERT_KEY_RE.match(key):
+            raise Fail("error execution phase control-plane-prepare/download-certs: error downloading certs: "
+                       "error decoding certificate key: encoding/hex: invalid byte")
+        try:
+            files = pki.decrypt_certs(secret["data"], key)
+        except Exception as e:  # cryptography's InvalidTag: the wrong key
+            raise Fail("error execution phase control-plane-prepare/download-certs: error downloading certs: "
+                       "failed to decrypt: cipher: message authentication failed") from e
+        say("[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace")
+        for n, data in files.items():
+            pki.write_private(PKI / n, data, 0o600 if n.endswith(".key") else 0o644)
+        API_STATE.mkdir(parents=True, exist_ok=True)
+        lep = cp.get("localAPIEndpoint") or {}
+        port = lep.get("bindPort") or 6443
+        ep_host, _ = host_port(server.removeprefix("https://"), 6443)
+        make_node_certs(name, address, ep_host, {})
+        write_kubeconfig("admin.conf", server, "kubernetes-admin", ("kubeadm:cluster-admins",))
+        write_kubeconfig("controller-manager.conf", server, "system:kube-controller-manager", ())
+        write_kubeconfig("scheduler.conf", server, "system:kube-scheduler", ())
+        write_static_pods(version(), address, port, {})
+    else:
+        pki.write_private(PKI / "ca.crt", ca_pem, 0o644)
+    # TLS bootstrap: a kubelet client certificate signed through a CSR authenticated by the token.
+    say("[kubelet-start] Writing kubelet configuration to file \"/var/lib/kubelet/config.yaml\"")
+    key = pki.new_key()
+    from cryptography.hazmat.primitives import serialization
+    csr = pki.new_csr(key, f"system:node:{name}", ("system:nodes",))
+    code, obj = boot.request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests", {
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"generateName": "csr-"},
+        "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet", "usages": ["client auth"],
+                 "request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode()}})
+    if code != 201:
+        raise Fail(f"error execution phase kubelet-start: TLS bootstrap failed: {code} {obj}")
+    cert_pem = base64.b64decode(obj["status"]["certificate"])
+    pki.write_private(K8S / "kubelet.conf", pki.kubeconfig(server, ca_pem, f"system:node:{name}", cert_pem,
+                                                           pki.key_pem(key)).encode())
+    write_kubelet_files({}, nodereg, address)
+    start_kubelet(parse_duration((join.get("timeouts") or {}).get("kubeletHealthCheck", "4m")))
+    if cp is not None:
+        start_apiserver(name, address, port, server.removeprefix("https://"), join_from=f"https://{bt['apiServerEndpoint']}")
+        wait_api(f"https://{address}:{port}", parse_duration((join.get("timeouts") or {}).get(
+            "controlPlaneComponentHealthCheck", "4m")))
+        api = admin_api()
+    else:
+        api = Api(server, ca_pem, cert_pem, pki.key_pem(key))
+    code, body = api.request("POST", "/api/v1/nodes", node_object(name, address, cp is not None, nodereg.get("taints")))
+    if code not in (200, 201):
+        raise Fail(f"error execution phase kubelet-start: registering node {name}: {code} {body}")
+    if cp is not None:
+        say("\nThis node has joined the cluster and a new control plane instance was created:\n\n"
+            "* Certificate signing request was sent to apiserver and approval was received.\n"
+            "* The Kubelet was informed of the new secure connection details.\n"
+            "* Control plane label and taint were applied to the new node.\n"
+            "* The Kubernetes control plane instances scaled up.\n"
+            "* A new etcd member was added to the local/stacked etcd cluster.\n")
+    else:
+        say("\nThis node has joined the cluster:\n"
+            "* Certificate signing request was sent to apiserver and a response was received.\n"
+            "* The Kubelet was informed of the new secure connection details.\n\n"
+            "Run 'kubectl get nodes' on the control-plane to see this node join the cluster.\n")
+    return 0
+
+
+def cmd_token_create(a) -> int:
+    if not (K8S / "admin.conf").exists():
+        raise Fail(f"failed to load admin kubeconfig: open {K8S / 'admin.conf'}: no such file or directory")
+    print(create_token(admin_api(), parse_duration(a.ttl), a.description))
+    return 0
+
+
+def cmd_certificate_key(a) -> int:
+    print(pki.new_certificate_key())
+    return 0
+
+
+def cmd_upload_certs(a) -> int:
+    if not a.upload_certs:
+        raise Fail("the upload-certs phase needs --upload-certs")
+    if not (K8S / "admin.conf").exists():
+        raise Fail(f"failed to load admin kubeconfig: open {K8S / 'admin.conf'}: no such file or directory")
+    say("[upload-certs] Storing the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace")
+    upload_certs(admin_api(), a.certificate_key)
+    if not a.skip_certificate_key_print:
+        say(f"[upload-certs] Using certificate key:\n{a.certificate_key}")
+    return 0
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def cmd_reset(a) -> int:
+    if not a.force:
+        raise Fail("reset needs -f here (no interactive confirmation in the stand-in)")
+    say("[reset] Reading configuration from the cluster...")
+    for conf in ("admin.conf", "kubelet.conf"):
+        if (K8S / conf).exists():
+            try:
+                kc = pki.read_kubeconfig((K8S / conf).read_text())
+                name = kubelet_node_name()
+                code, _ = Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=5).request(
+                    "DELETE", f"/api/v1/nodes/{name}")
+                if code == 200:
+                    break
+            except (OSError, ValueError, KeyError) as e:
+                say(f"W0000 [reset] Unable to deregister this node from the cluster: {e}")
+    say("[reset] Stopping the kubelet service")
+    sh("systemctl", "stop", "kubelet", check=False)
+    if API_UNIT.exists():
+        sh("systemctl", "disable", "--now", API_UNIT.name, check=False)
+        API_UNIT.unlink()
+        sh("systemctl", "daemon-reload", check=False)
+    say("[reset] Deleting contents of directories: [/etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki]")
+    for d in (MANIFESTS, KUBELET_DIR, PKI):
+        if d.exists():
+            for p in d.iterdir():
+                _remove(p)
+    for p in (ETCD_DIR, API_STATE):
+        _remove(p)
+    for f in ("admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
+              "controller-manager.conf", "scheduler.conf"):
+        _remove(K8S / f)
+    if a.cleanup_tmp_dir:
+        _remove(K8S / "tmp")
+    say("\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d\n\n"
+        "The reset process does not reset or clean up iptables rules or IPVS tables.\n"
+        "The reset process does not clean your kubeconfig files and you must remove them manually.")
+    return 0
+
+
+def kubelet_node_name() -> str:
+    flags = (KUBELET_DIR / "kubeadm-flags.env")
+    if flags.exists():
+        m = re.search(r"--hostname-override=(\S+?)[\s\"]", flags.read_text())
+        if m:
+            return m[1]
+    return socket.gethostname().lower()
+
+
+def cmd_version(a) -> int:
+    if a.output != "short":
+        raise Fail(f'invalid output format: {a.output} (the stand-in supports "-o short")')
+    print(f"v{version()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeadm", allow_abbrev=False)
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", allow_abbrev=False)
+    init.add_argument("--config", required=True)
+    init.add_argument("--upload-certs", action="store_true")
+    init.add_argument("--skip-token-print", action="store_true")
+    init.add_argument("--skip-certificate-key-print", action="store_true")
+    init.set_defaults(fn=cmd_init)
+    join = sub.add_parser("join", allow_abbrev=False)
+    join.add_argument("--config", required=True)
+    join.set_defaults(fn=cmd_join)
+    token = sub.add_parser("token", allow_abbrev=False).add_subparsers(dest="token_cmd", required=True)
+    create = token.add_parser("create", allow_abbrev=False)
+    create.add_argument("--ttl", required=True)
+    create.add_argument("--description", required=True)
+    create.set_defaults(fn=cmd_token_create)
+    certs = sub.add_parser("certs", allow_abbrev=False).add_subparsers(dest="certs_cmd", required=True)
+    certs.add_parser("certificate-key", allow_abbrev=False).set_defaults(fn=cmd_certificate_key)
+    reset = sub.add_parser("reset", allow_abbrev=False)
+    reset.add_argument("-f", "--force", action="store_true")
+    reset.add_argument("--cleanup-tmp-dir", action="store_true")
+    reset.set_defaults(fn=cmd_reset)
+    ver = sub.add_parser("version", allow_abbrev=False)
+    ver.add_argument("-o", "--output", required=True)
+    ver.set_defaults(fn=cmd_version)
+    return p
+
+
+def upload_certs_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeadm init phase upload-certs", allow_abbrev=False)
+    p.add_argument("--upload-certs", action="store_true")
+    p.add_argument("--certificate-key", required=True)
+    p.add_argument("--skip-certificate-key-print", action="store_true")
+    p.set_defaults(fn=cmd_upload_certs)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if argv[:2] == ["init", "phase"]:
+        if argv[2:3] != ["upload-certs"]:
+            raise Fail(f"unknown phase {argv[2:3]} (the stand-in implements: init phase upload-certs)")
+        args = upload_certs_parser().parse_args(argv[3:])
+    else:
+        args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main("kubeadm", main))

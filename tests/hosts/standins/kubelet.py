@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""kubelet stand-in: `--version`, and as kubelet.service: healthz on 127.0.0.1:10248, node status
+heartbeats to the API stand-in with kubelet.conf, and the kube-vip static pod's VIP (ip addr add)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+
+import yaml  # noqa: E402
+
+import standin_pki as pki  # noqa: E402
+from standin_common import Api, Fail, run_main, version  # noqa: E402
+
+KUBE_VIP = Path("/etc/kubernetes/manifests/kube-vip.yaml")
+APISERVER_MANIFEST = Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
+HEARTBEAT_S = 5.0
+
+
+class Healthz(BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/healthz"
+        self.send_response(200 if ok else 404)
+        self.end_headers()
+        self.wfile.write(b"ok" if ok else b"not found")
+
+    def log_message(self, *args):
+        pass
+
+
+def vip_from_manifest() -> tuple[str, str] | None:
+    """(address, interface) from the kube-vip pod's env, like the real kube-vip reads them."""
+    try:
+        pod = yaml.safe_load(KUBE_VIP.read_text())
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError) as e:
+        print(f"kube-vip manifest unreadable: {e}", file=sys.stderr, flush=True)
+        return None
+    if env.get("address") and env.get("vip_interface"):
+        return env["address"], env["vip_interface"]
+    print("kube-vip manifest without address/vip_interface env", file=sys.stderr, flush=True)
+    return None
+
+
+class Vip:
+    def __init__(self):
+        self.held: tuple[str, str] | None = None
+
+    def sync(self) -> None:
+        want = vip_from_manifest() if KUBE_VIP.exists() and APISERVER_MANIFEST.exists() else None
+        if want == self.held:
+            return
+        self.release()
+        if want:
+            r = subprocess.run(["ip", "addr", "add", f"{want[0]}/32", "dev", want[1]], capture_output=True, text=True)
+            if r.returncode == 0 or "File exists" in r.stderr:
+                self.held = want
+                print(f"kube-vip: holding {want[0]} on {want[1]}", file=sys.stderr, flush=True)
+            else:
+                print(f"kube-vip: ip addr add failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+
+    def release(self) -> None:
+        if self.held:
+            subprocess.run(["ip", "addr", "del", f"{self.held[0]}/32", "dev", self.held[1]], capture_output=True)
+            self.held = None
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="kubelet", allow_abbrev=False)
+    p.add_argument("--version", action="store_true")
+    for flag in ("--bootstrap-kubeconfig", "--kubeconfig", "--config", "--container-runtime-endpoint",
+                 "--node-ip", "--hostname-override", "--pod-infra-container-image", "--node-labels",
+                 "--register-with-taints"):
+        p.add_argument(flag)
+    return p.parse_args(argv)
+
+
+def run(a) -> int:
+    if not a.config or not Path(a.config).exists():
+        raise Fail(f'failed to load kubelet config file, path: {a.config}, error: failed to load Kubelet '
+                   f'config file {a.config}, error failed to read kubelet config file "{a.config}"')
+    if not a.kubeconfig or not Path(a.kubeconfig).exists():
+        raise Fail(f"failed to run Kubelet: unable to load bootstrap kubeconfig: stat {a.bootstrap_kubeconfig}: "
+                   "no such file or directory")
+    cfg = yaml.safe_load(Path(a.config).read_text()) or {}
+    if cfg.get("failSwapOn", True) and len(Path("/proc/swaps").read_text().strip().splitlines()) > 1:
+        raise Fail("failed to run Kubelet: running with swap on is not supported, please disable swap")
+    kc = pki.read_kubeconfig(Path(a.kubeconfig).read_text())
+    name, _ = pki.cert_subject(pki.load_cert(kc["cert"]))
+    name = name.removeprefix("system:node:")
+    healthz = ThreadingHTTPServer(("127.0.0.1", 10248), Healthz)
+    threading.Thread(target=healthz.serve_forever, daemon=True).start()
+    vip = Vip()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"kubelet stand-in v{version()} for node {name}, API {kc['server']}", file=sys.stderr, flush=True)
+    while not stop.is_set():
+        vip.sync()
+        try:
+            code, body = Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=4).request(
+                "PATCH", f"/api/v1/nodes/{name}/status", {"status": {"conditions": [{"type": "Ready"}]}},
+                content_type="application/strategic-merge-patch+json")
+            if code != 200:
+                print(f"node status update failed: {code} {body}", file=sys.stderr, flush=True)
+        except OSError as e:
+            print(f"node status update failed: {e}", file=sys.stderr, flush=True)
+        stop.wait(HEARTBEAT_S)
+    vip.release()
+    healthz.shutdown()
+    return 0
+
+
+def main(argv) -> int:
+    a = parse(argv)
+    if a.version:
+        print(f"Kubernetes v{version()}")
+        return 0
+    return run(a)
+
+
+if __name__ == "__main__":
+    # Only short commands are journaled: the service's long run is in journald.
+    if "--version" in sys.argv[1:]:
+        sys.exit(run_main("kubelet", main))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Fail as e:
+        print(f"E0000 {e}", file=sys.stderr)
+        sys.exit(1)
