@@ -153,6 +153,12 @@ def format_plan(plan, *, scripts: bool = False) -> str:
     return "\n".join(lines)
 
 
+# hosts, install, status, logs, cancel, kubeconfig, reset, serve (deployments/cli_runs.py)
+from deployments.cli_runs import register as _register_run_commands  # noqa: E402
+
+_register_run_commands(command)
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -264,8 +264,9 @@ def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int |
         if stop.is_set():
             return 130
 
-        from flows import MODES
+        from deployments.control import mode_names
 
+        MODES = mode_names()
         served.runner = start_runner(runner_log)
         served.api, served.api_thread = start_api(token, api_host, api_port)
         deployments_ready(list(MODES), 120, served.runner)
@@ -290,7 +291,7 @@ def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int |
                 log("the REST API stopped (port in use?); stopping")
                 code = 1
                 stop.set()
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         log(f"error: {exc}")
         code = 1
     finally:

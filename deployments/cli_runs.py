@@ -1,0 +1,366 @@
+"""`kai` subcommands that run things: hosts check, install, status, logs, cancel, kubeconfig, reset, serve.
+
+All but `hosts check`, `kubeconfig` and `serve` talk to a Prefect server: PREFECT_API_URL if set,
+else the one `kai serve` started (it leaves its URLs in <state dir>/serve.json). Exit codes: 0 ok;
+1 the run (or the check) failed, was cancelled, or is unknown; 2 invalid spec or arguments;
+3 no Prefect server / mode not served. Every failure prints one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_SERVER = 0, 1, 2, 3
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"kai: {message}", file=sys.stderr)
+    return code
+
+
+def _state_dir() -> Path:
+    from installers.settings import KaiSettings
+    return KaiSettings().state_path()
+
+
+def use_prefect_server() -> str | None:
+    """Point Prefect at a server (before anything imports prefect); None when there is none."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    served = _state_dir() / "serve.json"
+    try:
+        url = json.loads(served.read_text())["prefect_api_url"]
+    except (OSError, ValueError, KeyError):
+        return None
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def _need_server() -> int | None:
+    if use_prefect_server() is None:
+        return _fail(EXIT_NO_SERVER, "no Prefect server: start `kai serve` (or set PREFECT_API_URL)")
+    return None
+
+
+def _load(path: str):
+    """(spec, None) or (None, exit code) with every problem on stderr."""
+    from installers.spec import SpecError, collect_problems
+
+    try:
+        spec, problems = collect_problems(Path(path))
+    except SpecError as exc:
+        problems, spec = exc.problems, None
+    if problems or spec is None:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return None, _fail(EXIT_INVALID, f"{path}: invalid spec ({len(problems)} problem(s))")
+    return spec, None
+
+
+# --- hosts check -------------------------------------------------------------------------------
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from installers.plan import build_plan
+    from installers.preflight import evaluate, parse_facts_env
+    from installers.spec import validate_for_mode
+    from installers.ssh import Fleet
+    from tasks.node_step import build_remote_job
+    from tasks.targets import ssh_targets
+
+    spec, code = _load(args.spec)
+    if spec is None:
+        return code
+    mode = args.mode or ("all_in_one" if len(spec.nodes) == 1 else "ha")
+    problems = validate_for_mode(spec, mode)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return _fail(EXIT_INVALID, f"{args.spec}: not valid for {mode}")
+    if any(getattr(spec.ssh, f) for f in ("private_key_secret", "password_secret", "sudo_password_secret")) \
+            or any(n.ssh and (n.ssh.private_key_secret or n.ssh.password_secret or n.ssh.sudo_password_secret)
+                   for n in spec.nodes):
+        use_prefect_server()  # Secret blocks live on the Prefect server
+    step = build_plan(spec, "preflight").step("facts")
+    console = Console()
+    fleet = Fleet(ssh_targets(spec))
+    facts: dict[str, dict[str, str]] = {}
+    unreachable: dict[str, str] = {}
+    try:
+        from tasks.fanout import fan_out
+
+        def gather(job):
+            result = fleet.get(job.node).run_job(build_remote_job(step, job, {}))
+            if not result.ok:
+                raise RuntimeError(f"facts.sh exit code {result.exit_code}: "
+                                   + " | ".join(result.tail[-3:]))
+            return parse_facts_env(result.outputs.get("facts.env", b"").decode())
+
+        for job, outcome in zip(step.jobs, fan_out(gather, list(step.jobs))):
+            if isinstance(outcome, BaseException):
+                unreachable[job.node] = f"{type(outcome).__name__}: {outcome}"
+            else:
+                facts[job.node] = outcome
+    finally:
+        fleet.close()
+    findings = evaluate(spec, mode, facts)
+    for job in step.jobs:
+        f = facts.get(job.node, {})
+        table = Table(title=f"{job.node} ({job.address})", title_justify="left")
+        for col in ("check", "severity", "message"):
+            table.add_column(col)
+        if job.node in unreachable:
+            table.add_row("connect", "[red]error[/]", unreachable[job.node])
+        else:
+            table.add_row("system", "info", f"{f.get('os_pretty', '?')} {f.get('arch', '?')}, "
+                          f"{f.get('cpus', '?')} CPUs, {f.get('mem_mb', '?')} MiB")
+        mine = [x for x in findings if x.node == job.node]
+        for x in mine:
+            color = "red" if x.severity == "error" else "yellow"
+            table.add_row(x.check, f"[{color}]{x.severity}[/]", x.message)
+        if job.node not in unreachable and not mine:
+            table.add_row("all", "[green]ok[/]", "every check passed")
+        console.print(table)
+    errors = [x for x in findings if x.severity == "error"]
+    if unreachable or errors:
+        return _fail(EXIT_FAILED, f"hosts check: {len(unreachable)} host(s) unreachable, "
+                                  f"{len(errors)} error(s)")
+    print(f"hosts check: {len(facts)} host(s) ok ({len(findings)} warning(s))")
+    return EXIT_OK
+
+
+# --- install / reset: start and follow ---------------------------------------------------------
+
+def _start_and_follow(spec_path: str, mode: str | None, nodes: list[str] | None, follow: bool) -> int:
+    spec, code = _load(spec_path)
+    if spec is None:
+        return code
+    if (code := _need_server()) is not None:
+        return code
+    from deployments import control
+    from installers.spec import SpecError
+
+    mode = mode or ("add_nodes" if nodes else "all_in_one" if len(spec.nodes) == 1 else "ha")
+    try:
+        run_id = control.start(mode, spec.model_dump(mode="json"), nodes=nodes)
+    except SpecError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return _fail(EXIT_INVALID, f"{spec_path}: not valid for {mode}")
+    except control.NotServed as exc:
+        return _fail(EXIT_NO_SERVER, str(exc))
+    print(f"started {mode} run {run_id}")
+    if not follow:
+        return EXIT_OK
+    return follow_run(run_id)
+
+
+def follow_run(run_id: str) -> int:
+    """Live progress + logs until the run is final. Ctrl-C asks whether to cancel it."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.prompt import Confirm
+
+    from deployments import control
+
+    console = Console()
+    offset = 0
+    while True:
+        try:
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+                while True:
+                    st = control.status(run_id)
+                    for entry in control.logs(run_id, limit=500, offset=offset):
+                        offset += 1
+                        live.console.print(f"[dim]{entry['timestamp'][11:19]}[/] {entry['level']:<7} "
+                                           f"{entry['message']}", markup=False, highlight=False)
+                    live.update(_progress_line(st))
+                    if st["final"]:
+                        break
+                    time.sleep(1.0)
+            break
+        except KeyboardInterrupt:
+            if Confirm.ask(f"cancel run {run_id}?", default=False):
+                try:
+                    control.cancel(run_id)
+                    console.print("cancel requested; following until the run stops")
+                except control.RunFinished:
+                    pass
+            else:
+                console.print(f"the run goes on; follow it with: kai logs -f {run_id}")
+                return EXIT_FAILED
+    for entry in control.logs(run_id, limit=1000, offset=offset):  # lines that came late
+        console.print(f"{entry['timestamp'][11:19]} {entry['level']:<7} {entry['message']}",
+                      markup=False, highlight=False)
+    return _summary(st)
+
+
+def _progress_line(st: dict):
+    from rich.text import Text
+    bar_width = 30
+    filled = int(bar_width * st["percent"] / 100)
+    return Text(f"[{'#' * filled}{'.' * (bar_width - filled)}] {st['percent']:5.1f}%  "
+                f"{st['state']:<10} step {st['steps_done']}/{st['total_steps']} "
+                f"{st['current_step'] or ''}  {st['duration_s'] or 0:.0f}s")
+
+
+def _summary(st: dict) -> int:
+    if st["state"] == "COMPLETED":
+        info = st.get("cluster_info") or {}
+        extra = f"; kubeconfig {info['kubeconfig_path']}" if info.get("kubeconfig_path") else ""
+        print(f"{st['mode']} completed in {st['duration_s'] or 0:.0f} s{extra}")
+        return EXIT_OK
+    failure = st.get("failure") or {}
+    where = f" at step {failure['step']}" if failure.get("step") else ""
+    hosts = f" on {', '.join(failure['hosts'])}" if failure.get("hosts") else ""
+    message = (failure.get("message") or "").splitlines()[0] if failure.get("message") else ""
+    return _fail(EXIT_FAILED, f"{st['mode']} {st['state'].lower()}{where}{hosts}: {message}".rstrip(": "))
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
+    return _start_and_follow(args.spec, args.mode, nodes, not args.detach)
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    return _start_and_follow(args.spec, "reset", None, not args.detach)
+
+
+# --- status / logs / cancel --------------------------------------------------------------------
+
+def _with_run(fn):
+    def wrapper(args: argparse.Namespace) -> int:
+        if (code := _need_server()) is not None:
+            return code
+        from deployments import control
+        try:
+            return fn(args)
+        except control.UnknownRun as exc:
+            return _fail(EXIT_FAILED, str(exc))
+        except control.RunFinished as exc:
+            return _fail(EXIT_FAILED, str(exc))
+        except ValueError as exc:
+            return _fail(EXIT_INVALID, str(exc))
+    return wrapper
+
+
+@_with_run
+def cmd_status(args: argparse.Namespace) -> int:
+    from deployments import control
+    st = control.status(args.id)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return EXIT_OK
+    print(f"{st['mode']} run {st['id']}: {st['state']}  {st['percent']}%  "
+          f"step {st['steps_done']}/{st['total_steps']} {st['current_step'] or ''}  "
+          f"{st['duration_s'] or 0:.0f}s")
+    for step in st["steps"]:
+        hosts = ", ".join(f"{h['host']}={h['status']}" for h in step["hosts"])
+        print(f"  {step['state']:<10} {step['name']:<22} {step['duration_s'] or 0:6.1f}s  {hosts}")
+    if st["failure"]:
+        print(f"  error: {st['failure']['message']}")
+    if st["cluster_info"]:
+        info = st["cluster_info"]
+        print(f"  cluster: {len(info.get('nodes', []))} node(s), kubeconfig {info.get('kubeconfig_path')}")
+    return EXIT_OK
+
+
+@_with_run
+def cmd_logs(args: argparse.Namespace) -> int:
+    from deployments import control
+    if args.follow:
+        try:
+            for e in control.follow_logs(args.id, args.level):
+                print(f"{e['timestamp']} {e['level']:<7} {e['message']}", flush=True)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        return EXIT_OK
+    for e in control.logs(args.id, args.level, args.limit):
+        print(f"{e['timestamp']} {e['level']:<7} {e['message']}")
+    return EXIT_OK
+
+
+@_with_run
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from deployments import control
+    state = control.cancel(args.id)
+    print(f"run {args.id}: {state.lower()}")
+    return EXIT_OK
+
+
+# --- kubeconfig / serve ------------------------------------------------------------------------
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    spec, code = _load(args.spec)
+    if spec is None:
+        return code
+    path = _state_dir() / "clusters" / spec.name / "admin.conf"
+    if not path.exists():
+        return _fail(EXIT_FAILED, f"no kubeconfig saved for cluster {spec.name!r} at {path} "
+                                  f"(install it first: kai install {args.spec})")
+    print(path)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.serve import serve
+    return serve(args.prefect_port, args.api_host, args.api_port)
+
+
+# --- registration into deployments/cli.py ------------------------------------------------------
+
+def _spec_arg(p):
+    p.add_argument("spec", help="cluster spec (YAML)")
+
+
+def register(command) -> None:
+    """Add the subcommands through cli.py's `command(name, help)(configure)(run)` decorator."""
+    def hosts_args(p):
+        p.add_argument("action", choices=["check"])
+        _spec_arg(p)
+        p.add_argument("--mode", choices=["all_in_one", "ha", "add_nodes"], default=None)
+
+    def install_args(p):
+        _spec_arg(p)
+        p.add_argument("--mode", default=None, help="all_in_one | ha | add_nodes | rebuild | preflight "
+                                                    "(default: all_in_one for one node, else ha)")
+        p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+        p.add_argument("--detach", action="store_true", help="print the run id and return")
+
+    def reset_args(p):
+        _spec_arg(p)
+        p.add_argument("--detach", action="store_true", help="print the run id and return")
+
+    def status_args(p):
+        p.add_argument("id", help="run id")
+        p.add_argument("--json", action="store_true")
+
+    def logs_args(p):
+        p.add_argument("id", help="run id")
+        p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("--level", default=None, help="DEBUG | INFO | WARNING | ERROR | CRITICAL")
+        p.add_argument("--limit", type=int, default=200)
+
+    def id_args(p):
+        p.add_argument("id", help="run id")
+
+    def serve_args(p):
+        p.add_argument("--prefect-port", type=int, default=4200)
+        p.add_argument("--api-host", default=None, help="default KAI_API_HOST (127.0.0.1)")
+        p.add_argument("--api-port", type=int, default=None, help="default KAI_API_PORT (8080)")
+
+    command("hosts", "SSH to every host (keys verified) and judge the preflight facts")(hosts_args)(cmd_hosts)
+    command("install", "start an install and follow its progress and logs")(install_args)(cmd_install)
+    command("status", "show a run's state, steps and per-host results")(status_args)(cmd_status)
+    command("logs", "show (or follow) a run's logs")(logs_args)(cmd_logs)
+    command("cancel", "cancel a run")(id_args)(cmd_cancel)
+    command("kubeconfig", "print the path of the saved admin kubeconfig")(lambda p: _spec_arg(p))(cmd_kubeconfig)
+    command("reset", "reset every node of the spec's cluster")(reset_args)(cmd_reset)
+    command("serve", "Prefect server + a deployment per mode + UI + REST API")(serve_args)(cmd_serve)
