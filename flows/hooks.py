@@ -12,10 +12,17 @@ import logging
 
 from installers.spec import load_spec
 from installers.ssh import Fleet
+from installers.scripts_store import lib_text, script_text
+from installers.ssh import RemoteJob
 from tasks.fanout import fan_out
 from tasks.targets import ssh_targets
 
 log = logging.getLogger("kai.hooks")
+
+
+def kill_job() -> RemoteJob:
+    return RemoteJob(step="kill-steps", script="kill-steps.sh", script_text=script_text("kill-steps.sh"),
+                     lib_text=lib_text(), env={}, secret_env={}, files={}, timeout_s=30)
 
 
 def kill_remote_steps(flow, flow_run, state) -> None:
@@ -29,11 +36,12 @@ def kill_remote_steps(flow, flow_run, state) -> None:
         log.warning("cleanup after %s: cannot reach hosts: %s", state.name, exc)
         return
     try:
-        results = fan_out(lambda node: fleet.get(node).kill_kai_jobs(), [n.name for n in spec.nodes])
-        for node, result in zip((n.name for n in spec.nodes), results):
+        names = [n.name for n in spec.nodes]
+        results = fan_out(lambda node: fleet.get(node).run_job(kill_job()), names)
+        for node, result in zip(names, results):
             if isinstance(result, Exception):
                 log.warning("cleanup after %s on %s failed: %s", state.name, node, result)
-            elif result:
-                log.info("cleanup after %s on %s: killed %s leftover process(es)", state.name, node, result)
+            else:
+                log.info("cleanup after %s on %s: %s", state.name, node, " ".join(result.tail))
     finally:
         fleet.close()

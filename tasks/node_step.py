@@ -94,17 +94,21 @@ def run_node_step(
                 on_line=lambda line: logger.info("[%s] %s", job.node, line),
                 cancel=run.cancel,
             )
-        except HostKeyError as exc:
+        except HostKeyError as exc:  # never retried: a changed key needs a human
             return HostOutcome(job.node, job.address, False, time.monotonic() - started, attempt,
                                error=str(exc), retryable=False)
         except Exception as exc:  # noqa: BLE001 - connection problems become a per-host failure
+            # ConnectError says whether a retry can help (a dropped link can, a refused login not)
             return HostOutcome(job.node, job.address, False, time.monotonic() - started, attempt,
-                               error=f"{type(exc).__name__}: {exc}")
+                               error=f"{type(exc).__name__}: {exc}",
+                               retryable=getattr(exc, "retryable", True))
         if on_result is not None and result.ok:
             on_result(job, result)
         outcome = HostOutcome(job.node, job.address, result.ok, result.duration_s, attempt,
                               exit_code=result.exit_code, tail=list(result.tail))
-        if result.timed_out:
+        if result.error:
+            outcome.error = result.error
+        elif result.timed_out:
             outcome.error = f"timed out after {step.policy.timeout_s:.0f} s"
         elif result.cancelled:
             outcome.error = "cancelled"

@@ -12,7 +12,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from installers.plan import HostJob, Step
-from installers.preflight import Finding, evaluate, parse_facts
+from installers.preflight import Finding, evaluate, parse_facts_env
 from installers.ssh import JobResult
 from tasks.context import current_run
 from tasks.node_step import run_node_step
@@ -35,7 +35,7 @@ def preflight(step: Step) -> dict[str, dict[str, str]]:
     facts: dict[str, dict[str, str]] = {}
 
     def keep(job: HostJob, result: JobResult) -> None:
-        facts[job.node] = parse_facts(result.outputs.get("facts.env", b"").decode())
+        facts[job.node] = parse_facts_env(result.outputs.get("facts.env", b"").decode())
 
     run_node_step(step, on_result=keep)
     findings = evaluate(run.spec, run.plan.mode, facts)
