@@ -47,8 +47,16 @@ def _deployment(name: str, ns: str, image: str, sa: str, replicas: int = 1) -> d
                                   "spec": {"serviceAccountName": sa, "containers": [{"name": name, "image": image}]}}}}
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the JSON in ConfigMaps) as literal blocks, like the upstream manifests."""
+
+
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar(
+    "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
+
+
 def _dump(docs: list[dict]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False)
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False)
 
 
 def cni_manifest(cni: str, version: str) -> str:
