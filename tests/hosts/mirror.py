@@ -352,7 +352,19 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     shutil.rmtree(root, ignore_errors=True)
     os.replace(partial_root, root)
     log.info("mirror built in %.1f s at %s", time.monotonic() - t0, root)
+    _prune(cache, keep=root)
     return root
+
+
+def _prune(cache: Path, keep: Path, keep_others: int = 1) -> None:
+    """Drop mirrors of older inputs (each is ~90 MB), keeping the newest few in case a run uses them."""
+    others = sorted((d for d in cache.iterdir() if d.is_dir() and d != keep and len(d.name) == 16
+                     and (d / ".complete").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in others[keep_others:]:
+        shutil.rmtree(d, ignore_errors=True)
+    for d in cache.glob("tmp*"):
+        if d.is_dir() and time.time() - d.stat().st_mtime > 3600:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def mirror_versions(root: Path) -> dict:
@@ -392,3 +404,42 @@ class MirrorServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+MIRROR_PORT = 8080
+
+
+def mirror_service(root: Path | None = None, port: int = MIRROR_PORT):
+    """A tests.hosts.instance.Service serving the (built) mirror on the bridge gateway:
+
+        hosts.start_service(mirror_service())   # then http://{hosts.bridge.gateway}:8080
+    """
+    import sys
+
+    from .instance import Service
+    root = root or build_mirror()
+    return Service(name="mirror", port=port,
+                   argv=lambda bridge: [sys.executable, "-m", "tests.hosts.mirror", "--root", str(root),
+                                        "--listen", f"{bridge.gateway}:{port}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m tests.hosts.mirror",
+                                description="Build the test mirror (and serve it with --listen).")
+    p.add_argument("--root", type=Path, help="serve this mirror directory (default: build/reuse the cached one)")
+    p.add_argument("--listen", help="ADDR:PORT to serve on (loopback or a test bridge's gateway)")
+    a = p.parse_args(argv)
+    t0 = time.monotonic()
+    root = a.root or build_mirror()
+    print(f"mirror at {root} ({time.monotonic() - t0:.1f}s)", flush=True)
+    if a.listen:
+        host, _, port = a.listen.rpartition(":")
+        srv = MirrorServer(root, host, int(port))
+        print(f"serving {srv.url}", flush=True)
+        srv.httpd.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
