@@ -678,12 +678,13 @@ def _parse_source(source: Any) -> Any:
         return source.model_dump(mode="json")
     if isinstance(source, dict):
         return copy.deepcopy(source)
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and os.path.exists(source)):
+    looks_like_path = (isinstance(source, str) and "\n" not in source
+                       and (os.path.exists(source) or source.endswith((".yaml", ".yml", ".json"))))
+    if isinstance(source, Path) or looks_like_path:
         try:
             text = Path(source).read_text(encoding="utf-8")
         except OSError as exc:
-            raise SpecError([f"<file>: cannot read {str(source)!r}: {exc.strerror}"]) from None
+            raise SpecError([f"<file>: cannot read {str(source)!r}: {exc.strerror or exc}"]) from None
     elif isinstance(source, str):
         text = source
     else:

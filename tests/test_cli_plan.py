@@ -81,7 +81,7 @@ def test_spec_that_does_not_suit_the_mode_exits_2(capsys):
 
 def test_missing_file_exits_2(capsys, tmp_path):
     code, _, err = run(capsys, "plan", str(tmp_path / "nope.yaml"))
-    assert code == 2 and err.strip()
+    assert code == 2 and err.startswith("<file>: cannot read") and "No such file" in err
 
 
 def test_schema_is_json_schema(capsys):
