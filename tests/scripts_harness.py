@@ -85,6 +85,7 @@ class ScriptNode:
     def run(self, script: str, env: dict[str, str] | None = None, *, step: str | None = None,
             step_hash: str = "hash-1", sandbox: bool = False, netns: bool = False,
             strace: bool = False, setup: str = "", post: str = "",
+            overlays: tuple[str, ...] = (), systemd: bool = False,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         shutil.copy(SCRIPTS_DIR / "lib.sh", self.work / "lib.sh")
         shutil.copy(SCRIPTS_DIR / script, self.work / script)
@@ -93,7 +94,7 @@ class ScriptNode:
         if strace:
             inner = (f"strace -f -qq -v -s 65535 -e trace=execve -o {shlex.quote(str(self.strace_log))} "
                      + inner)
-        if not (sandbox or netns or setup or post):
+        if not (sandbox or netns or setup or post or overlays or systemd):
             return subprocess.run(["bash", "-c", inner],
                                   env=self.env(env or {}, step or Path(script).stem, step_hash),
                                   capture_output=True, text=True, timeout=timeout)
@@ -101,6 +102,12 @@ class ScriptNode:
         if sandbox:
             mount = ("mount -t overlay overlay -o "
                      f"lowerdir=/etc,upperdir={self.etc_upper},workdir={self._etc_workdir} /etc\n")
+        for path in overlays:  # more directories the script may write to, e.g. /usr/local, /opt
+            upper, work = self.upper_dir(path), self.root / ("work" + path.replace("/", "-"))
+            work.mkdir(parents=True, exist_ok=True)
+            mount += f"mount -t overlay overlay -o lowerdir={path},upperdir={upper},workdir={work} {path}\n"
+        if systemd:  # what kai_systemd_running looks for; systemctl itself is a fake
+            mount += "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system\n"
         body = (f"set -e\n{mount}{setup}\nset +e\n{inner}\nrc=$?\n"
                 f"( {post or ':'} ) >{shlex.quote(str(self.post_log))} 2>&1\nexit $rc\n")
         cmd = ["unshare", "--mount", "--propagation", "private"]
@@ -109,6 +116,12 @@ class ScriptNode:
         cmd += ["bash", "-c", body]
         return subprocess.run(cmd, env=self.env(env or {}, step or Path(script).stem, step_hash),
                               capture_output=True, text=True, timeout=timeout)
+
+    def upper_dir(self, path: str) -> Path:
+        """Where files written below `path` (an entry of `overlays`) land."""
+        upper = self.root / ("upper" + path.replace("/", "-"))
+        upper.mkdir(parents=True, exist_ok=True)
+        return upper
 
     def execve_lines(self) -> list[str]:
         return [ln for ln in self.strace_log.read_text().splitlines() if "execve(" in ln]

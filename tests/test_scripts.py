@@ -671,3 +671,106 @@ def test_reset_of_a_blank_node(node: ScriptNode) -> None:
     assert "kubeadm is not installed" in res.stdout
     twice = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0"}, sandbox=True, netns=True)
     assert twice.returncode == 0
+
+
+# --- containerd.sh (release source) ---------------------------------------------------------------
+
+def release_files(www: Path, version: str) -> None:
+    """Fake containerd / runc / CNI plugin releases in the §6 mirror layout, with checksums."""
+    import io
+    import tarfile
+
+    def tgz(members: dict[str, str]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, text in members.items():
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    c = www / f"containerd/v{version}"
+    c.mkdir(parents=True)
+    tar = tgz({"bin/containerd": f"#!/bin/sh\necho containerd github.com/containerd/containerd/v2 v{version} abc\n",
+               "bin/ctr": "#!/bin/sh\necho ctr\n"})
+    (c / f"containerd-{version}-linux-amd64.tar.gz").write_bytes(tar)
+    (c / f"containerd-{version}-linux-amd64.tar.gz.sha256sum").write_text(
+        f"{hashlib.sha256(tar).hexdigest()}  containerd-{version}-linux-amd64.tar.gz\n")
+    r = www / "runc/v1.4.0"
+    r.mkdir(parents=True)
+    runc = b"#!/bin/sh\necho runc version 1.4.0\n"
+    (r / "runc.amd64").write_bytes(runc)
+    (r / "runc.sha256sum").write_text(f"{'0' * 64}  runc.arm64\n{hashlib.sha256(runc).hexdigest()}  runc.amd64\n")
+    n = www / "cni-plugins/v1.8.0"
+    n.mkdir(parents=True)
+    cni = tgz({"./bridge": "#!/bin/sh\n", "./loopback": "#!/bin/sh\n"})
+    (n / "cni-plugins-linux-amd64-v1.8.0.tgz").write_bytes(cni)
+    (n / "cni-plugins-linux-amd64-v1.8.0.tgz.sha256").write_text(
+        f"{hashlib.sha256(cni).hexdigest()}  cni-plugins-linux-amd64-v1.8.0.tgz\n")
+
+
+def systemctl_fake(node: ScriptNode) -> None:
+    """Records every call; remembers enabled/started like systemd would."""
+    node.fake("systemctl", f"""
+printf '%s\\n' "$*" >> {node.root}/systemctl.calls
+case $1 in
+  is-enabled) [[ -f {node.root}/enabled ]] && echo enabled || echo disabled ;;
+  is-active) [[ -f {node.root}/active ]] ;;
+  enable) touch {node.root}/enabled ;;
+  start|restart) touch {node.root}/active ;;
+  daemon-reload) ;;
+  *) echo "fake systemctl: unsupported: $*" >&2; exit 64 ;;
+esac
+""")
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="fake releases are amd64")
+def test_containerd_release_install_restarts_only_on_change(node: ScriptNode, http_files) -> None:
+    www, base = http_files
+    release_files(www, "2.3.4")
+    systemctl_fake(node)
+    node.fake("ctr", '[[ "$*" == version ]]\n')
+    node.file("config-v3.toml", "version = 3\n")
+    node.file("config-v2.toml", "version = 2\n")
+    node.file("mirrors.list", "docker.io\tmirror-0.toml\n")
+    node.file("mirror-0.toml", 'server = "https://registry-1.docker.io"\n')
+    env = {"KAI_CONTAINERD_SOURCE": "release", "KAI_CONTAINERD_VERSION": "2.3.4",
+           "KAI_CONTAINERD_URL": f"{base}/containerd/v2.3.4/containerd-2.3.4-linux-{{arch}}.tar.gz",
+           "KAI_RUNC_VERSION": "1.4.0", "KAI_RUNC_URL": f"{base}/runc/v1.4.0/runc.{{arch}}",
+           "KAI_CNI_PLUGINS_VERSION": "1.8.0",
+           "KAI_CNI_PLUGINS_URL": f"{base}/cni-plugins/v1.8.0/cni-plugins-linux-{{arch}}-v1.8.0.tgz",
+           "KAI_DOWNLOAD_PROXY": ""}
+    kw = dict(sandbox=True, overlays=("/usr/local", "/opt"), systemd=True)
+    res = node.run("containerd.sh", env, **kw)
+    assert res.returncode == 0, res.stdout + res.stderr
+    usr_local, opt = node.upper_dir("/usr/local"), node.upper_dir("/opt")
+    assert "v2.3.4" in (usr_local / "bin/containerd").read_text()
+    assert (usr_local / "sbin/runc").read_text().endswith("runc version 1.4.0\n")
+    assert sorted(p.name for p in (opt / "cni/bin").iterdir()) == [".kai-cni-plugins-version",
+                                                                   "bridge", "loopback"]
+    assert "ExecStart=/usr/local/bin/containerd" in (
+        usr_local / "lib/systemd/system/containerd.service").read_text()
+    assert node.etc_path("containerd/config.toml").read_text() == "version = 3\n"
+    assert "registry-1.docker.io" in node.etc_path("containerd/certs.d/docker.io/hosts.toml").read_text()
+    calls = (node.root / "systemctl.calls").read_text().splitlines()
+    assert calls.count("restart containerd") == 1 and "enable containerd" in calls
+
+    # Rerun with other inputs (new step hash) but identical files: no restart.
+    (node.root / "systemctl.calls").unlink()
+    again = node.run("containerd.sh", env, step_hash="hash-2", **kw)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "not restarted" in again.stdout
+    calls = (node.root / "systemctl.calls").read_text().splitlines()
+    assert not any(c.startswith(("restart", "start")) for c in calls), calls
+
+    # A changed configuration restarts it; a tampered download fails loudly.
+    node.file("config-v3.toml", "version = 3\n# changed\n")
+    changed = node.run("containerd.sh", env, step_hash="hash-3", **kw)
+    assert changed.returncode == 0 and "restarting containerd" in changed.stdout
+    (www / "runc/v1.4.0/runc.amd64").write_bytes(b"tampered")
+    (usr_local / "sbin/runc").unlink()
+    bad = node.run("containerd.sh", env, step_hash="hash-5", **kw)
+    assert bad.returncode != 0 and "sha256 mismatch for runc.amd64" in bad.stderr
+    assert not (usr_local / "sbin/runc").exists()
