@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 KAI := $(VENV)/bin/kai
 APT_PACKAGES := debootstrap systemd-container openssh-server openssh-client zstd shellcheck \
-	iproute2 procps psmisc gnupg dpkg-dev strace postgresql chromium curl ca-certificates
+	iproute2 iptables sudo procps psmisc gnupg dpkg-dev strace postgresql chromium curl ca-certificates
 
 .PHONY: serve test deps venv apt bench
 
