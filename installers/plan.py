@@ -349,9 +349,11 @@ def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> 
         new = [spec.node(n) for n in nodes or []]
         new.sort(key=lambda n: not n.is_control_plane)
         phases = [_preflight_phase(spec, new), _prepare_phase(spec, new),
-                  _join_phase(spec, first, new), _verify_phase(spec)]
+                  _join_phase(spec, first, new), _kubeconfig_phase(spec, first), _verify_phase(spec)]
         warnings.append("add_nodes: existing nodes' /etc/hosts blocks are not updated "
                         "(nothing else is touched)")
+    elif mode == "health":  # read-only: a fresh admin kubeconfig, then look through the API
+        phases = [_kubeconfig_phase(spec, first), _verify_phase(spec)]
     elif mode == "reset":
         workers = spec.workers()
         steps = []

@@ -24,7 +24,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from installers import versions as V
 
-MODES = ("all_in_one", "ha", "add_nodes", "reset", "preflight")
+MODES = ("all_in_one", "ha", "add_nodes", "reset", "preflight", "health")
 STEP_KINDS = ("facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
               "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "reset")
 StepKind = Literal["facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",

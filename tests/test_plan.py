@@ -95,8 +95,9 @@ def test_add_nodes_touches_only_new_nodes_and_the_first_control_plane():
     plan = build_plan(spec, "add_nodes", nodes=["worker-2"])
     assert plan.nodes_touched() == {"worker-2", "cp-1"}
     cp1_steps = [s.name for s in plan.steps() for j in s.jobs if j.node == "cp-1"]
-    assert cp1_steps == ["join-credentials"]
-    assert [ph.name for ph in plan.phases] == ["preflight", "prepare", "join", "verify"]
+    # on the first control plane only read-only work: fresh join credentials, the kubeconfig
+    assert cp1_steps == ["join-credentials", "kubeconfig"]
+    assert [ph.name for ph in plan.phases] == ["preflight", "prepare", "join", "kubeconfig", "verify"]
     assert plan.step("join-credentials").jobs[0].env["KAI_NEED_CERT_KEY"] == "0"
     kinds = {s.kind for s in plan.steps()}
     assert not kinds & {"kubeadm_init", "cni", "storage", "kubeconfig", "reset"}
@@ -222,3 +223,10 @@ def test_job_hash_covers_inputs_but_not_secrets():
 def test_build_plan_is_pure_and_repeatable():
     spec = load_spec(ha())
     assert build_plan(spec, "ha") == build_plan(spec, "ha")
+
+
+def test_health_is_read_only_kubeconfig_then_verify():
+    spec = load_spec(ha())
+    plan = build_plan(spec, "health")
+    assert [s.kind for s in plan.steps()] == ["kubeconfig", "verify"]
+    assert plan.nodes_touched() == {"cp-1"}
