@@ -253,7 +253,7 @@ def status_envelope(st: dict) -> dict:
         if step["hosts"]:
             for h in step["hosts"]:
                 step_results.append({
-                    "step_name": step["name"], "success": h["status"] != "FAILED" and ok,
+                    "step_name": step["name"], "success": h["status"] != "FAILED",
                     "duration": h["seconds"], "error_message": h["error"], "host": h["host"]})
         else:
             step_results.append({"step_name": step["name"], "success": ok,

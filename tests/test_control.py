@@ -1,0 +1,223 @@
+"""The wrapper, the old-service mapping and the API's error handling — without a Prefect server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+import pytest
+from fastapi.testclient import TestClient
+
+from deployments import control, legacy
+from deployments.api import create_app
+from deployments.serve import api_token
+from installers.spec import SpecError
+
+AIO = {"name": "c1", "nodes": [{"name": "n1", "address": "127.0.0.1", "roles": ["control-plane"]}]}
+
+
+def test_mode_names_match_the_flows():
+    from flows import MODES
+    assert control.mode_names() == list(MODES)
+
+
+@pytest.mark.parametrize("alias,mode", [("all-in-one", "all_in_one"), ("all_in_one", "all_in_one"),
+                                        ("ha_secure", "ha"), ("ha", "ha"), ("add-nodes", "add_nodes")])
+def test_mode_aliases(alias, mode):
+    assert control.canonical_mode(alias) == mode
+
+
+def test_unknown_mode_names_the_known_ones():
+    with pytest.raises(SpecError) as err:
+        control.canonical_mode("kind")
+    assert "all_in_one" in err.value.problems[0] and "ha_secure" in err.value.problems[0]
+
+
+def test_validate_reports_spec_and_mode_problems_together():
+    spec = {"name": "x", "networking": {"service_cidr": "10.96.0.1/12"},
+            "nodes": [{"name": "a", "address": "127.0.0.1", "roles": ["control-plane"]},
+                      {"name": "b", "address": "127.0.0.300", "roles": ["worker"]}]}
+    with pytest.raises(SpecError) as err:
+        control.validate("all_in_one", spec)
+    problems = err.value.problems
+    assert any(p.startswith("networking.service_cidr:") for p in problems)
+    assert any(p.startswith("nodes[1].address:") for p in problems)
+
+
+def test_validate_mode_rules_and_nodes_only_for_add_nodes():
+    mode, spec = control.validate("all-in-one", AIO)
+    assert mode == "all_in_one" and spec["name"] == "c1"
+    with pytest.raises(SpecError) as err:
+        control.validate("ha", AIO)
+    assert any("3 control-plane" in p for p in err.value.problems)
+    with pytest.raises(SpecError) as err:
+        control.validate("reset", AIO, nodes=["n1"])
+    assert any(p.startswith("nodes:") for p in err.value.problems)
+
+
+def test_validate_refuses_a_path_instead_of_a_mapping(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: c1\n")
+    with pytest.raises(SpecError) as err:
+        control.validate("all_in_one", str(path))
+    assert err.value.problems == ["spec: must be a mapping (an object), not str"]
+
+
+def test_rebuild_and_health_parameters():
+    _, spec = control.validate("rebuild", AIO)
+    assert control.flow_parameters("rebuild", spec, None, 5, "auto") == {
+        "spec": spec, "mode": "auto", "lock_wait_s": 5}
+    assert control.flow_parameters("health", spec, None, 5) == {"spec": spec}
+    assert control.planned_steps("rebuild", {"spec": spec, "mode": "auto"})[-1] == "verify"
+
+
+def test_modes_report_the_versions_tables():
+    from installers import versions as V
+    m = control.modes()
+    assert [k["minor"] for k in m["kubernetes_versions"]] == list(V.KUBERNETES_MINORS)
+    assert sum(k["default"] for k in m["kubernetes_versions"]) == 1
+    assert {c["name"] for c in m["cnis"]} == set(V.CNIS)
+    assert m["defaults"]["containerd"] == V.CONTAINERD_DEFAULT
+
+
+def test_cluster_info_is_read_back_from_the_markdown_artifact():
+    from installers.cluster_check import ClusterReport
+    from tasks.verify import render_report
+    import dataclasses
+    import pathlib
+
+    fields = {f.name for f in dataclasses.fields(ClusterReport)}
+    report = ClusterReport(**{name: value for name, value in {
+        "server": "https://127.0.0.1:6443", "version": "v1.36.4", "nodes": [],
+        "pods_by_namespace": {"kube-system": 9, "kube-flannel": 1}, "not_ready_pods": [],
+        "storage_classes": ["local-path"], "cert_expiry": {}, "problems": [], "warnings": [],
+    }.items() if name in fields})
+    text = render_report("c1", report, pathlib.Path("/state/clusters/c1/admin.conf"))
+    info = control.parse_cluster_info(text)
+    assert info["kubeconfig_path"] == "/state/clusters/c1/admin.conf"
+    assert info["pod_count_by_namespace"] == {"kube-system": 9, "kube-flannel": 1}
+    assert info["version"] == "v1.36.4" and info["storage_classes"] == ["local-path"]
+
+
+# --- the old service's bodies ------------------------------------------------------------------
+
+def test_old_ha_body_maps_onto_a_spec():
+    req = legacy.parse("ha", {"cluster_name": "prod", "masters": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                              "workers": ["10.0.0.4"], "load_balancer": "10.0.0.10:8443",
+                              "cni_provider": "flannel", "k8s_version": "1.35",
+                              "ssh_config": {"username": "admin", "key_path": "/k", "port": 2222}})
+    mapped = legacy.to_spec("ha", req)
+    assert not mapped.problems and not mapped.secrets
+    _, spec = control.validate("ha", mapped.spec)  # nothing is contacted
+    assert [n["name"] for n in spec["nodes"]] == ["master-1", "master-2", "master-3", "worker-1"]
+    assert spec["control_plane_endpoint"] == {"type": "load_balancer", "address": "10.0.0.10", "port": 8443}
+    assert spec["ssh"]["user"] == "admin" and spec["ssh"]["port"] == 2222
+    assert spec["ssh"]["private_key_file"] == "/k" and spec["networking"]["cni"] == "flannel"
+
+
+def test_old_body_password_is_only_a_block_name():
+    req = legacy.parse("all_in_one", {"master": "10.0.0.1",
+                                      "ssh_config": {"auth_method": "password", "password": "s3cret"}})
+    mapped = legacy.to_spec("all_in_one", req)
+    [(name, value)] = mapped.secrets.items()
+    assert value == "s3cret" and mapped.spec["ssh"]["password_secret"] == name
+    assert "s3cret" not in repr(mapped.spec) and "s3cret" not in repr(req)
+    control.validate("all_in_one", mapped.spec)
+
+
+def test_encrypted_key_is_opened_with_the_passphrase(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = tmp_path / "id_ed25519"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.BestAvailableEncryption(b"phrase")))
+    body = {"host": "10.0.0.1", "ssh_config": {"key_path": str(path), "key_passphrase": "phrase"}}
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    [(name, text)] = mapped.secrets.items()
+    assert mapped.spec["ssh"]["private_key_secret"] == name and "private_key_file" not in mapped.spec["ssh"]
+    assert serialization.load_ssh_private_key(text.encode(), None).public_key().public_bytes_raw() == \
+        key.public_key().public_bytes_raw()
+    body["ssh_config"]["key_passphrase"] = "wrong"
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    assert mapped.problems == ["ssh_config.key_passphrase: cannot open the key with this passphrase"]
+
+
+def test_old_body_rbac_off_and_unknown_fields_are_refused():
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", {"host": "10.0.0.1",
+                                                                      "enable_rbac": False}))
+    assert mapped.problems[0].startswith("enable_rbac:")
+    with pytest.raises(SpecError) as err:
+        legacy.parse("ha", {"masters": [], "load_balancer": "x", "colour": 1})
+    assert any(p.startswith("colour:") for p in err.value.problems)
+    assert any(p.startswith("masters:") for p in err.value.problems)
+
+
+# --- the API with a stand-in wrapper (error mapping, auth) -------------------------------------
+
+class FakeControl:
+    canonical_mode = staticmethod(control.canonical_mode)
+    validate = staticmethod(control.validate)
+    modes = staticmethod(control.modes)
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, mode, spec, **kw):
+        self.started.append((mode, spec, kw))
+        return "00000000-0000-0000-0000-000000000001"
+
+    def status(self, run_id):
+        raise control.UnknownRun(f"no installation {run_id}")
+
+    def logs(self, run_id, level, limit):
+        raise control.UnknownRun(f"no installation {run_id}")
+
+    def cancel(self, run_id):
+        raise control.RunFinished(f"installation {run_id} already finished (Completed)")
+
+
+def test_api_maps_wrapper_errors_and_refuses_bad_tokens(caplog):
+    fake = FakeControl()
+    client = TestClient(create_app("t0ken", ctl=fake))
+    h = {"Authorization": "Bearer t0ken"}
+    with caplog.at_level(logging.WARNING, logger="kai.api"):
+        assert client.get("/api/v1/installation/modes").status_code == 401
+        assert client.get("/api/v1/installation/modes",
+                          headers={"Authorization": "Bearer t0kem"}).status_code == 401
+    assert "refused" in caplog.text and "t0kem" not in caplog.text
+    r = client.post("/api/v1/installation/all-in-one/start", headers=h, json={"spec": AIO})
+    assert r.status_code == 202 and r.json()["installation_id"].endswith("1")
+    assert fake.started[0][0] == "all_in_one"
+    assert client.get("/api/v1/installation/x/status", headers=h).status_code == 404
+    assert client.post("/api/v1/installation/x/cancel", headers=h).status_code == 409
+    r = client.post("/api/v1/installation/reset/start", headers=h, json={"host": "10.0.0.1"})
+    assert r.status_code == 422 and "only accepted for all_in_one and ha_secure" in r.json()["problems"][0]
+
+
+def test_generated_token_file_is_private(tmp_path):
+    token, where = api_token(tmp_path, None)
+    mode = stat.S_IMODE(os.stat(where).st_mode)
+    assert mode == 0o600 and len(token) >= 32
+    assert api_token(tmp_path, None) == (token, where)  # kept across restarts
+    assert api_token(tmp_path, "from-env") == ("from-env", "KAI_API_TOKEN")
+
+
+def test_status_envelope_keeps_the_old_fields():
+    st = {"id": "r1", "mode": "ha", "state": "FAILED", "final": True, "current_step": "runtime",
+          "steps_done": 2, "total_steps": 12, "percent": 16.7, "duration_s": 40.0,
+          "start_time": "t0", "end_time": "t1", "cluster_info": None, "preflight_findings": [],
+          "failure": {"message": "boom", "step": "runtime", "hosts": ["cp-2"]},
+          "steps": [{"name": "runtime", "state": "FAILED", "duration_s": 30.0, "message": "boom",
+                     "hosts": [{"host": "cp-1", "status": "ok", "seconds": 20.0, "error": None},
+                               {"host": "cp-2", "status": "FAILED", "seconds": 30.0, "error": "exit code 1"}]},
+                    {"name": "verify", "state": "PENDING", "duration_s": None, "message": None, "hosts": []}]}
+    env = legacy.status_envelope(st)
+    assert env["completed"] is True and env["success_status"] is False
+    p = env["progress"]
+    assert p["status"] == "failed" and p["error_message"].startswith("step runtime failed on cp-2")
+    assert p["total_steps"] == 12 and p["progress_percentage"] == 16.7
+    assert [(r["host"], r["success"]) for r in p["step_results"]] == [
+        ("cp-1", True), ("cp-2", False), (None, False)]
