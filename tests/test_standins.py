@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -291,3 +292,169 @@ def test_bootstrap_token_discovery_and_csr(api):
     assert r.status_code == 201, r.text
     cert = pki.load_cert(base64.b64decode(r.json()["status"]["certificate"]))
     assert pki.cert_subject(cert) == ("system:node:w-1", ["system:nodes"])
+
+
+# --- on booted hosts (marker `hosts`): packages from the mirror, init / apply / join / reset ------
+
+from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions  # noqa: E402
+
+MINOR = "1.36"
+
+
+@pytest.fixture(scope="module")
+def cluster_hosts(booted_hosts):
+    hosts = booted_hosts
+    t0 = time.monotonic()
+    root = build_mirror()
+    hosts.start_service(mirror_service(root))
+    url = f"http://{hosts.bridge.gateway}:{MIRROR_PORT}"
+    v = mirror_versions(root)
+    targets = list(hosts)[:2]
+    for h in targets:
+        if h.exec("test -e /etc/kubernetes/admin.conf", check=False).returncode == 0:
+            hosts.reset([h])  # a previous module left a cluster behind
+        # The hosts' apt goes through the gateway's Debian-only proxy; the mirror is reached directly.
+        h.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
+                   f'Acquire::http::Proxy::{hosts.bridge.gateway} "DIRECT";\n')
+        # What kai's containerd.sh / kube-packages.sh / os-prep.sh do, reduced to the essentials.
+        h.exec(f"""set -e
+            cd /tmp
+            curl -fsS -o ctd.tgz {url}/containerd/v{v['containerd']}/containerd-{v['containerd']}-linux-amd64.tar.gz
+            tar -C /usr/local -xzf ctd.tgz
+            curl -fsS -o /usr/local/sbin/runc {url}/runc/v{v['runc']}/runc.amd64 && chmod 755 /usr/local/sbin/runc
+            printf '[Unit]\\nAfter=network.target\\n[Service]\\nExecStart=/usr/local/bin/containerd\\nRestart=always\\n[Install]\\nWantedBy=multi-user.target\\n' \
+                > /etc/systemd/system/containerd.service
+            systemctl daemon-reload && systemctl enable --now containerd
+            sysctl -qw net.ipv4.ip_forward=1
+            mkdir -p /etc/apt/keyrings
+            curl -fsS {url}/pkgs.k8s.io/core:/stable:/v{MINOR}/deb/Release.key | gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
+            echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {url}/pkgs.k8s.io/core:/stable:/v{MINOR}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubeadm kubelet kubectl >/dev/null
+            systemctl enable kubelet
+        """, timeout=300)
+    print(f"\nprepared {len(targets)} host(s) in {time.monotonic() - t0:.1f}s")
+    return hosts, targets, url
+
+
+def _host_journal(h) -> list[dict]:
+    return [json.loads(line) for line in h.exec("cat /var/log/kai-standins.jsonl").stdout.splitlines()]
+
+
+def _admin_client(h, d: Path) -> httpx.Client:
+    kc = pki.read_kubeconfig(h.exec("cat /etc/kubernetes/admin.conf").stdout)
+    (d / "ca.crt").write_bytes(kc["ca"])
+    (d / "c.crt").write_bytes(kc["cert"])
+    (d / "c.key").write_bytes(kc["key"])
+    ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    ctx.load_cert_chain(d / "c.crt", d / "c.key")
+    return httpx.Client(base_url=kc["server"], verify=ctx, timeout=10)
+
+
+def _host_config(h) -> str:
+    return f"""\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint: {{advertiseAddress: {h.address}, bindPort: 6443}}
+nodeRegistration:
+  name: {h.name}
+  criSocket: unix:///run/containerd/containerd.sock
+  taints: []
+  kubeletExtraArgs: [{{name: node-ip, value: {h.address}}}]
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.36.4
+controlPlaneEndpoint: {h.address}:6443
+networking: {{podSubnet: 10.244.0.0/16, serviceSubnet: 10.96.0.0/12}}
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+failCgroupV1: false
+"""
+
+
+@pytest.mark.hosts
+def test_hosts_init_apply_join_reset(cluster_hosts, tmp_path):
+    hosts, targets, url = cluster_hosts
+    cp = targets[0]
+    assert cp.exec("kubelet --version").stdout.strip() == "Kubernetes v1.36.4"
+    assert cp.exec("kubeadm version -o short").stdout.strip() == "v1.36.4"
+    assert cp.exec("systemctl is-active kubelet", check=False).stdout.strip() != "active"  # not started by apt
+
+    cp.put_file("/root/kubeadm.yaml", _host_config(cp).replace("failCgroupV1: false", "failCgroupV1: false\ncolour: blue"))
+    r = cp.exec("kubeadm init --config /root/kubeadm.yaml --skip-token-print", check=False)
+    assert r.returncode != 0 and 'unknown field "colour"' in r.stderr
+
+    cp.put_file("/root/kubeadm.yaml", _host_config(cp))
+    t0 = time.monotonic()
+    r = cp.exec("kubeadm init --config /root/kubeadm.yaml --skip-token-print --skip-certificate-key-print",
+                check=False, timeout=300)
+    init_s = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr + cp.journal("kai-standin-apiserver")
+    assert "Your Kubernetes control-plane has initialized successfully!" in r.stdout
+    assert not re.search(r"[a-z0-9]{6}\.[a-z0-9]{16}", r.stdout + r.stderr)
+    print(f"kubeadm init: {init_s:.1f}s")
+
+    admin = _admin_client(cp, tmp_path)
+    nodes = admin.get("/api/v1/nodes").json()["items"]
+    assert [n["metadata"]["name"] for n in nodes] == [cp.name]
+    assert "node-role.kubernetes.io/control-plane" in nodes[0]["metadata"]["labels"]
+    assert nodes[0]["status"]["conditions"][0]["status"] != "True"  # no CNI yet
+    anon = httpx.get(f"https://{cp.address}:6443/api/v1/nodes", verify=False, timeout=10)
+    assert anon.status_code == 401
+
+    r = cp.exec("kubeadm init --config /root/kubeadm.yaml --skip-token-print", check=False)
+    assert r.returncode != 0 and "DirAvailable--etc-kubernetes-manifests" in r.stderr
+
+    flannel = f"{url}/manifests/flannel/v0.27.4/kube-flannel.yml"
+    cp.exec(f"curl -fsS -o /root/flannel.yml {flannel}")
+    r = cp.exec("kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts "
+                "-f /root/flannel.yml", check=False)
+    assert r.returncode == 0, r.stderr
+    assert "daemonset.apps/kube-flannel-ds serverside-applied" in r.stdout.replace("daemonset/", "daemonset.apps/")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        node = admin.get(f"/api/v1/nodes/{cp.name}").json()
+        if node["status"]["conditions"][0]["status"] == "True":
+            break
+        time.sleep(1)
+    assert node["status"]["conditions"][0]["status"] == "True", node
+    print(f"node Ready {time.monotonic() - t0:.1f}s after the CNI apply")
+
+    token = cp.exec("kubeadm token create --ttl 1h --description kai-test").stdout.strip()
+    assert pki.TOKEN_RE.match(token)
+    ca_hash = pki.ca_cert_hash(pki.load_cert(cp.exec("cat /etc/kubernetes/pki/ca.crt").stdout.encode()))
+
+    if len(targets) > 1:
+        w = targets[1]
+        join = f"""\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+nodeRegistration: {{name: {w.name}, criSocket: unix:///run/containerd/containerd.sock,
+  kubeletExtraArgs: [{{name: node-ip, value: {w.address}}}]}}
+discovery:
+  bootstrapToken: {{token: "{token}", apiServerEndpoint: "{cp.address}:6443", caCertHashes: ["{{hash}}"]}}
+"""
+        w.put_file("/root/join.yaml", join.replace("{hash}", "sha256:" + "0" * 64), 0o600)
+        r = w.exec("kubeadm join --config /root/join.yaml", check=False, timeout=120)
+        assert r.returncode != 0 and "none of the public keys" in r.stderr
+        w.put_file("/root/join.yaml", join.replace("{hash}", ca_hash), 0o600)
+        t0 = time.monotonic()
+        r = w.exec("kubeadm join --config /root/join.yaml", check=False, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        print(f"kubeadm join: {time.monotonic() - t0:.1f}s")
+        names = {n["metadata"]["name"] for n in admin.get("/api/v1/nodes").json()["items"]}
+        assert names == {cp.name, w.name}
+        assert token not in w.exec("cat /var/log/kai-standins.jsonl").stdout
+
+    entries = _host_journal(cp)
+    inits = [e for e in entries if e["argv"][:2] == ["kubeadm", "init"]]
+    assert [e["exit_code"] for e in inits] == [1, 0, 1]
+    assert any(e["argv"][:2] == ["kubectl", "--kubeconfig"] and e["exit_code"] == 0 for e in entries)
+
+    r = cp.exec("kubeadm reset -f --cleanup-tmp-dir", check=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert cp.exec("ls /etc/kubernetes/manifests").stdout.strip() == ""
+    assert cp.exec("systemctl is-active kubelet", check=False).stdout.strip() != "active"

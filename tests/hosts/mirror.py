@@ -213,6 +213,9 @@ def _deb(pkg: Package, out_dir: Path, work: Path, extra: dict[str, tuple[bytes, 
         os.chmod(wrapper, 0o755)
     for rel, (data, mode) in (extra or {}).items():
         p = d / rel.lstrip("/")
+        if rel.endswith("/"):
+            p.mkdir(parents=True, exist_ok=True)
+            continue
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         os.chmod(p, mode)
@@ -232,7 +235,7 @@ def build_packages(minor: str, patch: str, out_dir: Path, work: Path) -> list[Pa
                  postinst="#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n"),
          {"/usr/lib/systemd/system/kubelet.service": (KUBELET_SERVICE.encode(), 0o644),
           "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf": (KUBEADM_DROPIN.encode(), 0o644),
-          "/etc/kubernetes/manifests/.keep": (b"", 0o644)}),
+          "/etc/kubernetes/manifests/": (b"", 0o755)}),  # an empty directory, like the real package
         (Package("kubectl", f"{patch}-1.1", "python3, python3-yaml, python3-cryptography",
                  "Command-line utility for interacting with a Kubernetes cluster", tool="kubectl"), None),
         (Package("cri-tools", f"{minor}.0-1.1", "python3", "Command-line utility for interacting with a container runtime",
