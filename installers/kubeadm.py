@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import yaml
 
-from installers.spec import ClusterSpec, Node, parse_taint
+from installers.spec import KubeVipEndpoint, ClusterSpec, Node, parse_taint
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -67,6 +67,10 @@ def init_documents(spec: ClusterSpec, node: Node, *, all_in_one: bool) -> list[d
         "nodeRegistration": _node_registration(spec, node, all_in_one),
         "timeouts": {"controlPlaneComponentHealthCheck": "4m0s", "kubeletHealthCheck": "4m0s"},
     }
+    if isinstance(spec.control_plane_endpoint, KubeVipEndpoint):
+        # kube-vip's static pod is placed before init so the VIP answers when kubeadm needs it;
+        # that one known file must not fail kubeadm's "manifests dir is empty" preflight check.
+        init["nodeRegistration"]["ignorePreflightErrors"] = ["DirAvailable--etc-kubernetes-manifests"]
     cluster = {
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",

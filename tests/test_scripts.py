@@ -406,8 +406,12 @@ printf '%s\\n' "$*" >> {node.root}/kubeadm.calls
 case "$*" in
   "token create --ttl 1h --description kai join") echo {TOKEN} ;;
   "certs certificate-key") echo {CERT_KEY} ;;
-  "init phase upload-certs --upload-certs --certificate-key {CERT_KEY}")
-    echo "[upload-certs] Using certificate key:"; echo {CERT_KEY} ;;
+  "init phase upload-certs --upload-certs --config "*" --skip-certificate-key-print")
+    # the key must come in the 0600 config file, never in argv
+    cfg=${{6}}
+    [[ $(stat -c %a "$cfg") == 600 ]] || {{ echo "config not 0600" >&2; exit 65; }}
+    grep -q 'certificateKey: "{CERT_KEY}"' "$cfg" || {{ echo "no key in config" >&2; exit 66; }}
+    echo "[upload-certs] Storing the certificates" ;;
   *) echo "fake kubeadm: unsupported: $*" >&2; exit 64 ;;
 esac
 """)
@@ -421,7 +425,9 @@ esac
         assert oct((node.out / name).stat().st_mode & 0o777) == "0o600"
     for secret in (TOKEN, CERT_KEY, ca_hash):
         assert secret not in res.stdout + res.stderr
-    assert (node.root / "kubeadm.calls").read_text().count("\n") == 3
+    calls = (node.root / "kubeadm.calls").read_text()
+    assert calls.count("\n") == 3
+    assert CERT_KEY not in calls, "the certificate key must never be in kubeadm's argv"
     assert not (node.state / "done").exists(), "read-only step: no marker"
 
 

@@ -11,20 +11,26 @@ set -euo pipefail
 : "${KAI_TOKEN_TTL:?KAI_TOKEN_TTL is required (e.g. 1h)}"
 : "${KAI_NEED_CERT_KEY:?KAI_NEED_CERT_KEY is required (0|1)}"
 : "${KAI_OUT_DIR:?KAI_OUT_DIR is required (set by kai-exec.sh)}"
+: "${KAI_WORK:?KAI_WORK is required (set by kai-exec.sh)}"
 
 case $KAI_NEED_CERT_KEY in 0 | 1) ;; *) kai_die "KAI_NEED_CERT_KEY must be 0 or 1, not '$KAI_NEED_CERT_KEY'" ;; esac
 [[ -f /etc/kubernetes/admin.conf ]] || kai_die "/etc/kubernetes/admin.conf is missing: this node is not an initialised control plane"
 [[ -f /etc/kubernetes/pki/ca.crt ]] || kai_die "/etc/kubernetes/pki/ca.crt is missing"
 
-# write_secret NAME VALUE: 0600 file in $KAI_OUT_DIR, written by builtins only.
-write_secret() {
+# write_secret_file PATH VALUE: a 0600 file written by builtins only (no secret in any argv).
+write_secret_file() {
   local old_umask
   old_umask=$(umask)
   umask 077
-  mkdir -p "$KAI_OUT_DIR"
-  rm -f "$KAI_OUT_DIR/$1"
-  printf '%s\n' "$2" >"$KAI_OUT_DIR/$1"
+  rm -f "$1"
+  printf '%s\n' "$2" >"$1"
   umask "$old_umask"
+}
+
+# write_secret NAME VALUE: into $KAI_OUT_DIR, handed back to the controller (never printed).
+write_secret() {
+  mkdir -p "$KAI_OUT_DIR"
+  write_secret_file "$KAI_OUT_DIR/$1" "$2"
 }
 
 token=$(kubeadm token create --ttl "$KAI_TOKEN_TTL" --description "kai join") ||
@@ -45,10 +51,14 @@ if [[ $KAI_NEED_CERT_KEY == 1 ]]; then
   key=$(kubeadm certs certificate-key) || kai_die "kubeadm certs certificate-key failed"
   key=${key//[[:space:]]/}
   [[ $key =~ ^[0-9a-f]{64}$ ]] || kai_die "kubeadm certs certificate-key printed no 64-hex key"
-  # NB: the key is in kubeadm's own argv on this node while the next command runs: that is
-  # kubeadm's interface (no file or stdin form). Its output repeats the key: captured, and
-  # printed only on failure with the key redacted.
-  if ! out=$(kubeadm init phase upload-certs --upload-certs --certificate-key "$key" 2>&1); then
+  # The key reaches kubeadm in a 0600 config file (InitConfiguration.certificateKey), never in
+  # its argv, which any local user could read in /proc. Output is captured and printed only on
+  # failure, with the key redacted.
+  keyconf="$KAI_WORK/upload-certs.yaml"
+  write_secret_file "$keyconf" "apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+certificateKey: \"$key\""
+  if ! out=$(kubeadm init phase upload-certs --upload-certs --config "$keyconf" --skip-certificate-key-print 2>&1); then
     kai_redact "$key" <<<"$out" >&2
     kai_die "kubeadm init phase upload-certs failed"
   fi

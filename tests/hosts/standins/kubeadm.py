@@ -624,6 +624,11 @@ def cmd_certificate_key(a) -> int:
 def cmd_upload_certs(a) -> int:
     if not a.upload_certs:
         raise Fail("the upload-certs phase needs --upload-certs")
+    if a.config:  # like the real one: InitConfiguration.certificateKey, unless the flag overrides it
+        init_cfg = read_config(a.config).get("InitConfiguration", {})
+        a.certificate_key = a.certificate_key or init_cfg.get("certificateKey")
+    if not a.certificate_key:
+        raise Fail("upload-certs: no certificate key (--certificate-key or certificateKey in --config)")
     if not (K8S / "admin.conf").exists():
         raise Fail(f"failed to load admin kubeconfig: open {K8S / 'admin.conf'}: no such file or directory")
     say("[upload-certs] Storing the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace")
@@ -727,7 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
 def upload_certs_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubeadm init phase upload-certs", allow_abbrev=False)
     p.add_argument("--upload-certs", action="store_true")
-    p.add_argument("--certificate-key", required=True)
+    p.add_argument("--certificate-key")
+    p.add_argument("--config")
     p.add_argument("--skip-certificate-key-print", action="store_true")
     p.set_defaults(fn=cmd_upload_certs)
     return p
