@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     "health": "verify a running cluster (read-only)",
 }
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+PAGE = 200  # the Prefect server's largest page (PREFECT_API_DEFAULT_LIMIT)
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
@@ -78,13 +79,14 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
         parsed, problems = collect_problems(spec)
     except SpecError as exc:
         raise SpecError([p if p.startswith("spec") else f"spec: {p}" for p in exc.problems]) from None
-    if parsed is not None and not problems:
+    if parsed is not None:  # mode rules too, so that one answer lists every problem
         check_mode = mode
         if mode == "rebuild":
             check_mode = rebuild_mode if rebuild_mode != "auto" else (
                 "all_in_one" if len(parsed.nodes) == 1 else "ha")
         if check_mode != "health":  # health reads a cluster of any shape
-            problems = validate_for_mode(parsed, check_mode, nodes)
+            problems = problems + [p for p in validate_for_mode(parsed, check_mode, nodes)
+                                   if p not in problems]
     if nodes is not None and mode != "add_nodes":
         problems = [p for p in problems if not p.startswith("nodes: a list of nodes")]
         problems.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
@@ -338,12 +340,18 @@ def logs(run_id: str | UUID, level: str | int | None = None, limit: int = 200,
                            level=LogFilterLevel(ge_=min_level) if min_level is not None else None)
     with get_client(sync_client=True) as client:
         _read_run(client, rid)
+        entries = []
+        sort = LogSort.TIMESTAMP_DESC if offset is None else LogSort.TIMESTAMP_ASC
+        position = offset or 0
+        while len(entries) < limit:  # the server answers at most PAGE lines per call
+            want = min(PAGE, limit - len(entries))
+            page = client.read_logs(log_filter, limit=want, offset=position, sort=sort)
+            entries += page
+            position += len(page)
+            if len(page) < want:
+                break
         if offset is None:
-            entries = client.read_logs(log_filter, limit=limit, sort=LogSort.TIMESTAMP_DESC)
-            entries = list(reversed(entries))
-        else:
-            entries = client.read_logs(log_filter, limit=limit, offset=offset,
-                                       sort=LogSort.TIMESTAMP_ASC)
+            entries.reverse()
     return [_log_entry(e) for e in entries]
 
 

@@ -191,7 +191,7 @@ def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
         t0 = time.monotonic()
         r = c.post(f"{P}/{run_id}/cancel")
         assert r.status_code == 200 and r.json()["state"] == "Cancelling", r.text
-        body = wait_final(c, run_id, 60)
+        body = wait_final(c, run_id, 120)
     print(f"\ncancel → {body['state']} in {time.monotonic() - t0:.1f} s")
     assert body["state"] == "CANCELLED" and body["progress"]["status"] == "cancelled"
 

@@ -1,0 +1,74 @@
+"""Property-based API tests (schemathesis) from the served OpenAPI document: no request it can
+generate — valid or not — may produce a 5xx.
+
+Status, logs, cancel and modes go over real HTTP to `kai serve`. Start requests go to the same API
+app in-process, with a wrapper whose `start` validates and then starts nothing: generated specs
+carry arbitrary IP addresses, and no test may ever connect to one.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from deployments import control
+from deployments.api import create_app
+from tests.e2e_server import kai_server  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+LIMITS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
+                  derandomize=True)
+
+
+class StartsNothing:
+    """The real wrapper, except that start only validates."""
+    canonical_mode = staticmethod(control.canonical_mode)
+    validate = staticmethod(control.validate)
+    modes = staticmethod(control.modes)
+
+    def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None):
+        control.validate(mode, spec, nodes, rebuild_mode)
+        return str(uuid.uuid4())
+
+
+def _document(kai_server) -> dict:  # noqa: F811
+    return httpx.get(kai_server.api_url + "/openapi.json", timeout=30).json()
+
+
+@pytest.fixture(scope="module")
+def served_schema(kai_server):  # noqa: F811
+    return schemathesis.openapi.from_dict(_document(kai_server)).exclude(path_regex=r"/start$")
+
+
+@pytest.fixture(scope="module")
+def start_schema(kai_server):  # noqa: F811
+    return schemathesis.openapi.from_dict(_document(kai_server)).include(path_regex=r"/start$")
+
+
+@pytest.fixture(scope="module")
+def start_app(kai_server):  # noqa: F811
+    from fastapi.testclient import TestClient
+    return TestClient(create_app(kai_server.token, ctl=StartsNothing()))
+
+
+served = schemathesis.pytest.from_fixture("served_schema")
+starting = schemathesis.pytest.from_fixture("start_schema")
+
+
+@served.parametrize()
+@LIMITS
+def test_served_api_never_answers_5xx(case, kai_server):  # noqa: F811
+    response = case.call(base_url=kai_server.api_url, headers=kai_server.headers())
+    assert response.status_code < 500, (case.method, case.path, response.text[:500])
+
+
+@starting.parametrize()
+@LIMITS
+def test_start_never_answers_5xx(case, kai_server, start_app):  # noqa: F811
+    path = case.path.replace("{mode}", str(case.path_parameters["mode"]))
+    response = start_app.post(path, json=case.body, headers=kai_server.headers())
+    assert response.status_code in (202, 422), (path, case.body, response.text[:500])
