@@ -1,0 +1,61 @@
+"""The Prefect UI of `kai serve` in headless Chromium (Debian's `chromium`): the kai deployments are
+listed, and a deployment's run page shows the typed parameter form built from the ClusterSpec.
+Screenshots go to $KAI_TEST_ARTIFACTS (default /tmp/kai-test-artifacts)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.control import mode_names
+from tests.e2e_server import kai_server  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+ARTIFACTS = Path(os.environ.get("KAI_TEST_ARTIFACTS", "/tmp/kai-test-artifacts"))
+BUDGET_MS = "20000"  # virtual time for the single-page app to load its data
+
+
+def chromium(url: str, *args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed (apt-get install chromium; `make deps` does it)")
+    with tempfile.TemporaryDirectory(prefix="kai-chromium-") as profile:
+        return subprocess.run(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
+             f"--user-data-dir={profile}", f"--virtual-time-budget={BUDGET_MS}", *args, url],
+            capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def deployment_ids(kai_server):  # noqa: F811
+    with httpx.Client(base_url=kai_server.prefect_api_url, timeout=30) as c:
+        return {m: c.get(f"/deployments/name/{m}/{m}").json()["id"] for m in mode_names()}
+
+
+def test_ui_lists_the_kai_deployments(kai_server, deployment_ids):  # noqa: F811
+    result = chromium(f"{kai_server.ui_url}/deployments", "--dump-dom")
+    dom = result.stdout
+    assert "<html" in dom, result.stderr[-2000:]
+    missing = [m for m in mode_names() if m not in dom]
+    assert not missing, f"not in the deployments page: {missing}"
+
+
+def test_ui_run_page_shows_the_spec_form(kai_server, deployment_ids):  # noqa: F811
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    url = f"{kai_server.ui_url}/deployments/deployment/{deployment_ids['all_in_one']}/run"
+    dom = chromium(url, "--dump-dom").stdout
+    for label in ("spec", "lock_wait_s"):
+        assert label in dom.lower().replace(" ", "_"), f"{label} not on the run page"
+    shot = ARTIFACTS / "ui-all_in_one-run.png"
+    shot.unlink(missing_ok=True)
+    result = chromium(url, f"--screenshot={shot}", "--window-size=1400,1600", "--hide-scrollbars")
+    assert shot.exists() and shot.stat().st_size > 10_000, result.stderr[-2000:]
+    print(f"\nscreenshot: {shot}")
