@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 
 import yaml
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "up":
         hosts = BootedHosts(args.count, index=args.index).up()
-        hosts._lock.release()  # the hosts outlive this command; `down` cleans them
+        hosts.detach()  # the hosts outlive this command; `down` cleans them
         for h in hosts:
             print(f"{h.name}\t{h.address}\tleader {h.leader_pid}")
         print(f"known_hosts {hosts.known_hosts}\nkey {hosts.key_file}")
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return result.returncode
     elif args.cmd == "light-up":
         light = LightHosts(args.count, index=args.index).up()
-        light._lock.release()
+        light.detach()
         print(f"{len(light)} light hosts on {light.bridge.name} in {light.timings['bring_up_s']:.1f}s; "
               f"known_hosts {light.known_hosts}, key {light.key_file}")
     elif args.cmd == "light-down":

@@ -172,6 +172,7 @@ class BootedHosts:
     def up(self) -> "BootedHosts":
         t0 = time.monotonic()
         self.cleanup_stale()
+        shutil.rmtree(self.state / "hosts", ignore_errors=True)  # a crashed run's layers and keys
         lower, build_s = ensure_rootfs()
         self.timings["rootfs_build_s"] = build_s
         t1 = time.monotonic()
@@ -222,7 +223,13 @@ class BootedHosts:
         self.timings["reset_s"] = time.monotonic() - t0
         return self.timings["reset_s"]
 
+    def detach(self) -> None:
+        """Give up the index but leave the hosts running (the CLI); a later down() removes them."""
+        self._lock.release()
+
     def down(self) -> None:
+        if self._lock.released:
+            return  # already down; the index may belong to someone else by now
         try:
             if self.hosts:
                 with ThreadPoolExecutor(len(self.hosts)) as pool:

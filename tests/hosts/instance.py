@@ -36,14 +36,19 @@ class InstanceLock:
     def __init__(self, kind: str, index: int):
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
         self.path = LOCK_DIR / f"{kind}-{index}.lock"
-        self._fh = open(self.path, "w")
+        self._fh = open(self.path, "a+")  # not "w": that would blank the holder's pid
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._fh.close()
             raise IndexBusy(f"test-host index {index} ({kind}) is in use by another process") from None
+        self._fh.truncate(0)
         self._fh.write(f"{os.getpid()}\n")
         self._fh.flush()
+
+    @property
+    def released(self) -> bool:
+        return self._fh.closed
 
     def release(self) -> None:
         if not self._fh.closed:

@@ -89,8 +89,10 @@ class LightHosts:
         cfg = self._write_config()
         for h in self.hosts:
             # /run is the machine's: each sshd gets a private tmpfs /run in its own mount namespace.
-            inner = f"{join} mount -t tmpfs none /run && mkdir /run/sshd && exec {SSHD} -D -e -f {cfg}"
-            proc = subprocess.Popen(["ip", "netns", "exec", h.name, "sh", "-c", inner],
+            # The cgroup is joined before `ip netns exec`, which hides /sys/fs/cgroup behind a new /sys.
+            inner = f"mount -t tmpfs none /run && mkdir /run/sshd && exec {SSHD} -D -e -f {cfg}"
+            proc = subprocess.Popen(["sh", "-c", f'{join} exec "$@"', "sh",
+                                     "ip", "netns", "exec", h.name, "sh", "-c", inner],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             self._procs.append(proc)
@@ -126,16 +128,24 @@ class LightHosts:
         ]))
         return cfg
 
+    def detach(self) -> None:
+        """Give up the index but leave the hosts running (the CLI); a later down() removes them."""
+        self._lock.release()
+
     def down(self) -> None:
+        if self._lock.released:
+            return  # already down; the index may belong to someone else by now
         try:
             self.cleanup_stale()
             for proc in getattr(self, "_procs", []):
-                proc.wait()
+                proc.wait(timeout=10)
             self._procs = []
         finally:
             self._lock.release()
 
     def cleanup_stale(self) -> None:
+        # By cgroup, and by config path for sshds started before they were put in the cgroup.
+        network.kill_processes_matching(str(self.state / "sshd_config"))
         network.remove_cgroup(self.cgroup)
         network.delete_netns(network.list_netns(f"kai{self.index}-l"))
         for link in network.list_links(f"kl{self.index}h"):

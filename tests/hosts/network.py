@@ -172,6 +172,17 @@ def kill_cgroup(name: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def kill_processes_matching(needle: str) -> None:
+    """SIGKILL processes whose command line contains ``needle`` (a path unique to one instance)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if needle in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    os.kill(int(d.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
 def remove_cgroup(name: str, timeout: float = 10.0) -> None:
     """Kill what is left in ``name`` and remove it (children first) from every hierarchy."""
     kill_cgroup(name, timeout)
