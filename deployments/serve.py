@@ -166,6 +166,8 @@ def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subproce
     env.setdefault("PREFECT_HOME", str(state_dir / "prefect"))
     env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL",
                    f"sqlite+aiosqlite:///{state_dir / 'prefect' / 'prefect.db'}")
+    # the UI's browser code calls this URL; Prefect's default is port 4200 whatever --port says
+    env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     proc = subprocess.Popen(
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),

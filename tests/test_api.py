@@ -23,7 +23,8 @@ P = "/api/v1/installation"
 def loopback_spec(name: str, port: int, timeout: float = 2) -> dict:
     return {"name": name,
             "nodes": [{"name": "n1", "address": "127.0.0.1", "roles": ["control-plane"]}],
-            "ssh": {"port": port, "connect_timeout": timeout}}
+            "ssh": {"port": port, "connect_timeout": timeout},
+            "steps": {"facts": {"retries": 0}}}  # fail fast: one attempt
 
 
 @pytest.fixture(scope="module")
