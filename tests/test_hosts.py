@@ -61,8 +61,13 @@ def snapshot(kind: str, index: int, state: Path) -> dict[str, set[str]]:
     }
 
 
-def assert_nothing_left(kind: str, index: int, state: Path) -> None:
-    left = {k: v for k, v in snapshot(kind, index, state).items() if v}
+def assert_nothing_left(kind: str, index: int, state: Path, grace: float = 10.0) -> None:
+    # Grace: an sshd session process orphaned by its killed listener stays a zombie until the
+    # machine's PID 1 reaps it; real leftovers outlast the grace period.
+    deadline = time.monotonic() + grace
+    while (left := {k: v for k, v in snapshot(kind, index, state).items() if v}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not left, f"harness instance {index} left behind: {left}"
 
 

@@ -213,12 +213,18 @@ class BootedHosts:
         """Bring hosts back to the pristine rootfs: stop, wipe the upper layer, boot again."""
         t0 = time.monotonic()
         hosts = hosts or self.hosts
-        with ThreadPoolExecutor(len(hosts)) as pool:
-            list(pool.map(self._stop, hosts))
-        for h in hosts:
+        def stop_and_wipe(h: Host) -> None:
+            self._stop(h)
             self._prepare_upper(h)
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            list(pool.map(stop_and_wipe, hosts))
+        for h in hosts:
             self._start(h)
         self._wait_ready(hosts)
+        for fn in self.provisioners:
+            with ThreadPoolExecutor(len(hosts)) as pool:
+                list(pool.map(fn, hosts))
         self._save_state()
         self.timings["reset_s"] = time.monotonic() - t0
         return self.timings["reset_s"]
