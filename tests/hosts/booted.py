@@ -309,8 +309,10 @@ class BootedHosts:
             ("etc/ssh/ssh_host_ed25519_key.pub", (keydir / "ssh_host_ed25519_key.pub").read_text(), 0o644, 0, 0),
             ("root/.ssh/authorized_keys", client_pub, 0o600, 0, 0),
             (f"home/{KAI_USER}/.ssh/authorized_keys", client_pub, 0o600, kai_uid, kai_gid),
+            # Debian through the proxy; services on the gateway itself (the local mirror) direct.
             ("etc/apt/apt.conf.d/01kai-proxy",
-             f'Acquire::http::Proxy "http://{self.bridge.gateway}:3142";\n', 0o644, 0, 0),
+             f'Acquire::http::Proxy "http://{self.bridge.gateway}:3142";\n'
+             f'Acquire::http::Proxy::{self.bridge.gateway} "DIRECT";\n', 0o644, 0, 0),
         ]
         upper = h.workdir / "upper"
         for rel, text, mode, uid, gid in files:
