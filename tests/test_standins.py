@@ -306,7 +306,8 @@ def cluster_hosts(booted_hosts):
     hosts = booted_hosts
     t0 = time.monotonic()
     root = build_mirror()
-    hosts.start_service(mirror_service(root))
+    if "mirror" not in hosts._service_procs:  # another module may have started it
+        hosts.start_service(mirror_service(root))
     url = f"http://{hosts.bridge.gateway}:{MIRROR_PORT}"
     v = mirror_versions(root)
     targets = list(hosts)[:2]

@@ -60,6 +60,8 @@ class Vip:
         if want == self.held:
             return
         self.release()
+        if want and self.held_elsewhere(want[0]):
+            return  # another control plane holds it: the real kube-vip's leader election, in short
         if want:
             r = subprocess.run(["ip", "addr", "add", f"{want[0]}/32", "dev", want[1]], capture_output=True, text=True)
             if r.returncode == 0 or "File exists" in r.stderr:
@@ -67,6 +69,10 @@ class Vip:
                 print(f"kube-vip: holding {want[0]} on {want[1]}", file=sys.stderr, flush=True)
             else:
                 print(f"kube-vip: ip addr add failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def held_elsewhere(address: str) -> bool:
+        return subprocess.run(["ping", "-c", "1", "-W", "1", address], capture_output=True).returncode == 0
 
     def release(self) -> None:
         if self.held:

@@ -67,12 +67,36 @@ def journal(tool: str, argv: list[str], rc: int, started: float, path: Path = JO
         print(f"warning: cannot write journal {path}: {e}", file=sys.stderr)
 
 
+FAULTS = Path("/etc/kai-standin/faults.json")
+
+
+def inject_fault(tool: str, argv: list[str], path: Path = FAULTS) -> None:
+    """Tests inject faults into the stand-ins (never the product): faults.json maps
+    "<tool> <subcommand>" to {"fail": N, "sleep": S}: sleep S seconds, then fail the next N calls
+    the way a flaky real command would (non-zero exit, an error on stderr)."""
+    try:
+        faults = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    key = f"{tool} {argv[0]}" if argv else tool
+    fault = faults.get(key)
+    if not fault:
+        return
+    if fault.get("sleep"):
+        time.sleep(float(fault["sleep"]))
+    if fault.get("fail", 0) > 0:
+        fault["fail"] -= 1
+        path.write_text(json.dumps(faults))
+        raise Fail(f"{key}: injected transient failure ({fault['fail']} more to come)")
+
+
 def run_main(tool: str, main, argv: list[str] | None = None, journal_path: Path = JOURNAL) -> int:
     """Run main(argv), journal the invocation, map Fail/SystemExit to exit codes."""
     argv = sys.argv[1:] if argv is None else argv
     started = time.time()
     rc = 0
     try:
+        inject_fault(tool, argv)
         rc = main(argv) or 0
     except Fail as e:
         print(f"error: {e}", file=sys.stderr)
