@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import network
-from .instance import (InstanceLock, Service, acquire_index, apt_proxy_service, start_service,
+from .instance import (Service, acquire_index, apt_proxy_service, start_service,
                        state_dir, wait_tcp)
 from .network import Bridge
 from .rootfs import KAI_USER, ensure_rootfs
