@@ -38,7 +38,7 @@ from tasks.context import RunContext, activate
 from tasks.targets import ssh_targets
 
 LOCK_PREFIX = "kai-host-"
-LOCK_LEASE_S = 30  # a SIGKILLed holder frees its hosts after this long (renewed while alive)
+LOCK_LEASE_S = 60  # Prefect's minimum; a SIGKILLed holder frees its hosts after this long
 
 
 class HostsBusy(Exception):

@@ -125,7 +125,12 @@ def _check_node(c: _Collector, spec: ClusterSpec, mode: str, name: str,
 
     in_cluster = (facts.get("kubeadm_done") == "1" or facts.get("kube_manifests_empty") == "0"
                   or (cp and facts.get("etcd_dir_empty") == "0"))
-    if in_cluster:
+    if in_cluster and member_of_this_cluster(spec, node, facts):
+        # A rerun or a resume: finished steps are skipped by their done-markers.
+        c.add(name, "already_in_cluster", "warning",
+              f"node {name} is already a member of this cluster ({facts.get('kubelet_server')}); "
+              f"finished steps will be skipped")
+    elif in_cluster:
         what = ("/etc/kubernetes/kubelet.conf exists" if facts.get("kubeadm_done") == "1"
                 else "/etc/kubernetes/manifests or /var/lib/etcd is not empty")
         hint = ("run `kai reset` on it first" if mode != "add_nodes"
@@ -140,6 +145,13 @@ def _check_node(c: _Collector, spec: ClusterSpec, mode: str, name: str,
         busy = sorted({int(p) for p in used if p.strip().isdigit() and int(p) in expected})
         if busy:
             c.add(name, "ports", "error", "ports already in use: " + ", ".join(map(str, busy)))
+
+
+def member_of_this_cluster(spec: ClusterSpec, node, facts: Mapping[str, str]) -> bool:
+    """The node's kubelet talks to this spec's endpoint (or, on a control plane, its own API)."""
+    server = (facts.get("kubelet_server") or "").rstrip("/")
+    ours = {f"https://{spec.endpoint()}", f"https://{node.address}:6443"}
+    return facts.get("kubeadm_done") == "1" and server in ours
 
 
 def _check_unique(c: _Collector, facts: Mapping[str, Mapping[str, str]], key: str, check: str,

@@ -134,3 +134,15 @@ def test_parse_facts_env_and_str():
     facts = parse_facts_env("os_id=debian\nos_pretty=Debian GNU/Linux 12 (bookworm)\nmacs=a,b\nnoise\n")
     assert facts == {"os_id": "debian", "os_pretty": "Debian GNU/Linux 12 (bookworm)", "macs": "a,b"}
     assert str(Finding("n1", "swap", "warning", "m")) == "n1: warning: [swap] m"
+
+
+
+def test_member_of_this_cluster_is_a_rerun_not_an_error():
+    spec = load_spec(aio())
+    node = spec.nodes[0]
+    mine = {"kubeadm_done": "1", "kube_manifests_empty": "0", "kubelet_server": f"https://{spec.endpoint()}"}
+    found = find(evaluate(spec, "all_in_one", facts_for(spec, **{node.name: mine})), "already_in_cluster")
+    assert [f.severity for f in found] == ["warning"]
+    other = dict(mine, kubelet_server="https://10.9.9.9:6443")  # another cluster's API server
+    found = find(evaluate(spec, "all_in_one", facts_for(spec, **{node.name: other})), "already_in_cluster")
+    assert [f.severity for f in found] == ["error"] and "kai reset" in found[0].message

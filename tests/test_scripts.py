@@ -248,7 +248,7 @@ FACT_SHAPES = {
     "product_uuid": r"[0-9A-Fa-f-]{36}|unreadable", "time_epoch": r"[0-9]{10}",
     "kube_manifests_empty": r"[01]", "etcd_dir_empty": r"[01]",
     "containerd_version": r"[0-9]+\.[0-9]+\.[0-9]+|none|unknown",
-    "kubelet_version": r"v[0-9]+\.[0-9]+\.[0-9]+|none|unknown", "kubeadm_done": r"[01]",
+    "kubelet_version": r"v[0-9]+\.[0-9]+\.[0-9]+|none|unknown", "kubeadm_done": r"[01]", "kubelet_server": r"https://\S+|none|unknown",
 }
 
 

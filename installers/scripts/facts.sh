@@ -152,6 +152,20 @@ ports_in_use() {
 
 emit() { printf '%s=%s\n' "$1" "${2//$'\n'/ }"; }
 
+# The API server this node's kubelet talks to: tells a member of *this* cluster (a rerun or a
+# resume, fine) from a member of another one (an error).
+kubelet_server() {
+  local line
+  [[ -r /etc/kubernetes/kubelet.conf ]] || { echo none; return; }
+  while IFS= read -r line; do
+    if [[ $line =~ ^[[:space:]]+server:[[:space:]]*([^[:space:]]+) ]]; then
+      echo "${BASH_REMATCH[1]}"
+      return
+    fi
+  done </etc/kubernetes/kubelet.conf
+  echo unknown
+}
+
 collect() {
   local mem swap name
   emit os_id "$(os_release_value ID)"
@@ -187,6 +201,7 @@ collect() {
   emit containerd_version "$(containerd_version)"
   emit kubelet_version "$(kubelet_version)"
   if [[ -e /etc/kubernetes/kubelet.conf ]]; then emit kubeadm_done 1; else emit kubeadm_done 0; fi
+  emit kubelet_server "$(kubelet_server)"
 }
 
 mkdir -p "$KAI_OUT_DIR"
