@@ -1,0 +1,1 @@
+"""Orchestration benchmarks: kai's flow machinery vs a plain paramiko floor vs Ansible (issue 6)."""

@@ -1,0 +1,141 @@
+"""Child process: run a synthetic plan through kai's real flow machinery against a Prefect server.
+
+    python -m benchmarks.kai_flow CONFIG.json RESULT.json      (PREFECT_API_URL must be set)
+
+Same pieces as an install: a Prefect flow, `@step_task` tasks calling `run_node_step(step)`
+(one task per step fanning out over hosts), `RunContext` + `activate`, `Fleet`/`Connection`
+(paramiko, kai-exec.sh frame), `ssh_targets(spec)`, and the per-host locks of `flows.common`.
+The only differences from `flows.common.kai_run`: the plan is synthetic (kai_run builds the real
+one, whose scripts would install containerd on this machine) and the step script comes from
+`benchmarks/scripts/` (see `use_bench_scripts`).
+
+Progress lines on stdout (the parent times the ingest backlog from them):
+    KAI-BENCH flow-started <flow_run_id> <epoch>
+    KAI-BENCH flow-returned <epoch>
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T_PROCESS = time.time()
+
+from prefect import flow  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
+
+import tasks.node_step  # noqa: E402
+from benchmarks.synthetic import BENCH_SCRIPT, BENCH_SCRIPTS_DIR, bench_plan, synthetic  # noqa: E402
+from flows.common import host_locks  # noqa: E402
+from installers import scripts_store  # noqa: E402
+from installers.plan import Plan, Step, build_plan  # noqa: E402
+from installers.spec import load_spec  # noqa: E402
+from installers.ssh import Fleet  # noqa: E402
+from tasks.context import RunContext, activate  # noqa: E402
+from tasks.node_step import HostOutcome, run_node_step  # noqa: E402
+from tasks.step_task import step_task  # noqa: E402
+
+T_IMPORTED = time.time()
+
+
+def use_bench_scripts() -> None:
+    """MONKEYPATCH (benchmark only): let the runner find bench-sleep.sh outside installers/scripts/.
+
+    `installers.scripts_store.script_text` only reads its own directory and `tasks.node_step`
+    imported the function by name, so the benchmark swaps that name. The lead is asked for a
+    supported hook (an extra scripts directory) in scripts_store.
+    """
+    original = scripts_store.script_text
+
+    def script_text(name: str) -> str:
+        if name == BENCH_SCRIPT:
+            return (BENCH_SCRIPTS_DIR / name).read_text()
+        return original(name)
+
+    tasks.node_step.script_text = script_text
+
+
+@step_task
+def bench_step(step: Step) -> list[HostOutcome]:
+    """A synthetic step: the same body as every node step task in tasks/node_tasks.py."""
+    return run_node_step(step)
+
+
+def say(*words) -> None:
+    print("KAI-BENCH", *words, flush=True)
+
+
+@flow(name="kai-bench", log_prints=False)
+def kai_bench(config_path: str) -> dict:
+    cfg = json.loads(Path(config_path).read_text())
+    ctx = FlowRunContext.get()
+    say("flow-started", ctx.flow_run.id, time.time())
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    spec = load_spec(cfg["spec"])
+    if cfg["plan"]["kind"] == "mode":
+        plan: Plan = build_plan(spec, cfg["plan"]["mode"], nodes=cfg["plan"].get("nodes"))
+        plan = synthetic(plan, cfg["duration"])
+    else:
+        names = {n.name: n.address for n in spec.nodes}
+        plan = bench_plan(list(names.items()), cfg["plan"]["steps"], cfg["duration"])
+    timings["plan_s"] = time.perf_counter() - t0
+    touched = sorted(plan.nodes_touched())
+    by_name = {n.name: n for n in spec.nodes}
+    from tasks.targets import ssh_targets
+
+    targets = ssh_targets(spec, [by_name[n] for n in touched])
+    addresses = [by_name[n].address for n in touched]
+    t1 = time.perf_counter()
+    outcomes: dict[str, dict] = {}
+    with host_locks(addresses, 60):
+        timings["locks_s"] = time.perf_counter() - t1
+        fleet = Fleet(targets)
+        run = RunContext(spec=spec, plan=plan, fleet=fleet,
+                         state_dir=Path(tempfile.mkdtemp(prefix="kai-bench-state-")))
+        try:
+            with activate(run):
+                t2 = time.perf_counter()
+                for step in plan.steps():
+                    if not step.jobs:  # controller-side steps (verify) have no hosts
+                        continue
+                    result = bench_step(step)
+                    outcomes[step.name] = {"hosts": len(step.jobs),
+                                           "ok": sum(1 for o in result if o.ok)}
+                timings["steps_s"] = time.perf_counter() - t2
+        finally:
+            fleet.close()
+    return {"timings": timings, "outcomes": outcomes, "touched": touched}
+
+
+def main(argv: list[str]) -> int:
+    config_path, result_path = argv
+    cfg = json.loads(Path(config_path).read_text())
+    use_bench_scripts()
+    if cfg.get("gc_freeze"):
+        gc.freeze()  # the imports' objects are never garbage: keep them out of every collection
+    result: dict = {"import_s": T_IMPORTED - T_PROCESS}
+    t = time.time()
+    try:
+        out = kai_bench(config_path)
+        result.update(out)
+        result["error"] = None
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the run's error
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    result["flow_wall_s"] = time.time() - t
+    say("flow-returned", time.time())
+    result["flow_returned_epoch"] = time.time()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = ru.ru_utime + ru.ru_stime
+    Path(result_path).write_text(json.dumps(result, indent=2))
+    return 0 if result["error"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""Child process: C concurrent clients polling a flow run's status until a stop file appears.
+
+    python -m benchmarks.status_load API_URL FLOW_RUN_ID CLIENTS INTERVAL_S STOP_FILE RESULT.json
+
+One status call = what a status wrapper needs: `GET /flow_runs/{id}` + `POST /task_runs/filter`
+for that run (deployments/control.py `status(id)` did not exist when this was written; switch to
+it once it does). Each client has its own connection and polls every INTERVAL_S seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+async def client_loop(api: str, flow_run_id: str, interval: float, stop: Path,
+                      latencies: list[float], errors: list[str]) -> None:
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        await asyncio.sleep(random.uniform(0, interval))
+        while not stop.exists():
+            t0 = time.perf_counter()
+            try:
+                r1 = await http.get(f"/flow_runs/{flow_run_id}")
+                r2 = await http.post("/task_runs/filter", json={
+                    "flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
+                r1.raise_for_status()
+                r2.raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def amain(api, flow_run_id, clients, interval, stop, result_path) -> None:
+    latencies: list[float] = []
+    errors: list[str] = []
+    await asyncio.gather(*(client_loop(api, flow_run_id, interval, stop, latencies, errors)
+                           for _ in range(clients)))
+    Path(result_path).write_text(json.dumps({
+        "clients": clients, "interval_s": interval, "calls": len(latencies),
+        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies, default=float("nan")) * 1000, "errors": errors[:20],
+        "error_count": len(errors)}, indent=2))
+
+
+if __name__ == "__main__":
+    api, frid, clients, interval, stop, out = sys.argv[1:]
+    asyncio.run(amain(api, frid, int(clients), float(interval), Path(stop), out))
