@@ -103,9 +103,17 @@ def wait(run_id, *, timeout=600, until=None) -> dict:
         time.sleep(1)
 
 
-def logs(run_id) -> list[str]:
+def logs(run_id, settle_s: float = 3.0) -> list[str]:
+    """All log lines of a finished run, once they stopped arriving (they ship in ~2 s batches)."""
     from deployments import control
-    return [entry["message"] for entry in control.logs(run_id, limit=100000)]
+    seen, stable_since = -1, time.monotonic()
+    while True:
+        lines = [entry["message"] for entry in control.logs(run_id, limit=100000)]
+        if len(lines) != seen:
+            seen, stable_since = len(lines), time.monotonic()
+        elif time.monotonic() - stable_since >= settle_s:
+            return lines
+        time.sleep(0.5)
 
 
 def assert_completed(st):
