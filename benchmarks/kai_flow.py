@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -96,8 +97,8 @@ def kai_bench(config_path: str) -> dict:
     with host_locks(addresses, 60):
         timings["locks_s"] = time.perf_counter() - t1
         fleet = Fleet(targets)
-        run = RunContext(spec=spec, plan=plan, fleet=fleet,
-                         state_dir=Path(tempfile.mkdtemp(prefix="kai-bench-state-")))
+        state_dir = Path(tempfile.mkdtemp(prefix="kai-bench-state-"))
+        run = RunContext(spec=spec, plan=plan, fleet=fleet, state_dir=state_dir)
         try:
             with activate(run):
                 t2 = time.perf_counter()
@@ -110,6 +111,7 @@ def kai_bench(config_path: str) -> dict:
                 timings["steps_s"] = time.perf_counter() - t2
         finally:
             fleet.close()
+            shutil.rmtree(state_dir, ignore_errors=True)
     return {"timings": timings, "outcomes": outcomes, "touched": touched}
 
 

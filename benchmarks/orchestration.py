@@ -219,12 +219,15 @@ class Bench:
             if method.startswith("ansible") and n > self.args.ansible_max_hosts:
                 continue
             print(f"[bench] N={n} {method} …", flush=True)
+            load_before = os.getloadavg()[0]
             if method == "paramiko":
                 res = self.run_paramiko(hosts)
             elif method == "kai":
                 res = self.kai_synthetic(hosts)
             else:
                 res = self.run_ansible(hosts, method)
+            # the machine is shared: the load around each method says how noisy its figure is
+            res["loadavg_1m"] = [load_before, os.getloadavg()[0]]
             res["complete"] = (all(v == self.args.steps for v in res.get("steps_done", {}).values())
                                and len(res.get("steps_done", {})) == n)
             row["methods"][method] = res

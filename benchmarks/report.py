@@ -28,7 +28,8 @@ def summarize(results: dict) -> dict:
                    "ansible_best_over_this": (best_ansible[1] / wall
                                               if wall and best_ansible[1] else None),
                    "peak_rss_mb": _num(res.get("peak_rss_mb")), "cpu_s": _num(res.get("cpu_s")),
-                   "complete": res.get("complete"), "errors": len(res.get("errors", []))}
+                   "complete": res.get("complete"), "errors": len(res.get("errors", [])),
+                   "loadavg_1m": res.get("loadavg_1m")}
             if name == "kai":
                 ingest = res.get("ingest") or {}
                 row.update(server_cpu_s=res.get("server_cpu_s"),
@@ -76,6 +77,10 @@ def _f(x, fmt="{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _load(pair) -> str:
+    return "–" if not pair else f"{pair[0]:.1f} / {pair[1]:.1f}"
+
+
 def markdown(results: dict) -> str:
     cfg, summary = results["config"], results["summary"]
     out = [f"# Orchestration overhead — {cfg['steps']} steps × `sleep {cfg['duration_s']:g}` "
@@ -86,8 +91,8 @@ def markdown(results: dict) -> str:
            "",
            "| hosts | method | wall s | × floor | × critical path | best module-based Ansible ÷ this "
            "| peak RSS MB | orchestrator CPU s | server CPU s (% of wall) | ingest backlog s "
-           "| errors | complete |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| errors | complete | load 1m before/after |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         server = ("–" if r.get("server_cpu_s") is None else
                   f"{r['server_cpu_s']:.1f} ({r['server_cpu_pct_of_wall']:.1f} %)")
@@ -95,7 +100,8 @@ def markdown(results: dict) -> str:
         out.append(f"| {r['hosts']} | {r['method']} | {_f(r['wall_s'])} | {_f(r['x_floor'], '{:.3f}')} "
                    f"| {_f(r['x_critical_path'], '{:.3f}')} | {_f(r['ansible_best_over_this'])} "
                    f"| {_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} | {server} "
-                   f"| {_f(r.get('backlog_s'))} | {errors} | {r['complete']} |")
+                   f"| {_f(r.get('backlog_s'))} | {errors} | {r['complete']} "
+                   f"| {_load(r.get('loadavg_1m'))} |")
     status = results.get("status")
     if status:
         out += ["", f"**Status latency** ({status.get('how')}): {status.get('clients')} clients "
