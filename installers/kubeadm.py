@@ -137,4 +137,4 @@ def join_document(spec: ClusterSpec, node: Node) -> dict:
 def render_join(spec: ClusterSpec, node: Node) -> str:
     return _dump(join_document(spec, node),
                  "kubeadm join configuration rendered by kai; kubeadm-join.sh substitutes the\n"
-                 "__KAI_*__ placeholders from secrets on the node")
+                 "join token, CA hash and certificate key placeholders from secrets on the node")

@@ -325,3 +325,22 @@ def test_all_jobs_of_a_plan_are_frozen():
     job = build_plan(load_spec(aio()), "all_in_one").step("facts").jobs[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.script = "evil.sh"  # type: ignore[misc]
+
+
+def test_join_config_has_exactly_the_three_placeholders_and_nothing_else_like_them():
+    """kubeadm-join.sh refuses a file with any __KAI_…__ left after substitution: a comment that
+    mentions the pattern would break every join."""
+    import re
+
+    from installers import kubeadm
+    from installers.spec import load_spec
+    from tests.spec_factory import ha
+
+    spec = load_spec(ha())
+    for node in spec.nodes[1:]:
+        text = kubeadm.render_join(spec, node)
+        found = sorted(set(re.findall(r"__KAI_[A-Za-z0-9_*…]*__", text)))
+        expected = ["__KAI_CA_CERT_HASH__", "__KAI_JOIN_TOKEN__"]
+        if node.is_control_plane:
+            expected.insert(1, "__KAI_CERTIFICATE_KEY__")
+        assert found == expected, (node.name, found)
