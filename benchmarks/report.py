@@ -29,7 +29,7 @@ def summarize(results: dict) -> dict:
                                               if wall and best_ansible[1] else None),
                    "peak_rss_mb": _num(res.get("peak_rss_mb")), "cpu_s": _num(res.get("cpu_s")),
                    "complete": res.get("complete"), "errors": len(res.get("errors", [])),
-                   "loadavg_1m": res.get("loadavg_1m")}
+                   "loadavg_1m": res.get("loadavg_1m"), "hosts_cpu_s": _num(res.get("hosts_cpu_s"))}
             if name == "kai":
                 ingest = res.get("ingest") or {}
                 row.update(server_cpu_s=res.get("server_cpu_s"),
@@ -90,16 +90,17 @@ def markdown(results: dict) -> str:
            f"Prefect server up in {cfg['server_up_s']:.1f} s. gc.freeze in kai: {cfg['gc_freeze']}.",
            "",
            "| hosts | method | wall s | × floor | × critical path | best module-based Ansible ÷ this "
-           "| peak RSS MB | orchestrator CPU s | server CPU s (% of wall) | ingest backlog s "
+           "| peak RSS MB | orchestrator CPU s | hosts' CPU s | server CPU s (% of wall) | ingest backlog s "
            "| errors | complete | load 1m before/after |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         server = ("–" if r.get("server_cpu_s") is None else
                   f"{r['server_cpu_s']:.1f} ({r['server_cpu_pct_of_wall']:.1f} %)")
         errors = str(r["errors"]) + (f" (db locked {r['db_locked']})" if r.get("db_locked") else "")
         out.append(f"| {r['hosts']} | {r['method']} | {_f(r['wall_s'])} | {_f(r['x_floor'], '{:.3f}')} "
                    f"| {_f(r['x_critical_path'], '{:.3f}')} | {_f(r['ansible_best_over_this'])} "
-                   f"| {_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} | {server} "
+                   f"| {_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['cpu_s'], '{:.1f}')} "
+                   f"| {_f(r.get('hosts_cpu_s'), '{:.1f}')} | {server} "
                    f"| {_f(r.get('backlog_s'))} | {errors} | {r['complete']} "
                    f"| {_load(r.get('loadavg_1m'))} |")
     status = results.get("status")
