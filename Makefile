@@ -1,6 +1,8 @@
 # The two commands of the README's quick start: `make serve` and `make test`.
 # Both work on a fresh Debian 12 machine as root: they install what they need first.
 PY ?= python3
+# test-host rootfs, mirror and apt caches survive between runs on one machine (a fresh one builds them)
+export KAI_TEST_CACHE_DIR ?= /var/cache/kai-tests
 VENV := .venv
 KAI := $(VENV)/bin/kai
 APT_PACKAGES := debootstrap systemd-container openssh-server openssh-client zstd shellcheck \

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"
-CACHE = HERE.parent / ".cache" / "mirror"
+CACHE = Path(os.environ.get("KAI_TEST_CACHE_DIR") or HERE.parent / ".cache") / "mirror"
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins")
 ARCH = "amd64"
 GPG_UID = "kai test mirror <mirror@kai.invalid>"
