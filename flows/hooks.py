@@ -9,6 +9,7 @@ kai step still running there — so a cancel never leaves a half-finished apt or
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from installers.spec import load_spec
 from installers.ssh import Fleet
@@ -31,7 +32,9 @@ def kill_remote_steps(flow, flow_run, state) -> None:
         return
     try:
         spec = load_spec(spec_param)
-        fleet = Fleet(ssh_targets(spec))
+        # a hook must finish quickly: one short connect attempt per host, no retry backoff
+        fleet = Fleet({name: replace(t, connect_timeout=5, connect_retries=0)
+                       for name, t in ssh_targets(spec).items()})
     except Exception as exc:  # noqa: BLE001 - a hook must not raise; say why it could not clean
         log.warning("cleanup after %s: cannot reach hosts: %s", state.name, exc)
         return

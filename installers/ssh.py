@@ -449,6 +449,7 @@ class Connection:
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
+        self._closed_event = threading.Event()  # close(): a connect in progress gives up
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -461,8 +462,12 @@ class Connection:
                     return t
                 self._client.close()
                 self._client = None
-            self._client = self._connect_with_retries()
-            return self._client.get_transport()
+            client = self._connect_with_retries()
+            if self._closed_event.is_set():  # closed while we were connecting (a cancelled run): don't leak it
+                client.close()
+                raise ConnectError(f"connection to {self.target.node} was closed", retryable=False)
+            self._client = client
+            return client.get_transport()
 
     def _connect_with_retries(self) -> paramiko.SSHClient:
         t = self.target
@@ -472,6 +477,8 @@ class Connection:
         delay = t.connect_backoff_s
         last: Exception | None = None
         for attempt in range(1, attempts + 1):
+            if self._closed_event.is_set():
+                raise ConnectError(f"connection to {t.node} was closed", retryable=False)
             try:
                 return self._connect_once(pkey)
             except (HostKeyError, ConnectError):
@@ -493,7 +500,7 @@ class Connection:
                 if attempt < attempts:
                     log.info("%s: connect attempt %d/%d failed (%s); retrying in %.1fs",
                              t.node, attempt, attempts, _describe(e), delay)
-                    time.sleep(delay)
+                    self._closed_event.wait(delay)  # close() cuts the backoff short
                     delay *= 2
         raise ConnectError(
             f"cannot connect to {t.node} ({t.address}) after {attempts} attempt(s): {_describe(last)}"
@@ -549,10 +556,16 @@ class Connection:
                 f"{t.node} ({t.address}): {e}") from None
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        # Never wait behind a connect in progress (retries and backoff can take a minute): a
+        # cancelled flow must exit at once. That connect sees the event and closes its own client.
+        self._closed_event.set()
+        if self._lock.acquire(timeout=0.5):
+            try:
+                if self._client is not None:
+                    self._client.close()
+                    self._client = None
+            finally:
+                self._lock.release()
         if self._owns_bastion and self._bastion is not None:
             self._bastion.close()
 

@@ -260,6 +260,27 @@ def test_connect_to_closed_port_retries_with_backoff_then_fails(sshd):
     assert e.value.retryable
 
 
+def test_close_does_not_wait_for_a_connect_in_backoff(sshd):
+    """A cancelled flow closes its fleet while a worker thread is still retrying a dead host:
+    close() must return at once and the connect must give up, not hold the process for a minute."""
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        c = Connection(sshd.target(port=port, connect_retries=5, connect_backoff_s=3, connect_timeout=1))
+        errors = []
+        worker = threading.Thread(target=lambda: errors.append(pytest.raises(ConnectError, c.connect)))
+        worker.start()
+        time.sleep(0.3)  # the first attempt was refused; now sleeping 3 s before the next
+        t0 = time.monotonic()
+        c.close()
+        assert time.monotonic() - t0 < 1
+        worker.join(1.5)  # the backoff sleep is cut short too
+    assert not worker.is_alive(), "connect kept retrying after close()"
+    assert errors and "closed" in str(errors[0].value)
+
+
 def test_auth_failure_is_not_retried(sshd, tmp_path):
     keygen(tmp_path / "stranger")
     c = Connection(sshd.target(key_file=str(tmp_path / "stranger"), connect_retries=3,
