@@ -34,7 +34,7 @@ serve: venv
 # the whole test suite, end-to-end tests on booted test hosts included
 test: deps
 	@[ "$$(id -u)" != 0 ] || sysctl -qw fs.inotify.max_user_instances=8192
-	KAI_TEST_HOSTS=$${KAI_TEST_HOSTS:-6} $(VENV)/bin/pytest -p tests.ci_guard -ra --durations=25 $(PYTEST_ARGS)
+	KAI_TEST_HOSTS=$${KAI_TEST_HOSTS:-6} $(VENV)/bin/python -m pytest -p tests.ci_guard -ra --durations=25 $(PYTEST_ARGS)
 
 bench: deps
 	$(VENV)/bin/python -m benchmarks.orchestration $(BENCH_ARGS)
