@@ -138,6 +138,7 @@ class Bastion(_Model):
     user: str = "root"
     private_key_file: str | None = None
     private_key_secret: str | None = None
+    private_key_passphrase_secret: str | None = None
     password_secret: str | None = None
     known_hosts_file: str | None = None
     host_key_fingerprints: list[str] = Field(default_factory=list)
@@ -149,6 +150,7 @@ class SSHOverrides(_Model):
     port: int | None = Field(None, ge=1, le=65535)
     private_key_file: str | None = None
     private_key_secret: str | None = None
+    private_key_passphrase_secret: str | None = None
     password_secret: str | None = None
     sudo: Literal["none", "nopasswd", "password"] | None = None
     sudo_password_secret: str | None = None
@@ -162,6 +164,8 @@ class SSH(_Model):
     port: int = Field(22, ge=1, le=65535)
     private_key_file: str | None = None
     private_key_secret: str | None = Field(None, description="Prefect Secret block name")
+    private_key_passphrase_secret: str | None = Field(
+        None, description="Prefect Secret block holding the private key's passphrase")
     password_secret: str | None = Field(None, description="Prefect Secret block name")
     sudo: Literal["none", "nopasswd", "password"] = "none"
     sudo_password_secret: str | None = Field(None, description="Prefect Secret block name")

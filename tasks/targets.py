@@ -47,13 +47,16 @@ def ssh_targets(
                               else getattr(default, field))
         bastion = pick("bastion")
         sudo = pick("sudo")
+        # a node that names its own key replaces the default key source (file or secret), whichever
+        key_from = o if o is not None and (o.private_key_file or o.private_key_secret) else default
         targets[node.name] = SSHTarget(
             node=node.name,
             host=node.address,
             port=pick("port"),
             user=pick("user"),
-            key_file=pick("private_key_file"),
-            key_text=get(pick("private_key_secret")),
+            key_file=key_from.private_key_file,
+            key_text=get(key_from.private_key_secret),
+            key_passphrase=get(pick("private_key_passphrase_secret")),
             password=get(pick("password_secret")),
             sudo=sudo,
             sudo_password=get(pick("sudo_password_secret")) if sudo == "password" else None,
@@ -75,6 +78,7 @@ def _bastion_target(b: Bastion, get: Callable[[str | None], str | None],
         user=b.user,
         key_file=b.private_key_file,
         key_text=get(b.private_key_secret),
+        key_passphrase=get(b.private_key_passphrase_secret),
         password=get(b.password_secret),
         known_hosts=b.known_hosts_file or known_hosts,
         host_key_fingerprints=tuple(b.host_key_fingerprints),

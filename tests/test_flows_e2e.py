@@ -284,9 +284,27 @@ def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
     assert not kai_processes(h1), f"left on {h1.name}: {kai_processes(h1)}"
 
     clear_fault(h1)
-    st = wait(start("all_in_one", spec, lock_wait_s=120))
-    assert_completed(st)
-    print(f"\ncancelled in {cancel_s:.1f} s; the next run completed")
+    # the next install goes through kai's REST API over HTTP, as an existing client would drive it
+    with server.client() as api:
+        resp = api.post("/api/v1/installation/all_in_one/start", json={"spec": spec, "lock_wait_s": 120})
+        assert resp.status_code == 202, resp.text
+        run_id = resp.json()["installation_id"]
+        RUNS.append(run_id)
+        percents, deadline = [], time.monotonic() + 600
+        while time.monotonic() < deadline:
+            body = api.get(f"/api/v1/installation/{run_id}/status").json()
+            percents.append(body["progress"]["progress_percentage"])
+            if body["completed"]:
+                break
+            time.sleep(1)
+    assert body["success_status"] is True and body["progress"]["status"] == "completed", body["progress"]
+    assert len(set(percents)) >= 3 and percents == sorted(percents), f"progress went {percents}"
+    info = body["cluster_info"]
+    assert info["kubeconfig_path"].endswith("clusters/cancel-me/admin.conf")
+    assert [n["name"] for n in info["nodes"]] == [h1.name]
+    steps = {r["step_name"]: r for r in body["progress"]["step_results"]}
+    assert steps["kubeadm-init"]["success"] and steps["kubeadm-init"]["host"] == h1.name, steps
+    print(f"\ncancelled in {cancel_s:.1f} s; the next run (REST API) completed")
 
 
 def test_sigkill_of_the_flow_process_then_rerun_resumes(hosts, server):
