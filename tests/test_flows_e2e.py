@@ -5,6 +5,7 @@ a flaky command, a dropped SSH session, a stopped sshd, a cancel, a SIGKILLed fl
 
 The module runs in order on 6 booted hosts (KAI_TEST_HOSTS=6):
   h0 all-in-one (transient failure → retried) → rerun (everything skipped) → reset
+  h0 `kai install` from the CLI → rebuild (reset + install) → health → reset
   h0..h4 ha (3 control planes behind kube-vip + 2 workers; a dropped SSH session mid-step) → add h5
   reset all; unreachable host → preflight fails, nothing changed
   h1 install: a second run is refused naming the holder; cancel mid-step; rerun completes
@@ -195,6 +196,47 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
     assert h0.exec("test -e /etc/kubernetes/admin.conf", check=False).returncode != 0
     assert h0.exec("ls /var/lib/kai/done 2>/dev/null | wc -l").stdout.strip() == "0"
     clear_fault(h0)
+
+
+def test_cli_install_then_rebuild_then_health(hosts, server, tmp_path):
+    """`kai install` in a terminal: live progress, ends with the kubeconfig path; then the
+    scheduled-rebuild flow (reset + install) and the read-only health flow."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    h0 = hosts[0]
+    spec = make_spec(hosts, [h0], name="cli")
+    path = tmp_path / "all-in-one.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(KAI_STATE_DIR=str(server.state_dir), COLUMNS="120")
+    t0 = time.monotonic()
+    out = subprocess.run([str(Path(sys.executable).parent / "kai"), "install", str(path), "--mode",
+                          "all_in_one"], env=env, capture_output=True, text=True, timeout=900,
+                         stdin=subprocess.DEVNULL)
+    cli_s = time.monotonic() - t0
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    kubeconfig = str(Path(server.state_dir, "clusters", "cli", "admin.conf"))
+    assert kubeconfig in out.stdout, out.stdout[-2000:]
+    assert f"[{h0.name}]" in out.stdout, "the live display shows host-prefixed log lines"
+    assert "kubeadm-init" in out.stdout
+
+    calls_before = len(calls(h0, "kubeadm", "init"))
+    st = wait(start("rebuild", spec))
+    assert_completed(st)
+    assert len(calls(h0, "kubeadm", "reset")) >= 1
+    assert len(calls(h0, "kubeadm", "init")) == calls_before + 1, "rebuild initialises afresh"
+
+    st = wait(start("health", spec))
+    assert_completed(st)
+    assert [n["name"] for n in st["cluster_info"]["nodes"]] == [h0.name]
+    assert len(calls(h0, "kubeadm", "init")) == calls_before + 1, "health changes nothing"
+
+    st = wait(start("reset", spec))
+    assert_completed(st)
+    print(f"\nkai install (CLI): {cli_s:.0f} s; rebuild and health completed")
 
 
 def ha_spec(hosts):
