@@ -1,0 +1,46 @@
+"""Per-host locks against a real Prefect server: one run per host, refused (not hung) when busy,
+released at the end, and never silently skipped when a limit is missing."""
+
+import threading
+import time
+
+import pytest
+
+from flows.common import HostsBusy, host_locks, lock_name
+from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_second_holder_waits_then_is_refused_and_gets_the_hosts_once_free(kai_server):  # noqa: F811
+    with kai_server.prefect():
+        a, b = f"10.99.{time.time_ns() % 250}.1", f"10.99.{time.time_ns() % 250}.2"
+        with host_locks([a, b], wait_s=5):
+            t0 = time.monotonic()
+            with pytest.raises(HostsBusy) as exc:
+                with host_locks([b], wait_s=1.5):
+                    pass
+            waited = time.monotonic() - t0
+            assert 1.5 <= waited < 5, waited
+            assert b in str(exc.value)
+            with host_locks([f"{a}0"], wait_s=1):  # another host is free meanwhile
+                pass
+
+        got = threading.Event()
+
+        def later():
+            with kai_server.prefect(), host_locks([b], wait_s=10):
+                got.set()
+
+        with host_locks([b], wait_s=1):
+            t = threading.Thread(target=later)
+            t.start()
+            time.sleep(1.5)
+            assert not got.is_set(), "the second holder got a busy host"
+        t.join(10)
+        assert got.is_set(), "the host was not handed over after release"
+
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(lock_name(b))
+        assert limit.limit == 1 and limit.active_slots == 0
