@@ -62,7 +62,7 @@ def test_script_header_and_markers(script: str) -> None:
     text = (SCRIPTS_DIR / script).read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "\nset -euo pipefail\n" in text
-    assert '. "$(dirname "$0")/lib.sh"' in text
+    assert '. "${0%/*}/lib.sh"' in text
     has_markers = "\nkai_begin" in text and "\nkai_done" in text
     assert has_markers == (script in MARKER_SCRIPTS), "state-changing steps (only) use done markers"
 

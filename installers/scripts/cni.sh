@@ -5,7 +5,7 @@
 # KAI_POD_CIDR. calico picks the pod CIDR up from kubeadm's configuration by itself.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_CNI:?KAI_CNI is required (cilium|calico|flannel)}"
 : "${KAI_CNI_VERSION:?KAI_CNI_VERSION is required}"

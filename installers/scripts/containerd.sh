@@ -9,7 +9,7 @@
 # (e.g. while adding another node) must not restart it.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_CONTAINERD_SOURCE:?KAI_CONTAINERD_SOURCE is required (release|distro)}"
 : "${KAI_FILES_DIR:?KAI_FILES_DIR is required (set by kai-exec.sh)}"

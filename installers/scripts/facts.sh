@@ -6,7 +6,7 @@
 # "N-M", optionally with "/tcp" or "/udp").
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_OUT_DIR:?KAI_OUT_DIR is required (set by kai-exec.sh)}"
 

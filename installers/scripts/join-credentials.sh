@@ -6,7 +6,7 @@
 # rerun must make new credentials).
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_TOKEN_TTL:?KAI_TOKEN_TTL is required (e.g. 1h)}"
 : "${KAI_NEED_CERT_KEY:?KAI_NEED_CERT_KEY is required (0|1)}"

@@ -5,7 +5,7 @@
 # kubelet's proxy drop-in. kubelet is restarted only when that drop-in changed and it runs.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_K8S_MINOR:?KAI_K8S_MINOR is required (e.g. 1.36)}"
 : "${KAI_K8S_REPO:?KAI_K8S_REPO is required (base URL of the pkgs.k8s.io layout)}"

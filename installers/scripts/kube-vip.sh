@@ -7,7 +7,7 @@
 # kubelet notices the changed manifest by itself; nothing is restarted.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_KUBE_VIP_PHASE:?KAI_KUBE_VIP_PHASE is required (pre-init|post-init|join)}"
 : "${KAI_FILES_DIR:?KAI_FILES_DIR is required (set by kai-exec.sh)}"

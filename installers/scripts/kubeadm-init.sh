@@ -4,7 +4,7 @@
 # kubeadm's output is streamed (tokens and the certificate key are not printed: --skip-*-print).
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_NODE_NAME:?KAI_NODE_NAME is required}"
 : "${KAI_UPLOAD_CERTS:?KAI_UPLOAD_CERTS is required (0|1)}"

@@ -5,11 +5,11 @@
 # Inputs: KAI_NODE_NAME, KAI_CONTROL_PLANE (0|1); secrets KAI_JOIN_TOKEN, KAI_CA_CERT_HASH,
 # KAI_CERTIFICATE_KEY (control planes); file kubeadm-join.yaml.
 set -euo pipefail
-# Keep the secrets in this shell only: no child process (kubeadm included, and dirname below)
+# Keep the secrets in this shell only: no child process (kubeadm included)
 # inherits them in its environment.
 export -n KAI_JOIN_TOKEN KAI_CA_CERT_HASH KAI_CERTIFICATE_KEY 2>/dev/null || true
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_NODE_NAME:?KAI_NODE_NAME is required}"
 : "${KAI_CONTROL_PLANE:?KAI_CONTROL_PLANE is required (0|1)}"

@@ -3,7 +3,7 @@
 # printed). Read-only step: no done marker.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_OUT_DIR:?KAI_OUT_DIR is required (set by kai-exec.sh)}"
 

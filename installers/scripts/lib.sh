@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by kai's node scripts. Sourced (never run) by every step script:
-#   . "$(dirname "$0")/lib.sh"
+#   . "${0%/*}/lib.sh"
 # Contract: docs/architecture.md §3. Inputs come only from KAI_* environment variables; results
 # that must not be logged go to files in $KAI_OUT_DIR; everything printed is logged line by line.
 

@@ -4,7 +4,7 @@
 # Inputs: KAI_NODE_NAME, KAI_MODULES (space list); files sysctl.conf, modules.conf, hosts.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_NODE_NAME:?KAI_NODE_NAME is required}"
 : "${KAI_MODULES?KAI_MODULES is required (space-separated module names, may be empty)}"

@@ -6,7 +6,7 @@
 # No done marker: it removes them all.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_RESET_PACKAGES:?KAI_RESET_PACKAGES is required (0|1)}"
 case $KAI_RESET_PACKAGES in 0 | 1) ;; *) kai_die "KAI_RESET_PACKAGES must be 0 or 1, not '$KAI_RESET_PACKAGES'" ;; esac

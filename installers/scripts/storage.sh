@@ -3,7 +3,7 @@
 # Inputs: KAI_LOCAL_PATH_URL, KAI_LOCAL_PATH_SHA256 (may be empty), KAI_DOWNLOAD_PROXY.
 set -euo pipefail
 # shellcheck source=lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 
 : "${KAI_LOCAL_PATH_URL:?KAI_LOCAL_PATH_URL is required}"
 : "${KAI_LOCAL_PATH_SHA256?KAI_LOCAL_PATH_SHA256 is required (may be empty)}"
