@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from deployments import control, legacy
+from deployments.status_cache import StatusCache
 from installers.spec import SpecError
 
 log = logging.getLogger("kai.api")
@@ -166,9 +167,12 @@ def create_app(token: str, ctl=control) -> FastAPI:
             "status_url": f"{PREFIX}/{run_id}/status", "warnings": warnings,
             "secret_blocks": sorted(secrets)})
 
+    statuses = StatusCache(ctl.status)
+
     @app.get(f"{PREFIX}/{{installation_id}}/status", dependencies=auth, tags=["installation"])
     def get_status(installation_id: str) -> dict:
-        return legacy.status_envelope(prefect_call(ctl.status, installation_id))
+        """A run's status, at most about a second old (many pollers share one Prefect read)."""
+        return legacy.status_envelope(prefect_call(statuses.get, installation_id))
 
     @app.get(f"{PREFIX}/{{installation_id}}/logs", dependencies=auth, tags=["installation"])
     def get_logs(installation_id: str, level: LevelName | None = None,
