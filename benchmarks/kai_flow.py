@@ -7,7 +7,7 @@ Same pieces as an install: a Prefect flow, `@step_task` tasks calling `run_node_
 (paramiko, kai-exec.sh frame), `ssh_targets(spec)`, and the per-host locks of `flows.common`.
 The only differences from `flows.common.kai_run`: the plan is synthetic (kai_run builds the real
 one, whose scripts would install containerd on this machine) and the step script comes from
-`benchmarks/scripts/` (see `use_bench_scripts`).
+`benchmarks/scripts/` (added with `installers.scripts_store.add_scripts_dir`).
 
 Progress lines on stdout (the parent times the ingest backlog from them):
     KAI-BENCH flow-started <flow_run_id> <epoch>
@@ -30,7 +30,6 @@ T_PROCESS = time.time()
 from prefect import flow  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 
-import tasks.node_step  # noqa: E402
 from benchmarks.synthetic import BENCH_SCRIPT, BENCH_SCRIPTS_DIR, bench_plan, synthetic  # noqa: E402
 from flows.common import host_locks  # noqa: E402
 from installers import scripts_store  # noqa: E402
@@ -45,20 +44,8 @@ T_IMPORTED = time.time()
 
 
 def use_bench_scripts() -> None:
-    """MONKEYPATCH (benchmark only): let the runner find bench-sleep.sh outside installers/scripts/.
-
-    `installers.scripts_store.script_text` only reads its own directory and `tasks.node_step`
-    imported the function by name, so the benchmark swaps that name. The lead is asked for a
-    supported hook (an extra scripts directory) in scripts_store.
-    """
-    original = scripts_store.script_text
-
-    def script_text(name: str) -> str:
-        if name == BENCH_SCRIPT:
-            return (BENCH_SCRIPTS_DIR / name).read_text()
-        return original(name)
-
-    tasks.node_step.script_text = script_text
+    """Let the runner find bench-sleep.sh (kai's own scripts cannot be shadowed)."""
+    scripts_store.add_scripts_dir(BENCH_SCRIPTS_DIR)
 
 
 @step_task
