@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 from benchmarks.measure import TreeSampler, children_cpu
-from benchmarks.prefect_server import PrefectServer, RunWatcher
+from benchmarks.prefect_server import PrefectServer, RunWatcher, free_port
 from benchmarks.synthetic import MARKER, light_spec, node_names
 
 RESULTS = Path(__file__).parent / "results"
@@ -252,10 +253,21 @@ class Bench:
         out = self.work / "status.result.json"
         procs = []
 
+        # kai's own REST API (the uvicorn app `kai serve` runs), against the benchmark's server
+        token, port = secrets.token_urlsafe(24), free_port()
+        env = dict(os.environ, PREFECT_API_URL=self.server.api_url, KAI_API_TOKEN=token)
+        api = subprocess.Popen(
+            [self.py, "-c", "import os, uvicorn; from deployments.api import create_app; "
+             f"uvicorn.run(create_app(os.environ['KAI_API_TOKEN']), host='127.0.0.1', port={port}, "
+             "log_level='warning')"], env=env, stdout=subprocess.DEVNULL,
+            stderr=open(self.log_dir / "kai-api.log", "w"))
+        kai_api = f"http://127.0.0.1:{port}"
+        wait_http(f"{kai_api}/healthz", 60)
+
         def started(flow_run_id: str) -> None:
             procs.append(subprocess.Popen(
-                [self.py, "-m", "benchmarks.status_load", self.server.api_url, flow_run_id,
-                 str(clients), str(self.args.status_interval), str(stop), str(out)],
+                [self.py, "-m", "benchmarks.status_load", kai_api, flow_run_id,
+                 str(clients), str(self.args.status_interval), str(stop), str(out)], env=env,
                 stdout=subprocess.DEVNULL, stderr=open(self.log_dir / "status.log", "w")))
 
         print(f"[bench] status latency: {clients} clients during a {n}-host kai run …", flush=True)
@@ -265,9 +277,11 @@ class Bench:
                            expected_lines=s * n, expected_tasks=s)
         for p in procs:
             p.wait()
+        api.terminate()
+        api.wait(10)
         result = json.loads(out.read_text()) if out.exists() else {"error": "no status result"}
         result.update(hosts=n, kai_wall_s=run.get("flow_wall_s"), kai_error=run.get("error"),
-                      how="REST: GET /api/flow_runs/{id} + POST /api/task_runs/filter")
+                      how="kai REST API: GET /api/v1/installation/{id}/status")
         return result
 
     def add_nodes(self) -> dict:
@@ -347,6 +361,20 @@ class Bench:
             if self.server:
                 self.server.stop()
             self.hosts.down()
+
+
+def wait_http(url: str, timeout_s: float) -> None:
+    import httpx
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer in {timeout_s} s")
+        time.sleep(0.3)
 
 
 def main(argv: list[str] | None = None) -> int:

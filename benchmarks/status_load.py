@@ -1,16 +1,17 @@
 """Child process: C concurrent clients polling a flow run's status until a stop file appears.
 
-    python -m benchmarks.status_load API_URL FLOW_RUN_ID CLIENTS INTERVAL_S STOP_FILE RESULT.json
+    python -m benchmarks.status_load KAI_API_URL FLOW_RUN_ID CLIENTS INTERVAL_S STOP_FILE RESULT.json
 
-One status call = what a status wrapper needs: `GET /flow_runs/{id}` + `POST /task_runs/filter`
-for that run (deployments/control.py `status(id)` did not exist when this was written; switch to
-it once it does). Each client has its own connection and polls every INTERVAL_S seconds.
+One status call = kai's REST API `GET /api/v1/installation/{id}/status` (bearer token from env
+KAI_API_TOKEN), what a dashboard polls. Each client has its own connection and polls every
+INTERVAL_S seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -21,16 +22,16 @@ import httpx
 
 async def client_loop(api: str, flow_run_id: str, interval: float, stop: Path,
                       latencies: list[float], errors: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {os.environ['KAI_API_TOKEN']}"}
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as http:
         await asyncio.sleep(random.uniform(0, interval))
         while not stop.exists():
             t0 = time.perf_counter()
             try:
-                r1 = await http.get(f"/flow_runs/{flow_run_id}")
-                r2 = await http.post("/task_runs/filter", json={
-                    "flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
-                r1.raise_for_status()
-                r2.raise_for_status()
+                r = await http.get(f"/api/v1/installation/{flow_run_id}/status")
+                r.raise_for_status()
+                if r.json().get("installation_id", flow_run_id) is None:
+                    raise httpx.HTTPError("status without installation_id")
                 latencies.append(time.perf_counter() - t0)
             except httpx.HTTPError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
