@@ -4,7 +4,7 @@
 # would turn every later run into a no-op.
 set -euo pipefail
 # shellcheck source=../../installers/scripts/lib.sh
-. "$(dirname "$0")/lib.sh"
+. "${0%/*}/lib.sh"
 : "${KAI_BENCH_SLEEP:?KAI_BENCH_SLEEP is required}"
 sleep "$KAI_BENCH_SLEEP"
 kai_log "bench-step ${KAI_STEP} slept ${KAI_BENCH_SLEEP}s"
