@@ -157,6 +157,13 @@ def kai_processes(host) -> str:
     return out.strip()
 
 
+def assert_no_kai_processes(host, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while kai_processes(host) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not kai_processes(host), f"left on {host.name}: {kai_processes(host)}"
+
+
 # --- tests ----------------------------------------------------------------------------------------
 
 def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server):
@@ -320,10 +327,7 @@ def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
     cancel_s = time.monotonic() - t0
     assert st["state"] == "CANCELLED", st["state"]
     assert cancel_s <= 15, f"cancel took {cancel_s:.1f} s"
-    deadline = time.monotonic() + 10
-    while kai_processes(h1) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not kai_processes(h1), f"left on {h1.name}: {kai_processes(h1)}"
+    assert_no_kai_processes(h1, within_s=10)
 
     clear_fault(h1)
     # the next install goes through kai's REST API over HTTP, as an existing client would drive it
@@ -359,10 +363,7 @@ def test_sigkill_of_the_flow_process_then_rerun_resumes(hosts, server):
     os.kill(pid, signal.SIGKILL)
     st = wait(run_id, timeout=120)
     assert st["state"] in ("CRASHED", "FAILED"), st["state"]
-    deadline = time.monotonic() + 15  # the dropped link made kai-exec kill the remote step
-    while kai_processes(h2) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not kai_processes(h2), kai_processes(h2)
+    assert_no_kai_processes(h2, within_s=15)  # the dropped link made kai-exec kill the step
 
     clear_fault(h2)
     st = wait(start("all_in_one", spec, lock_wait_s=120))  # waits for the dead run's lease to lapse
