@@ -167,7 +167,7 @@ def create_app(token: str, ctl=control) -> FastAPI:
             "status_url": f"{PREFIX}/{run_id}/status", "warnings": warnings,
             "secret_blocks": sorted(secrets)})
 
-    statuses = StatusCache(ctl.status)
+    statuses = StatusCache(lambda run_id: ctl.status(run_id))  # late: test doubles may lack it
 
     @app.get(f"{PREFIX}/{{installation_id}}/status", dependencies=auth, tags=["installation"])
     def get_status(installation_id: str) -> dict:
