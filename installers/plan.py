@@ -10,16 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
-from installers import kubeadm, render
+from installers import kubeadm, render, scripts_store
 from installers import versions as V
 from installers.spec import (ClusterSpec, KubeVipEndpoint, Node, SpecError, spec_warnings,
                              validate_for_mode)
 
-SCRIPTS_DIR = Path(__file__).parent / "scripts"
-LIB_SCRIPT = "lib.sh"
 TOKEN_TTL = "1h"   # short-lived join tokens, one per operation
 
 SECRET_JOIN_TOKEN = "KAI_JOIN_TOKEN"
@@ -109,8 +106,11 @@ def policy_for(spec: ClusterSpec, kind: str) -> StepPolicy:
 # --- hashing -----------------------------------------------------------------------------------
 
 def read_script(name: str) -> str | None:
-    path = SCRIPTS_DIR / name
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    """The node script as the runner will send it (installers.scripts_store), None if missing."""
+    try:
+        return scripts_store.script_text(name)
+    except FileNotFoundError:
+        return None
 
 
 def job_hash(job: HostJob, script_text: str | None = None, lib_text: str | None = None) -> str:
@@ -119,7 +119,7 @@ def job_hash(job: HostJob, script_text: str | None = None, lib_text: str | None 
     if script_text is None:
         script_text = read_script(job.script) or ""
     if lib_text is None:
-        lib_text = read_script(LIB_SCRIPT) or ""
+        lib_text = read_script("lib.sh") or ""
     h = hashlib.sha256()
 
     def part(label: str, data: str) -> None:

@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from installers.plan import Plan, Step
+from installers.plan import Plan
 from installers.spec import ClusterSpec
 from installers.ssh import Fleet
-
-if TYPE_CHECKING:
-    from tasks.node_step import HostOutcome
 
 _current: contextvars.ContextVar["RunContext"] = contextvars.ContextVar("kai_run")
 
@@ -34,11 +31,7 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: set[tuple[str, str]] = field(default_factory=set)  # (step, node) finished in this run
     secrets: dict[str, str] = field(default_factory=dict)  # KAI_* secrets produced at run time
-    outcomes: dict[str, list["HostOutcome"]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # cluster info for the final artifact
-
-    def record(self, step: Step, outcomes: list["HostOutcome"]) -> None:
-        self.outcomes[step.name] = outcomes
 
     @property
     def cluster_dir(self) -> Path:

@@ -134,7 +134,6 @@ def run_node_step(
             run.done.add((step.name, job.node))
     outcomes += [HostOutcome(j.node, j.address, True, 0.0, attempt, skipped=True) for j in skipped]
     publish_step_table(step, outcomes)
-    run.record(step, outcomes)
 
     failures = [o for o in outcomes if not o.ok]
     if failures:

@@ -39,7 +39,6 @@ def preflight(step: Step) -> dict[str, dict[str, str]]:
 
     run_node_step(step, on_result=keep)
     findings = evaluate(run.spec, run.plan.mode, facts)
-    run.info["facts"] = facts
     if findings:
         create_table_artifact(
             [{"host": f.node, "check": f.check, "severity": f.severity, "message": f.message}
