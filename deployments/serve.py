@@ -88,7 +88,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -111,11 +111,11 @@ def stop_tree(proc: subprocess.Popen, name: str, grace_s: float = STOP_GRACE_S) 
     while time.monotonic() < deadline:
         proc.poll()
         pids = [p for p in set(pids + descendants(proc.pid)) if p != proc.pid or proc.returncode is None]
-        if not [p for p in pids if _alive(p)]:
+        if not [p for p in pids if alive(p)]:
             break
         time.sleep(0.2)
     for pid in set(pids + descendants(proc.pid)):
-        if _alive(pid):
+        if alive(pid):
             log(f"{name}: process {pid} did not stop in {grace_s:.0f} s; killing it")
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -47,11 +47,8 @@ def process_tree(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    from deployments.serve import alive as serve_alive
+    return serve_alive(pid)
 
 
 def _cmdline(pid: int) -> str:

@@ -157,6 +157,16 @@ def kai_processes(host) -> str:
     return out.strip()
 
 
+def install_stuck_in_kubeadm_init(hosts, host, name) -> tuple[dict, str]:
+    """Start an all-in-one install on `host` whose kubeadm init hangs (fault: sleep 120 s);
+    return (spec, run id) once the kubeadm-init step is running."""
+    spec = make_spec(hosts, [host], name=name)
+    set_fault(host, {"kubeadm init": {"sleep": 120}})
+    run_id = start("all_in_one", spec)
+    wait_step_running(run_id, "kubeadm-init")
+    return spec, run_id
+
+
 def assert_no_kai_processes(host, within_s: float) -> None:
     deadline = time.monotonic() + within_s
     while kai_processes(host) and time.monotonic() < deadline:
@@ -309,10 +319,7 @@ def test_reset_everything_then_an_unreachable_host_stops_preflight(hosts, server
 
 def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
     h1 = hosts[1]
-    spec = make_spec(hosts, [h1], name="cancel-me")
-    set_fault(h1, {"kubeadm init": {"sleep": 120}})
-    run_a = start("all_in_one", spec)
-    wait_step_running(run_a, "kubeadm-init")
+    spec, run_a = install_stuck_in_kubeadm_init(hosts, h1, "cancel-me")
     assert calls(h1, "kubeadm", "init") == [] and "kubeadm" in kai_processes(h1)
 
     st_b = wait(start("preflight", spec, lock_wait_s=2), timeout=120)  # same host, while A holds it
@@ -355,10 +362,7 @@ def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
 
 def test_sigkill_of_the_flow_process_then_rerun_resumes(hosts, server):
     h2 = hosts[2]
-    spec = make_spec(hosts, [h2], name="killed")
-    set_fault(h2, {"kubeadm init": {"sleep": 120}})
-    run_id = start("all_in_one", spec)
-    wait_step_running(run_id, "kubeadm-init")
+    spec, run_id = install_stuck_in_kubeadm_init(hosts, h2, "killed")
     pid = flow_run_pid(run_id)
     os.kill(pid, signal.SIGKILL)
     st = wait(run_id, timeout=120)
