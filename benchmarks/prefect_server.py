@@ -116,7 +116,7 @@ class RunWatcher:
             offset += 200
 
     def tail_logs(self, flow_run_id: str, marker: str) -> int:
-        """Reads new log lines (offset tailing); returns how many so far contain `marker`."""
+        """Reads new log records (offset tailing); returns how many lines so far contain `marker`."""
         while True:
             r = self.http.post("/logs/filter", json={
                 "logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC",
@@ -124,7 +124,9 @@ class RunWatcher:
             r.raise_for_status()
             page = r.json()
             self.log_offset += len(page)
-            self.marker_lines += sum(1 for log in page if marker in log["message"])
+            # kai sends host output in batches: one record may hold many lines
+            self.marker_lines += sum(1 for log in page for line in log["message"].split("\n")
+                                     if marker in line)
             if len(page) < 200:
                 return self.marker_lines
 

@@ -39,6 +39,7 @@ def summarize(results: dict) -> dict:
                            backlog_s=ingest.get("backlog_s"), db_locked=res.get("db_locked"),
                            server_log_errors=res.get("server_log_errors"),
                            import_s=res.get("import_s"), locks_s=res.get("timings", {}).get("locks_s"),
+                           flow_returned_s=_num(res.get("flow_wall_s")),
                            steps_s=res.get("timings", {}).get("steps_s"))
             rows.append(row)
         kai = next((r for r in rows if r["hosts"] == n and r["method"] == "kai"), None)
@@ -103,6 +104,13 @@ def markdown(results: dict) -> str:
                    f"| {_f(r.get('hosts_cpu_s'), '{:.1f}')} | {server} "
                    f"| {_f(r.get('backlog_s'))} | {errors} | {r['complete']} "
                    f"| {_load(r.get('loadavg_1m'))} |")
+    returned = [f"{r['hosts']} hosts: {r['wall_s']:.2f} / {r['flow_returned_s']:.2f} s"
+                for r in summary["rows"] if r["method"] == "kai" and r.get("flow_returned_s")
+                and r.get("wall_s")]
+    if returned:
+        out += ["", "kai's wall runs from the flow call until Prefect records the run Completed; "
+                "the flow call returns up to 1 s later, when Prefect's engine has joined its "
+                "heartbeat thread (Completed / returned: " + "; ".join(returned) + ")."]
     status = results.get("status")
     if status:
         out += ["", f"**Status latency** ({status.get('how')}): {status.get('clients')} clients "

@@ -43,6 +43,7 @@ from tasks.targets import ssh_targets
 
 LOCK_PREFIX = "kai-host-"
 LOCK_LEASE_S = 60  # Prefect's minimum; a SIGKILLed holder frees its hosts after this long
+LIMIT_CREATORS = 8  # concurrent requests when a run meets hosts with no lock yet
 
 
 class HostsBusy(Exception):
@@ -98,7 +99,6 @@ def host_locks(addresses: list[str], wait_s: float) -> Iterator[None]:
     """
     names = [lock_name(a) for a in addresses]
     _tag_own_run(names)
-    _ensure_limits(names)
     lease_id = _acquire(names, wait_s)
     stop = threading.Event()
     # copy the context: Prefect's settings (API URL) may live in a context variable
@@ -118,6 +118,7 @@ def _acquire(names: list[str], wait_s: float) -> UUID:
     holder = (ConcurrencyLeaseHolder(type="flow_run", id=ctx.flow_run.id)
               if ctx is not None and ctx.flow_run is not None else None)
     deadline = time.monotonic() + wait_s
+    created_missing = False
     with get_client(sync_client=True) as client:
         while True:
             try:
@@ -135,10 +136,15 @@ def _acquire(names: list[str], wait_s: float) -> UUID:
                 continue
             lease_id = UUID(body["lease_id"])
             missing = set(names) - {limit["name"] for limit in body["limits"]}
-            if missing:  # strict: a missing limit must never mean "no lock at all"
-                client.release_concurrency_slots_with_lease(lease_id)
+            if not missing:
+                return lease_id
+            # The server skips limits that do not exist: hosts kai has not seen before. A
+            # missing limit must never mean "no lock at all": create them, then take all again.
+            client.release_concurrency_slots_with_lease(lease_id)
+            if created_missing:
                 raise RuntimeError(f"host locks missing on the Prefect server: {sorted(missing)}")
-            return lease_id
+            _create_limits(sorted(missing))
+            created_missing = True
 
 
 def _renew_until(lease_id: UUID, stop: threading.Event) -> None:
@@ -151,29 +157,35 @@ def _renew_until(lease_id: UUID, stop: threading.Event) -> None:
             log.warning("could not renew the host locks' lease: %s", exc)
 
 
-def _ensure_limits(names: list[str]) -> None:
-    """Create the per-host limits that do not exist yet (limit 1: one run per host)."""
+def _create_limits(names: list[str]) -> None:
+    """Create per-host limits (limit 1: one run per host), a few requests at a time: a first
+    install on 200 hosts makes 200 of them."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    with get_client(sync_client=True) as client:
-        existing = {limit.name for limit in _all_limits(client)}
-        for name in names:
-            if name not in existing:
-                try:
-                    client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=1))
-                except ObjectAlreadyExists:
-                    pass  # another run created it meanwhile
+    errors: list[BaseException] = []
 
+    def create(chunk: list[str]) -> None:
+        try:
+            with get_client(sync_client=True) as client:
+                for name in chunk:
+                    try:
+                        client.create_global_concurrency_limit(
+                            GlobalConcurrencyLimitCreate(name=name, limit=1))
+                    except ObjectAlreadyExists:
+                        pass  # another run created it meanwhile
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
 
-def _all_limits(client) -> list:
-    limits, offset = [], 0
-    while True:
-        page = client.read_global_concurrency_limits(limit=200, offset=offset)
-        limits += page
-        if len(page) < 200:
-            return limits
-        offset += 200
+    chunks = [names[i::LIMIT_CREATORS] for i in range(min(LIMIT_CREATORS, len(names)))]
+    ctx = contextvars.copy_context()  # Prefect's settings (API URL) may live in the context
+    threads = [threading.Thread(target=ctx.copy().run, args=(create, chunk), daemon=True)
+               for chunk in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _tag_own_run(lock_names: list[str]) -> None:

@@ -6,6 +6,10 @@ each and fall minutes behind at 200 hosts, while a per-step task stays within a 
 plain paramiko loop. Per-host visibility comes from host-prefixed log lines, a table artifact per
 step with a row per host, and failure messages that name host, step and the real error output.
 
+Host output reaches Prefect in batches (`HostLines`): all lines that arrive within half a second
+become one log record. Each record costs the Prefect server about 0.6 ms of CPU, so a line per
+record was 40 % of its CPU in a 200-host run; the UI still shows every line, with its host, live.
+
 Retries are Prefect's (declared per step from the plan's policy). Hosts that already succeeded in
 an earlier attempt of the same run are not run again; on a new run the node scripts' done-markers
 make finished work a fast no-op — that is what makes resume after a failure or a kill safe.
@@ -13,6 +17,7 @@ make finished work a fast no-op — that is what makes resume after a failure or
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +33,8 @@ from tasks.context import current_run
 from tasks.fanout import fan_out
 
 TAIL_LINES = 15
+LOG_BATCH_S = 0.5  # host output is sent to Prefect at most this late
+LOG_BATCH_MAX_LINES = 400  # and in records of at most this many lines
 
 
 @dataclass
@@ -42,6 +49,42 @@ class HostOutcome:
     tail: list[str] = field(default_factory=list)
     skipped: bool = False  # already done earlier in this run
     retryable: bool = True
+
+
+class HostLines:
+    """Host output of one step as `[host] line` records, one per LOG_BATCH_S (see module doc)."""
+
+    def __init__(self, logger, batch_s: float = LOG_BATCH_S, max_lines: int = LOG_BATCH_MAX_LINES):
+        self._logger = logger
+        self._max = max_lines
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_every, args=(batch_s,), daemon=True,
+                                         name="kai-host-lines")
+        self._flusher.start()
+
+    def add(self, node: str, line: str) -> None:
+        with self._lock:
+            self._lines.append(f"[{node}] {line}")
+            full = len(self._lines) >= self._max
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if lines:
+            self._logger.info("\n".join(lines))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flusher.join()
+        self.flush()
+
+    def _flush_every(self, batch_s: float) -> None:
+        while not self._stop.wait(batch_s):
+            self.flush()
 
 
 class StepFailed(Exception):
@@ -83,6 +126,7 @@ def run_node_step(
         logger.info("%s: attempt %d on %d host(s) (%d already succeeded)",
                     step.name, attempt, len(pending), len(skipped))
     secrets = dict(secret_env or {})
+    host_lines = HostLines(logger)
 
     def run_one(job: HostJob) -> HostOutcome:
         started = time.monotonic()
@@ -91,7 +135,7 @@ def run_node_step(
             remote = build_remote_job(step, job, secrets)
             result = conn.run_job(
                 remote,
-                on_line=lambda line: logger.info("[%s] %s", job.node, line),
+                on_line=lambda line: host_lines.add(job.node, line),
                 cancel=run.cancel,
             )
         except HostKeyError as exc:  # never retried: a changed key needs a human
@@ -116,14 +160,17 @@ def run_node_step(
             outcome.error = f"exit code {result.exit_code}"
         return outcome
 
-    if step.parallel:
-        raw = fan_out(run_one, pending, limit=run.parallelism, cancel=run.cancel)
-    else:  # e.g. control-plane joins: one after another, stop at the first failure
-        raw = []
-        for job in pending:
-            raw.append(run_one(job))
-            if not raw[-1].ok:
-                break
+    try:
+        if step.parallel:
+            raw = fan_out(run_one, pending, limit=run.parallelism, cancel=run.cancel)
+        else:  # e.g. control-plane joins: one after another, stop at the first failure
+            raw = []
+            for job in pending:
+                raw.append(run_one(job))
+                if not raw[-1].ok:
+                    break
+    finally:
+        host_lines.close()
     outcomes: list[HostOutcome] = []
     for job, item in zip(pending, raw):
         if isinstance(item, BaseException):

@@ -44,3 +44,21 @@ def test_second_holder_waits_then_is_refused_and_gets_the_hosts_once_free(kai_se
         with get_client(sync_client=True) as client:
             limit = client.read_global_concurrency_limit_by_name(lock_name(b))
         assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_unseen_hosts_get_their_locks_created_all_of_them(kai_server):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    with kai_server.prefect():
+        base = f"10.98.{time.time_ns() % 250}"
+        hosts = [f"{base}.{i}" for i in range(1, 31)]  # more than LIMIT_CREATORS
+        with host_locks(hosts[:5], wait_s=5):  # some exist already, the rest are new
+            pass
+        with host_locks(hosts, wait_s=5):
+            with get_client(sync_client=True) as client:
+                held = [client.read_global_concurrency_limit_by_name(lock_name(h)).active_slots
+                        for h in hosts]
+            assert held == [1] * len(hosts), held  # a new host is locked like any other
+            with pytest.raises(HostsBusy):
+                with host_locks([hosts[-1]], wait_s=0.5):
+                    pass

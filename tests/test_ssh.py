@@ -107,8 +107,12 @@ exit 7
     assert res.outputs["mode"] == b"600\n" and res.outputs["cfg"] == b"a = 1\n"
     assert not any("result-value-42" in line or "kai-out" in line or "kai-exit" in line
                    for line in lines)
-    work = res.outputs["work"].decode().strip()
-    assert work.startswith("/tmp/kai.") and not os.path.exists(work)  # work dir removed
+    work = Path(res.outputs["work"].decode().strip())
+    # nothing the job left stays behind; the agent's directory goes when the agent ends
+    assert str(work).startswith("/tmp/kai.")
+    assert sorted(p.name for p in work.rglob("*")) == ["files", "out"]
+    conn.close()
+    assert wait_until(lambda: not work.parent.exists(), 5)
 
 
 def test_connection_is_reused_and_run_fixed_command(conn):
@@ -131,6 +135,89 @@ def test_concurrent_jobs_on_one_connection_stay_within_channel_limit(conn):
         t.join(30)
     assert sorted(r.tail[0] for r in results) == sorted(f"job-{i}" for i in range(15))
     assert all(r.ok for r in results)
+
+
+def _agent_pid(res) -> int:
+    """The job's bash is exec'd from a subshell of the agent: its parent is the agent."""
+    return int(res.outputs["ppid"])
+
+
+PPID = 'echo "$PPID" > "$KAI_OUT_DIR/ppid"; '
+
+
+def test_agent_takes_the_next_job_without_new_session_or_lib(conn):
+    script = ('. "${0%/*}/lib.sh"; ' + PPID
+              + 'echo "a=${KAI_A-unset} f=$(ls "$KAI_FILES_DIR") lib=$kai_lib_loaded"')
+    r1 = conn.run_job(job(script, env={"KAI_A": "1"}, files={"one": "x"}))
+    agent = conn._idle[0]
+    assert agent.jobs == 1 and set(agent.has) == {"lib.sh", "step.sh"}
+    # the second frame carries no lib.sh and no script: the agent keeps them
+    second = job(script)
+    frame = build_frame(second, agent.has)
+    assert b"KAI-PART lib.sh" not in frame and b"KAI-PART step.sh" not in frame
+    r2 = conn.run_job(second)
+    assert r1.tail == ["a=1 f=one lib=1"]
+    assert r2.tail == ["a=unset f= lib=1"]  # no env or files left over from the first job
+    assert _agent_pid(r1) == _agent_pid(r2) and agent.jobs == 2
+    # a changed script under the same name is sent again
+    r3 = conn.run_job(job(PPID + "echo changed"))
+    assert r3.tail == ["changed"] and _agent_pid(r3) == _agent_pid(r1)
+
+
+def test_a_dead_idle_agent_is_replaced_and_close_ends_agents(conn):
+    first = _agent_pid(conn.run_job(job(PPID + "true")))
+    os.kill(first, 9)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{first}"), 5)
+    time.sleep(0.2)  # let the channel close reach us, or not: both paths must work
+    res = conn.run_job(job(PPID + "echo fine"))
+    assert res.ok and res.tail == ["fine"]
+    second = _agent_pid(res)
+    assert second != first
+    res = conn.run_job(job(PPID + 'echo "${KAI_WORK%/*}" > "$KAI_OUT_DIR/root"'))
+    root = Path(res.outputs["root"].decode().strip())
+    assert root.is_dir() and root.name.startswith("kai.")
+    conn.close()
+    assert wait_until(lambda: not os.path.exists(f"/proc/{second}"), 5)  # EOF ended it
+    assert wait_until(lambda: not root.exists(), 5)  # and it removed its directory
+
+
+def test_agent_is_not_reused_after_a_cancel(conn):
+    m = marker()
+    cancel = threading.Event()
+    box = {}
+    th = threading.Thread(target=lambda: box.update(
+        r=conn.run_job(job(PPID + f"echo ready; sleep {m}"), cancel=cancel)))
+    th.start()
+    assert wait_until(lambda: pids_matching(f"sleep {m}"), 5)
+    agents = [int(p) for p in subprocess.run(
+        ["pgrep", "-f", "kai-exec.sh — the node-side agent"], capture_output=True,
+        text=True).stdout.split()]
+    cancel.set()
+    th.join(10)
+    assert box["r"].cancelled and not conn._idle
+    assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in agents), 5)
+    res = conn.run_job(job(PPID + "echo after"))
+    assert res.tail == ["after"] and _agent_pid(res) not in agents
+
+
+def test_idle_agents_are_capped_and_give_their_slots_up(conn):
+    from installers.ssh import MAX_IDLE_AGENTS
+
+    def burst(n):
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(
+            conn.run_job(job(f"sleep 0.3; echo job-{i}")))) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        return results
+
+    assert all(r.ok for r in burst(MAX_CHANNELS))
+    assert len(conn._idle) == MAX_IDLE_AGENTS
+    # idle agents hold channel slots; plain commands and a full burst still get theirs
+    assert conn.run("echo plain").tail == ["plain"]
+    assert all(r.ok for r in burst(MAX_CHANNELS))
 
 
 def test_upload_sets_mode(conn, tmp_path):

@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
-# kai-exec.sh — the node-side bootstrap of kai's SSH runner (docs/architecture.md §4).
+# kai-exec.sh — the node-side agent of kai's SSH runner (docs/architecture.md §4).
 #
-# The runner starts it as `[sudo … --] bash -c '<this file>'`; everything else arrives on stdin:
+# The runner starts it as `[sudo … --] bash -c '<this file>'` and then sends it jobs on stdin, one
+# after another, for as long as a run uses the host (one SSH session and one sudo per host and run,
+# not per step: that is most of a step's cost on the node). Everything but that constant command
+# line arrives on stdin:
 #   any lines before the first KAI-PART are skipped (a sudo password line sudo did not need)
-#   KAI-PART <name> <bytes>\n<bytes>     repeated: env, lib.sh, the step script, files/<name>
-#                                        (env is evaluated from memory, never written to disk)
-#   KAI-RUN\n
-# After KAI-RUN stdin stays open: a line KAI-CANCEL, or EOF (cancel, timeout, the controller or
-# the connection dying), kills the step's whole process group (TERM, up to 5 s, KILL).
-# Results: each file in $KAI_OUT_DIR as `\x1ekai-out <name> <base64>`, then `\x1ekai-exit <code>`.
-# The work directory is removed whatever happens.
+#   a job:  KAI-PART <name> <bytes>\n<bytes>   repeated: env, lib.sh, <script>, files/<name>
+#           KAI-RUN <script>\n
+#     env is evaluated in the job's own process, from memory (its secrets never touch the disk);
+#     lib.sh and scripts are kept for later jobs (the runner sends each once per agent);
+#     files/ go to the job's $KAI_FILES_DIR.
+# While a job runs, a line KAI-CANCEL, or EOF (cancel, timeout, the controller or the connection
+# dying), kills the job's whole process group (TERM, up to 5 s, KILL) and what escaped it.
+# After a job: each file in $KAI_OUT_DIR as `\x1ekai-out <name> <base64>`, then
+# `\x1ekai-exit <code>`; then the agent waits for the next job. EOF between jobs ends it.
+# Whatever a job leaves in $KAI_WORK is removed when it ends (one directory serves all the
+# agent's jobs: a job that leaves nothing costs no mkdir or rm); the agent's directory is removed
+# when the agent ends, whatever happens.
 set -euo pipefail
 umask 077
 export LC_ALL=C
 
-printf '\036kai-start\n'
-
-_kx_work=$(mktemp -d "${TMPDIR:-/tmp}/kai.XXXXXXXXXX")
+_kx_root=$(mktemp -d "${TMPDIR:-/tmp}/kai.XXXXXXXXXX")
+_kx_work=$_kx_root/work
+mkdir -- "$_kx_work" "$_kx_work/files" "$_kx_work/out"
+_kx_jobs=0
 _kx_pgid=""
 _kx_watcher=""
-_kx_cancel_flag="$_kx_work/.cancelled"
 
 _kx_group_alive() {
   [[ -n $_kx_pgid ]] && kill -0 -- "-$_kx_pgid" 2>/dev/null
 }
 
-# TERM the step's process group, give it up to 5 s, then KILL what is left.
+# TERM the job's process group, give it up to 5 s, then KILL what is left.
 _kx_kill_group() {
   _kx_group_alive || return 0
   kill -TERM -- "-$_kx_pgid" 2>/dev/null || true
@@ -38,7 +46,7 @@ _kx_kill_group() {
 }
 
 # Processes that left the group (setsid, double fork) still carry KAI_WORK in their environment.
-# Only the step gets KAI_WORK (this shell never exports it), so the match cannot hit kai-exec itself.
+# Only the job gets KAI_WORK (this shell never exports it), so the match cannot hit the agent.
 _kx_kill_stragglers() {
   local f pid
   while IFS= read -r f; do
@@ -57,8 +65,8 @@ _kx_cleanup() {
   if _kx_group_alive; then
     kill -KILL -- "-$_kx_pgid" 2>/dev/null || true
   fi
-  case $_kx_work in
-    */kai.*) rm -rf -- "$_kx_work" ;;
+  case $_kx_root in
+    */kai.*) rm -rf -- "$_kx_root" ;;
   esac
 }
 trap _kx_cleanup EXIT
@@ -72,98 +80,148 @@ _kx_die() {
   exit "$1"
 }
 
-# --- read the frame ----------------------------------------------------------------------------
-_kx_seen_part=0
-_kx_script=""
-while :; do
-  IFS= read -r _kx_line || _kx_die 97 "stdin ended before KAI-RUN (truncated frame)"
-  case $_kx_line in
-    KAI-RUN)
-      break
-      ;;
-    "KAI-PART "*)
-      _kx_seen_part=1
-      [[ $_kx_line =~ ^KAI-PART\ ([A-Za-z0-9._/-]+)\ ([0-9]+)$ ]] ||
-        _kx_die 98 "bad part header"
-      _kx_name=${BASH_REMATCH[1]}
-      _kx_size=${BASH_REMATCH[2]}
-      case $_kx_name in
-        /* | *..* | */) _kx_die 98 "bad part name: $_kx_name" ;;
-      esac
-      if [[ $_kx_name == */* ]]; then
-        mkdir -p -- "$_kx_work/${_kx_name%/*}"
-      elif [[ $_kx_name != env && $_kx_name != lib.sh ]]; then
-        [[ -z $_kx_script ]] || _kx_die 98 "more than one step script: $_kx_script, $_kx_name"
-        _kx_script=$_kx_name
+# --- read one job's frame; EOF before it began sets _kx_eof (the runner is done with us) -------
+# (called as a plain statement, never in a condition: errexit must stay in force inside)
+_kx_read_job() {
+  local line name size in_frame=0
+  _kx_env=""
+  _kx_script=""
+  while :; do
+    if ! IFS= read -r line; then
+      if [[ $in_frame == 0 && -z $line ]]; then
+        _kx_eof=1
+        return 0
       fi
-      if [[ $_kx_name == env ]]; then
-        # kept in memory: the secrets in it never touch the disk (text, no NUL: Python checks)
-        _kx_env=""
-        if ((_kx_size > 0)); then
-          IFS= read -r -N "$_kx_size" _kx_env || _kx_die 97 "stdin ended inside the env part"
+      _kx_die 97 "stdin ended before KAI-RUN (truncated frame)"
+    fi
+    case $line in
+      "KAI-PART "*)
+        if [[ $in_frame == 0 ]]; then
+          in_frame=1
+          _kx_jobs=$((_kx_jobs + 1))
         fi
-        continue
-      fi
-      # GNU head -c reads no more than it needs from a pipe, so the next header stays on stdin.
-      head -c "$_kx_size" >"$_kx_work/$_kx_name"
-      ;;
-    *)
-      # Lines before the first part are padding (e.g. a sudo password line); after it, an error.
-      [[ $_kx_seen_part == 0 ]] || _kx_die 98 "unexpected line in frame"
-      ;;
-  esac
-done
-[[ -n $_kx_script ]] || _kx_die 96 "no step script in frame"
-
-mkdir -p -- "$_kx_work/files" "$_kx_work/out"
-if [[ -n ${_kx_env:-} ]]; then
-  set -a
-  eval "$_kx_env"
-  set +a
-  unset _kx_env
-fi
-
-# --- run the step in its own process group, stdin from /dev/null ------------------------------
-KAI_WORK=$_kx_work KAI_FILES_DIR=$_kx_work/files KAI_OUT_DIR=$_kx_work/out \
-  setsid bash "$_kx_work/$_kx_script" </dev/null &
-# Without job control our children are not group leaders, so setsid does not fork: $! leads the group.
-_kx_pgid=$!
+        [[ $line =~ ^KAI-PART\ ([A-Za-z0-9._/-]+)\ ([0-9]+)$ ]] || _kx_die 98 "bad part header"
+        name=${BASH_REMATCH[1]}
+        size=${BASH_REMATCH[2]}
+        case $name in
+          env)
+            # kept in memory: the secrets in it never touch the disk (text, no NUL: Python checks)
+            _kx_env=""
+            if ((size > 0)); then
+              IFS= read -r -N "$size" _kx_env || _kx_die 97 "stdin ended inside the env part"
+            fi
+            continue
+            ;;
+          *..* | */) _kx_die 98 "bad part name: $name" ;;
+          files/*/*) mkdir -p -- "$_kx_work/${name%/*}" ;;
+          files/*) ;;
+          */*) _kx_die 98 "bad part name: $name" ;;
+        esac
+        # lib.sh and scripts live beside each other in the agent's directory (scripts source
+        # "${0%/*}/lib.sh"); GNU head -c reads no more than it needs from a pipe.
+        if [[ $name == files/* ]]; then
+          head -c "$size" >"$_kx_work/$name"
+        else
+          head -c "$size" >"$_kx_root/$name"
+        fi
+        ;;
+      "KAI-RUN "*)
+        [[ $in_frame == 1 ]] || _kx_die 98 "KAI-RUN without parts"
+        _kx_script=${line#KAI-RUN }
+        [[ $_kx_script =~ ^[A-Za-z0-9._-]+$ && $_kx_script != lib.sh && -f $_kx_root/$_kx_script ]] ||
+          _kx_die 96 "no step script '$_kx_script' in frame"
+        return 0
+        ;;
+      KAI-CANCEL)
+        # a cancel that crossed the end of the job it was meant for
+        [[ $in_frame == 0 ]] || _kx_die 98 "unexpected line in frame"
+        ;;
+      *)
+        # Lines before the first job are padding (e.g. a sudo password line); later, an error.
+        [[ $_kx_jobs == 0 && $in_frame == 0 ]] || _kx_die 98 "unexpected line in frame"
+        ;;
+    esac
+  done
+}
 
 _kx_watch_stdin() {
   local line
   while IFS= read -r line; do
     [[ $line == KAI-CANCEL ]] && break
   done
-  : >"$_kx_cancel_flag"
+  : >"$_kx_root/cancelled.$_kx_jobs"
   _kx_kill_group
   _kx_kill_stragglers
 }
-_kx_watch_stdin 0<&0 &
-_kx_watcher=$!
 
-_kx_rc=0
-wait "$_kx_pgid" || _kx_rc=$?
+# --- run it in its own process group, stdin from /dev/null, stderr merged into stdout ----------
+# (one stream keeps the job's lines in order, and all of them before its kai-exit marker)
+_kx_run_job() {
+  printf '\036kai-start\n'
+  set -m # job control: the background job leads its own process group (no setsid to exec)
+  (
+    if [[ -n $_kx_env ]]; then
+      set -a
+      eval "$_kx_env"
+      set +a
+    fi
+    export KAI_WORK=$_kx_work KAI_FILES_DIR=$_kx_work/files KAI_OUT_DIR=$_kx_work/out
+    exec bash "$_kx_root/$_kx_script"
+  ) </dev/null 2>&1 &
+  _kx_pgid=$!
+  set +m
+  _kx_env=""
 
-if [[ -e $_kx_cancel_flag ]]; then
-  wait "$_kx_watcher" 2>/dev/null || true
-else
-  kill "$_kx_watcher" 2>/dev/null || true
-  wait "$_kx_watcher" 2>/dev/null || true
-  # The step is over: whatever it left running in its group would hold the channel open.
-  _kx_kill_group
-fi
-_kx_watcher=""
+  _kx_watch_stdin 0<&0 &
+  _kx_watcher=$!
 
-# --- hand back the results ---------------------------------------------------------------------
-shopt -s nullglob globstar dotglob
-for _kx_f in "$_kx_work"/out/**; do
-  [[ -f $_kx_f && ! -L $_kx_f ]] || continue
-  _kx_name=${_kx_f#"$_kx_work/out/"}
-  if [[ $_kx_name =~ ^[A-Za-z0-9._/-]+$ ]]; then
-    printf '\036kai-out %s %s\n' "$_kx_name" "$(base64 -w0 <"$_kx_f")"
+  local rc=0
+  wait "$_kx_pgid" || rc=$?
+
+  if [[ -e $_kx_root/cancelled.$_kx_jobs ]]; then
+    wait "$_kx_watcher" 2>/dev/null || true
   else
-    printf 'kai-exec: out file with an unsafe name skipped\n' >&2
+    kill "$_kx_watcher" 2>/dev/null || true
+    wait "$_kx_watcher" 2>/dev/null || true
+    # The job is over: whatever it left running in its group must not outlive it.
+    _kx_kill_group
   fi
+  _kx_watcher=""
+  _kx_pgid=""
+
+  # --- hand back the results -------------------------------------------------------------------
+  local f name
+  shopt -s nullglob globstar dotglob
+  for f in "$_kx_work"/out/**; do
+    [[ -f $f && ! -L $f ]] || continue
+    name=${f#"$_kx_work/out/"}
+    if [[ $name =~ ^[A-Za-z0-9._/-]+$ ]]; then
+      printf '\036kai-out %s %s\n' "$name" "$(base64 -w0 <"$f")"
+    else
+      printf 'kai-exec: out file with an unsafe name skipped\n'
+    fi
+  done
+  _kx_empty_work
+  shopt -u nullglob globstar dotglob
+  printf '\036kai-exit %d\n' "$rc"
+}
+
+# Leave $KAI_WORK as the next job expects it: nothing but empty files/ and out/.
+_kx_empty_work() {
+  local w=$_kx_work
+  local left=("$w"/* "$w"/files/* "$w"/out/*) # nullglob, dotglob: everything there is
+  if ((${#left[@]} == 2)) && [[ ${left[0]} == "$w/files" && ${left[1]} == "$w/out" &&
+    -d $w/files && ! -L $w/files && -d $w/out && ! -L $w/out ]]; then
+    return 0
+  fi
+  rm -rf -- "$w"
+  mkdir -- "$w" "$w/files" "$w/out"
+}
+
+_kx_eof=0
+while :; do
+  _kx_read_job
+  [[ $_kx_eof == 0 ]] || break
+  _kx_run_job
 done
-printf '\036kai-exit %d\n' "$_kx_rc"
-exit "$_kx_rc"
+exit 0
