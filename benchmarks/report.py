@@ -82,6 +82,15 @@ def _load(pair) -> str:
     return "–" if not pair else f"{pair[0]:.1f} / {pair[1]:.1f}"
 
 
+def _first_sight(fs: dict | None) -> str:
+    if not fs:
+        return ""
+    return (f"Warm-up: one step on all {fs['hosts']} hosts, kai's first sight of them: "
+            f"{_f(fs.get('wall_s'))} s, of which host locks {_f(fs.get('locks_s'))} s (creating "
+            f"a lock per host, once ever), server CPU {_f(fs.get('server_cpu_s'))} s. The runs "
+            "below are on hosts kai knows, like every run after a cluster's first install.")
+
+
 def markdown(results: dict) -> str:
     cfg, summary = results["config"], results["summary"]
     out = [f"# Orchestration overhead — {cfg['steps']} steps × `sleep {cfg['duration_s']:g}` "
@@ -89,7 +98,7 @@ def markdown(results: dict) -> str:
            f"{cfg['started']}, {cfg['machine']['cpus']} CPUs (shared machine), Python "
            f"{cfg['machine']['python']}; light hosts up in {cfg['light_hosts_up_s']:.1f} s, "
            f"Prefect server up in {cfg['server_up_s']:.1f} s. gc.freeze in kai: {cfg['gc_freeze']}.",
-           "",
+           "", _first_sight(cfg.get("first_sight")), "",
            "| hosts | method | wall s | × floor | × critical path | best module-based Ansible ÷ this "
            "| peak RSS MB | orchestrator CPU s | hosts' CPU s | server CPU s (% of wall) | ingest backlog s "
            "| errors | complete | load 1m before/after |",
