@@ -8,13 +8,15 @@ kai's richer fields. `/healthz`, `/openapi.json` and `/docs` need no token.
 
 # no `from __future__ import annotations`: FastAPI resolves the closures' annotations at runtime
 
+import asyncio
+import contextlib
 import hmac
 import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -56,12 +58,40 @@ def create_app(token: str, ctl=control) -> FastAPI:
     if not token:
         raise ValueError("the REST API needs a token")
     expected = token.encode()
-    app = FastAPI(title="kai", version="1.0",
+    prefect = None  # the Prefect client the app keeps open while it serves (lifespan)
+
+    async def read_status(run_id: str) -> dict:
+        # in a worker thread: Prefect's client turns its answers into pydantic models, 10-20 ms
+        # of CPU per read (several times that on a loaded machine) that would hold up every
+        # poller if it ran on the event loop
+        return await asyncio.to_thread(ctl.status, run_id, prefect)
+
+    # the answer's JSON is encoded once per read, not once per poller
+    statuses = StatusCache(read_status,
+                           render=lambda st: JSONResponse(legacy.status_envelope(st)).body)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        """One Prefect client for all status reads, and the active runs' statuses kept warm."""
+        nonlocal prefect
+        with ctl.prefect_client() as prefect:
+            warm = asyncio.create_task(statuses.keep_warm(
+                lambda: asyncio.to_thread(ctl.active_run_ids, prefect)))
+            try:
+                yield
+            finally:
+                warm.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warm
+                prefect = None
+
+    app = FastAPI(title="kai", version="1.0", lifespan=lifespan,
                   description="Start, follow and cancel kubeadm installations run as Prefect flows.")
     bearer = HTTPBearer(auto_error=False, description="the token in <state dir>/api-token or KAI_API_TOKEN")
 
-    def authorized(request: Request,
-                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def authorized(request: Request,  # async: no threadpool hop for a token comparison
+                         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                         ) -> None:
         given = creds.credentials.encode() if creds else b""
         if not creds or not hmac.compare_digest(given, expected):
             client = request.client.host if request.client else "?"
@@ -85,13 +115,14 @@ def create_app(token: str, ctl=control) -> FastAPI:
             problems.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
         return _error(422, "invalid request", problems=problems)
 
-    def prefect_call(fn, *args, **kwargs):
-        """Wrapper calls, with the wrapper's errors turned into HTTP answers."""
+    @contextlib.contextmanager
+    def prefect_errors():
+        """The wrapper's errors turned into HTTP answers."""
         import httpx
         from prefect.exceptions import PrefectHTTPStatusError
 
         try:
-            return fn(*args, **kwargs)
+            yield
         except control.UnknownRun as exc:
             raise ApiError(404, str(exc)) from None
         except control.RunFinished as exc:
@@ -105,6 +136,10 @@ def create_app(token: str, ctl=control) -> FastAPI:
         except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
             log.error("Prefect server call failed: %s", type(exc).__name__)
             raise ApiError(503, f"the Prefect server did not answer: {type(exc).__name__}") from None
+
+    def prefect_call(fn, *args, **kwargs):
+        with prefect_errors():
+            return fn(*args, **kwargs)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
@@ -167,12 +202,13 @@ def create_app(token: str, ctl=control) -> FastAPI:
             "status_url": f"{PREFIX}/{run_id}/status", "warnings": warnings,
             "secret_blocks": sorted(secrets)})
 
-    statuses = StatusCache(lambda run_id: ctl.status(run_id))  # late: test doubles may lack it
-
-    @app.get(f"{PREFIX}/{{installation_id}}/status", dependencies=auth, tags=["installation"])
-    def get_status(installation_id: str) -> dict:
+    @app.get(f"{PREFIX}/{{installation_id}}/status", dependencies=auth, tags=["installation"],
+             response_model=dict)
+    async def get_status(installation_id: str) -> Response:
         """A run's status, at most about a second old (many pollers share one Prefect read)."""
-        return legacy.status_envelope(prefect_call(statuses.get, installation_id))
+        with prefect_errors():
+            body = await statuses.get(installation_id)
+        return Response(body, media_type="application/json")
 
     @app.get(f"{PREFIX}/{{installation_id}}/logs", dependencies=auth, tags=["installation"])
     def get_logs(installation_id: str, level: LevelName | None = None,

@@ -8,6 +8,8 @@ these functions, so both report the same thing.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -36,6 +38,9 @@ DESCRIPTIONS = {
     "health": "verify a running cluster (read-only)",
 }
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+# not final: started, or due to start (a run created through the API is SCHEDULED until a runner
+# picks it up)
+ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED")
 PAGE = 200  # the Prefect server's largest page (PREFECT_API_DEFAULT_LIMIT)
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -150,9 +155,17 @@ def _iso(value: datetime | None) -> str | None:
 
 def planned_steps(mode: str, params: dict) -> list[str]:
     """Step names the run will go through, from the same plan the flow builds."""
+    return list(_planned_steps(mode, json.dumps(params, sort_keys=True, default=str)))
+
+
+@functools.lru_cache(maxsize=64)
+def _planned_steps(mode: str, params_json: str) -> tuple[str, ...]:
+    """Building a 50-node plan costs ~50 ms of CPU; a run's parameters do not change while it is
+    polled, so each is planned once (keyed by the parameters themselves, not by the run id)."""
     from installers.plan import build_plan
     from installers.spec import load_spec
 
+    params = json.loads(params_json)
     try:
         spec = load_spec(params.get("spec") or {})
         if mode == "rebuild":
@@ -161,14 +174,14 @@ def planned_steps(mode: str, params: dict) -> list[str]:
                 install = "all_in_one" if len(spec.nodes) == 1 else "ha"
             return _names(build_plan(spec, "reset")) + _names(build_plan(spec, install))
         if mode == "health":
-            return ["kubeconfig", "verify"]
+            return ("kubeconfig", "verify")
         return _names(build_plan(spec, mode, nodes=params.get("nodes")))
     except Exception:  # noqa: BLE001 - an unreadable spec only costs the step total
-        return []
+        return ()
 
 
-def _names(plan) -> list[str]:
-    return [step.name for step in plan.steps()]
+def _names(plan) -> tuple[str, ...]:
+    return tuple(step.name for step in plan.steps())
 
 
 def _latest_artifacts(client, run_id: UUID) -> dict[str, Any]:
@@ -184,7 +197,6 @@ def _latest_artifacts(client, run_id: UUID) -> dict[str, Any]:
 
 
 def _table_rows(artifact) -> list[dict]:
-    import json
     data = artifact.data
     if isinstance(data, str):
         try:
@@ -216,19 +228,46 @@ def parse_cluster_info(markdown: str) -> dict:
     return info
 
 
-def status(run_id: str | UUID) -> dict:
-    """Everything known about a run: state, progress, per-step and per-host results, error, info."""
+def prefect_client():
+    """A sync Prefect client (a context manager) to pass to status() and active_run_ids() for
+    many reads: the REST API keeps one open while it serves. A new client costs 30-50 ms of CPU
+    and a CSRF-token round trip before its first read."""
     from prefect.client.orchestration import get_client
+    return get_client(sync_client=True)
+
+
+def active_run_ids(client, limit: int = 32) -> list[str]:
+    """Ids of the newest `limit` flow runs that are not final and due (runs scheduled for later
+    are left out): one query."""
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterExpectedStartTime,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType(s) for s in ACTIVE_STATES])),
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc))),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+    return [str(run.id) for run in runs]
+
+
+def status(run_id: str | UUID, client=None) -> dict:
+    """Everything known about a run: state, progress, per-step and per-host results, error, info.
+    `client`: an open prefect_client() to read through (else one is opened for this read)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
     rid = _uuid(run_id)
-    with get_client(sync_client=True) as client:
-        run = _read_run(client, rid)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[rid])),
-                                      sort=TaskRunSort.EXPECTED_START_TIME_ASC)
-        artifacts = _latest_artifacts(client, rid)
-        deployment_mode = next((t.split(":", 1)[1] for t in run.tags if t.startswith("mode:")), None)
+    if client is None:
+        with prefect_client() as client:
+            return status(rid, client)
+    run = _read_run(client, rid)
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[rid])),
+                                  sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+    artifacts = _latest_artifacts(client, rid)
+    deployment_mode = next((t.split(":", 1)[1] for t in run.tags if t.startswith("mode:")), None)
     mode = deployment_mode or run.name
     state = run.state_type.value if run.state_type else "UNKNOWN"
     plan_steps = planned_steps(mode, run.parameters or {})

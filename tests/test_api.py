@@ -180,6 +180,14 @@ def silent_ssh_port():
     srv.close()
 
 
+def active_runs(kai_server) -> list[str]:  # noqa: F811
+    """What the API's status tracker keeps warm: the server's non-final runs."""
+    from deployments import control
+
+    with kai_server.prefect(), control.prefect_client() as client:
+        return control.active_run_ids(client)
+
+
 def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
     spec = loopback_spec("hangs", silent_ssh_port, timeout=120)
     with kai_server.client() as c:
@@ -188,6 +196,7 @@ def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
         while c.get(f"{P}/{run_id}/status").json()["state"] != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.3)
+        assert run_id in active_runs(kai_server)
         time.sleep(1)
         t0 = time.monotonic()
         r = c.post(f"{P}/{run_id}/cancel")
@@ -195,6 +204,7 @@ def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
         body = wait_final(c, run_id, 120)
     print(f"\ncancel → {body['state']} in {time.monotonic() - t0:.1f} s")
     assert body["state"] == "CANCELLED" and body["progress"]["status"] == "cancelled"
+    assert run_id not in active_runs(kai_server)
 
 
 def test_old_body_password_goes_to_a_secret_block_not_the_parameters(kai_server):  # noqa: F811

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
+import threading
+import time
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -169,8 +173,15 @@ class FakeControl:
         self.started.append((mode, spec, kw))
         return "00000000-0000-0000-0000-000000000001"
 
-    def status(self, run_id):
+    @contextlib.contextmanager
+    def prefect_client(self):
+        yield "prefect-client"
+
+    def status(self, run_id, client=None):
         raise control.UnknownRun(f"no installation {run_id}")
+
+    def active_run_ids(self, client):
+        return []
 
     def logs(self, run_id, level, limit):
         raise control.UnknownRun(f"no installation {run_id}")
@@ -195,6 +206,177 @@ def test_api_maps_wrapper_errors_and_refuses_bad_tokens(caplog):
     assert client.post("/api/v1/installation/x/cancel", headers=h).status_code == 409
     r = client.post("/api/v1/installation/reset/start", headers=h, json={"host": "10.0.0.1"})
     assert r.status_code == 422 and "only accepted for all_in_one and ha_secure" in r.json()["problems"][0]
+
+
+RUNNING = {"id": "r1", "name": "bench", "mode": "ha", "state": "RUNNING", "state_name": "Running",
+           "final": False, "current_step": "runtime", "steps_done": 2, "total_steps": 12,
+           "planned_steps": [], "percent": 16.7, "duration_s": 40.0, "start_time": "t0",
+           "end_time": None, "created": "t0", "cluster_info": None, "preflight_findings": [],
+           "failure": None,
+           "steps": [{"name": "runtime", "state": "RUNNING", "attempts": 1, "start_time": "t0",
+                      "end_time": None, "duration_s": None, "message": None,
+                      "hosts": [{"host": "cp-1", "address": "10.0.0.1", "status": "ok",
+                                 "seconds": 20.0, "attempt": 1, "error": None}]}]}
+
+
+class StatusControl(FakeControl):
+    """A wrapper whose Prefect server knows one running run; `answer` is what a read returns
+    (or raises), after `delay` seconds of blocking work (Prefect's client parsing answers)."""
+
+    def __init__(self, active=("r1",)):
+        super().__init__()
+        self.active, self.reads, self.answered, self.clients = list(active), [], [], []
+        self.answer: object = RUNNING
+        self.delay = 0.0
+
+    @contextlib.contextmanager
+    def prefect_client(self):
+        client = object()
+        self.clients.append(client)
+        yield client
+
+    def status(self, run_id, client=None):
+        self.reads.append((run_id, client))
+        answer = self.answer
+        time.sleep(self.delay)
+        if isinstance(answer, Exception):
+            raise answer
+        self.answered.append(run_id)
+        return dict(answer, id=run_id)
+
+    def active_run_ids(self, client):
+        return self.active
+
+
+def no_threadpool(monkeypatch):
+    """Fail any request that hops to the threadpool (sync endpoint or dependency)."""
+    import fastapi.dependencies.utils
+    import fastapi.routing
+
+    async def refused(*args, **kwargs):
+        raise AssertionError("the status path went through the threadpool")
+
+    monkeypatch.setattr(fastapi.routing, "run_in_threadpool", refused)
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", refused)
+
+
+def test_a_running_run_is_read_before_its_first_poll_and_served_off_the_threadpool(monkeypatch):
+    fake = StatusControl()
+    h = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app("t0ken", ctl=fake)) as client:  # with: the lifespan runs
+        deadline = time.monotonic() + 5
+        while not fake.answered:  # the tracker lists the active runs and reads them
+            assert time.monotonic() < deadline, "the active run was never read"
+            time.sleep(0.02)
+        assert fake.answered == ["r1"]
+        time.sleep(0.1)  # the answer reaches the cache (on the app's event loop)
+        fake.answer = httpx.ConnectError("the Prefect server is gone")  # a read now would fail
+        reads = len(fake.reads)
+        no_threadpool(monkeypatch)
+        r = client.get("/api/v1/installation/r1/status", headers=h)
+        assert r.status_code == 200, r.text  # so this first poll was answered from the cache
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == legacy.status_envelope(dict(RUNNING, id="r1"))
+        assert len(fake.reads) == reads  # no read for this poll
+        # all reads went through the one client the app keeps open while it serves
+        assert len(fake.clients) == 1 and {c for _, c in fake.reads} == set(fake.clients)
+
+
+def test_a_slow_read_does_not_hold_up_cached_answers():
+    fake = StatusControl()
+    h = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app("t0ken", ctl=fake)) as client:
+        assert client.get("/api/v1/installation/r1/status", headers=h).status_code == 200
+        fake.delay = 1.0  # from now on a read blocks its thread for a second
+        slow = threading.Thread(
+            target=lambda: client.get("/api/v1/installation/r2/status", headers=h))
+        slow.start()
+        deadline = time.monotonic() + 5
+        while not any(run_id == "r2" for run_id, _ in fake.reads):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        r = client.get("/api/v1/installation/r1/status", headers=h)
+        took = time.monotonic() - t0
+        slow.join()
+    assert r.status_code == 200 and took < 0.5, took  # not after the slow read
+
+
+def test_status_errors_are_answered_and_not_cached():
+    fake = StatusControl(active=[])
+    h = {"Authorization": "Bearer t0ken"}
+    client = TestClient(create_app("t0ken", ctl=fake))  # no lifespan: a Prefect client per read
+    fake.answer = control.UnknownRun("no installation r2")
+    assert client.get("/api/v1/installation/r2/status", headers=h).status_code == 404
+    fake.answer = httpx.ConnectError("refused")
+    r = client.get("/api/v1/installation/r2/status", headers=h)
+    assert r.status_code == 503 and "did not answer" in r.json()["error"]
+    fake.answer = dict(RUNNING, state="COMPLETED", final=True)
+    r = client.get("/api/v1/installation/r2/status", headers=h)
+    assert r.status_code == 200 and r.json()["completed"] is True
+    assert r.json()["success_status"] is True
+    assert [run_id for run_id, _ in fake.reads] == ["r2"] * 3  # each error was read again
+    assert client.get("/api/v1/installation/r2/status", headers=h).json()["completed"] is True
+    assert len(fake.reads) == 3  # the final answer is kept
+
+
+def test_status_reads_through_the_given_client():
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.exceptions import ObjectNotFound
+
+    rid = uuid4()
+    state = SimpleNamespace(message=None)
+    run = SimpleNamespace(id=rid, name="calm-fox", tags=["kai", "mode:preflight"],
+                          state_type=SimpleNamespace(value="RUNNING"), state=state,
+                          state_name="Running", parameters={}, total_run_time=None,
+                          start_time=None, end_time=None, created=None)
+    task = SimpleNamespace(name="facts", state_type=SimpleNamespace(value="RUNNING"), state=state,
+                           run_count=1, start_time=None, end_time=None, total_run_time=None)
+    art = SimpleNamespace(key="step-facts", created=None,
+                          data='[{"host": "n1", "address": "10.0.0.1", "status": "ok"}]')
+
+    class Prefect:
+        def read_flow_run(self, run_id):
+            if run_id != rid:
+                raise ObjectNotFound(None)
+            return run
+
+        def read_task_runs(self, **query):
+            return [task]
+
+        def read_artifacts(self, **query):
+            return [art]
+
+    st = control.status(str(rid), Prefect())
+    assert st["id"] == str(rid) and st["mode"] == "preflight" and st["state"] == "RUNNING"
+    assert st["current_step"] == "facts" and st["steps"][0]["hosts"][0]["host"] == "n1"
+    with pytest.raises(control.UnknownRun):
+        control.status(str(uuid4()), Prefect())
+    with pytest.raises(control.UnknownRun):
+        control.status("not-a-run", Prefect())
+
+
+def test_a_run_is_planned_once_while_it_is_polled(monkeypatch):
+    import installers.plan
+
+    calls = []
+    real = installers.plan.build_plan
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(installers.plan, "build_plan", counting)
+    control._planned_steps.cache_clear()
+    _, spec = control.validate("all_in_one", AIO)
+    first = control.planned_steps("all_in_one", {"spec": spec})
+    assert control.planned_steps("all_in_one", {"spec": spec}) == first and first
+    assert calls == ["all_in_one"]
+    other = dict(spec, name="c2")
+    control.planned_steps("all_in_one", {"spec": other})
+    assert calls == ["all_in_one", "all_in_one"]  # other parameters: planned again
 
 
 def test_generated_token_file_is_private(tmp_path):
