@@ -39,6 +39,7 @@ from installers.settings import KaiSettings
 from installers.spec import ClusterSpec, SpecError, load_spec, validate_for_mode
 from installers.ssh import Fleet
 from tasks.context import RunContext, activate
+from tasks.fanout import fan_out
 from tasks.targets import ssh_targets
 
 LOCK_PREFIX = "kai-host-"
@@ -162,30 +163,21 @@ def _create_limits(names: list[str]) -> None:
     install on 200 hosts makes 200 of them."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    errors: list[BaseException] = []
-
     def create(chunk: list[str]) -> None:
-        try:
-            with get_client(sync_client=True) as client:
-                for name in chunk:
-                    try:
-                        client.create_global_concurrency_limit(
-                            GlobalConcurrencyLimitCreate(name=name, limit=1))
-                    except ObjectAlreadyExists:
-                        pass  # another run created it meanwhile
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(exc)
+        with get_client(sync_client=True) as client:
+            for name in chunk:
+                try:
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1))
+                except ObjectAlreadyExists:
+                    pass  # another run created it meanwhile
 
     chunks = [names[i::LIMIT_CREATORS] for i in range(min(LIMIT_CREATORS, len(names)))]
     ctx = contextvars.copy_context()  # Prefect's settings (API URL) may live in the context
-    threads = [threading.Thread(target=ctx.copy().run, args=(create, chunk), daemon=True)
-               for chunk in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    results = fan_out(lambda chunk: ctx.copy().run(create, chunk), chunks, limit=LIMIT_CREATORS)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
 
 
 def _tag_own_run(lock_names: list[str]) -> None:

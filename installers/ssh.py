@@ -633,7 +633,7 @@ class Connection:
                 agent.jobs += 1
                 stop_reason = self._pump(agent.chan, agent.chan.get_transport(), job.step,
                                          stream, cancel, job.timeout_s, start, agent=True)
-                result = self._result(agent.chan, stream, stop_reason, start, kai_exec=True)
+                result = self._result(agent.chan, stream, stop_reason, start, agent=True)
                 clean = (stop_reason is None and stream.exit_code is not None
                          and not stream.bad_markers)
             except (EOFError, OSError, paramiko.SSHException, ConnectionLostError) as e:
@@ -693,7 +693,7 @@ class Connection:
                 chan.shutdown_write()
                 stop_reason = self._pump(chan, transport, step, stream, cancel, timeout_s, start,
                                          agent=False)
-                return self._result(chan, stream, stop_reason, start, kai_exec=False)
+                return self._result(chan, stream, stop_reason, start, agent=False)
             except (EOFError, OSError, paramiko.SSHException) as e:
                 raise ConnectionLostError(
                     f"connection to {t.node} ({t.address}) lost during step {step!r}: "
@@ -734,21 +734,22 @@ class Connection:
             self._discard(agent)
         t = self.target
         self._acquire_slot()
-        chan = None
+        chan, agent = None, None
         try:
             transport = self.connect()
             chan = self._open_session(transport, step)
             chan.exec_command(_exec_command(t.sudo))
-            return _Agent(chan)
-        except BaseException as e:
-            if chan is not None:
-                chan.close()
-            self._channels.release()
-            if isinstance(e, (EOFError, OSError, paramiko.SSHException)):
-                raise ConnectionLostError(
-                    f"connection to {t.node} ({t.address}) lost before step {step!r} "
-                    f"started: {_describe(e)}") from None
-            raise
+            agent = _Agent(chan)
+            return agent
+        except (EOFError, OSError, paramiko.SSHException) as e:
+            raise ConnectionLostError(
+                f"connection to {t.node} ({t.address}) lost before step {step!r} "
+                f"started: {_describe(e)}") from None
+        finally:
+            if agent is None:  # failed (connect errors pass through): give the slot back
+                if chan is not None:
+                    chan.close()
+                self._channels.release()
 
     def _release(self, agent: "_Agent", *, reusable: bool) -> None:
         if reusable and not self._closed_event.is_set() and agent.alive():
@@ -878,7 +879,7 @@ class Connection:
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the link is gone: kai-exec sees EOF anyway
 
-    def _result(self, chan, stream: "_Stream", stop_reason, start, kai_exec) -> JobResult:
+    def _result(self, chan, stream: "_Stream", stop_reason, start, *, agent: bool) -> JobResult:
         t = self.target
         error = None
         if stop_reason == "timed_out":
@@ -889,13 +890,13 @@ class Connection:
             code = stream.exit_code
         else:
             code = chan.recv_exit_status() if chan.exit_status_ready() else 255
-            if kai_exec and not stream.started:
+            if agent and not stream.started:
                 if t.sudo == "none":
                     error = f"kai-exec.sh did not start on {t.node} (is bash installed?)"
                 else:
                     error = (f"sudo ({t.sudo}) refused to run kai-exec.sh on {t.node} as "
                              f"{t.user}: wrong sudo_password, or no sudoers rule? See the tail")
-            elif kai_exec:
+            elif agent:
                 error = f"kai-exec.sh on {t.node} ended without reporting (exit {code})"
         return JobResult(
             node=t.node, exit_code=code, duration_s=time.monotonic() - start,
