@@ -181,6 +181,15 @@ def test_a_dead_idle_agent_is_replaced_and_close_ends_agents(conn):
     assert wait_until(lambda: not root.exists(), 5)  # and it removed its directory
 
 
+def test_agent_whose_directory_vanished_reports_the_job_then_is_replaced(conn):
+    # something removed the agent's directory (a /tmp cleaner): the job's result still stands,
+    # that agent ends, and the next job runs on a fresh one
+    res = conn.run_job(job('echo "$PPID"; rm -rf "${KAI_WORK%/*}"'))
+    assert res.ok and res.tail[0].isdigit()  # then the agent says why it ends
+    again = conn.run_job(job('echo "$PPID"'))
+    assert again.ok and again.tail[0].isdigit() and again.tail[0] != res.tail[0]
+
+
 def test_agent_is_not_reused_after_a_cancel(conn):
     m = marker()
     cancel = threading.Event()

@@ -201,7 +201,12 @@ _kx_run_job() {
       printf 'kai-exec: out file with an unsafe name skipped\n'
     fi
   done
-  _kx_empty_work
+  if ! _kx_empty_work; then
+    # The job's result stands; an agent that cannot give the next job a clean $KAI_WORK ends
+    # (the runner replaces an agent that ended between jobs).
+    printf '\036kai-exit %d\n' "$rc"
+    _kx_die 95 "could not empty $_kx_work for the next job"
+  fi
   shopt -u nullglob globstar dotglob
   printf '\036kai-exit %d\n' "$rc"
 }
@@ -214,8 +219,9 @@ _kx_empty_work() {
     -d $w/files && ! -L $w/files && -d $w/out && ! -L $w/out ]]; then
     return 0
   fi
-  rm -rf -- "$w"
-  mkdir -- "$w" "$w/files" "$w/out"
+  # (called in a condition, where errexit is off: each failure is returned explicitly)
+  rm -rf -- "$w" || return 1
+  mkdir -- "$w" "$w/files" "$w/out" || return 1
 }
 
 _kx_eof=0
