@@ -42,7 +42,13 @@ TIMEOUT_EXIT = 124
 CANCEL_EXIT = 130
 STOP_GRACE_S = 8.0  # after KAI-CANCEL: kai-exec needs up to 5 s to TERM/KILL the group
 MARK = "\x1e"
+READY_LINE = MARK + "kai-ready"  # kai-exec.sh: "send me the next job"
 MAX_IDLE_AGENTS = 2  # per connection: steps run one after another, so one is nearly always enough
+# How long an agent may take to say it is ready. A new one: sudo with a wrong password spends
+# three tries of ~2 s each before it gives up, so this must be well above that. An idle one
+# tidied up right after its last job; one that has not said so by then is retired, not waited for.
+NEW_AGENT_READY_S = 30.0
+IDLE_AGENT_READY_S = 5.0
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -619,26 +625,27 @@ class Connection:
         _guard_paramiko_logs(job.secret_env.values())
         build_frame(job)  # a malformed job fails here, before any channel is opened
         while True:
-            agent = self._take_agent(job.step)
+            agent = self._ready_agent(job.step, on_line, cancel)
+            if isinstance(agent, JobResult):
+                return agent  # no agent could be started (sudo refused, no bash) or cancelled
             reused = agent.jobs > 0
             stream = _Stream(on_line)
             clean = False
             try:
                 frame = build_frame(job, agent.has)
-                if not reused:
-                    frame = _sudo_stdin(self.target) + frame
                 start = time.monotonic()
+                agent.ready = False  # this job uses the readiness the agent announced
                 agent.chan.sendall(frame)
                 agent.has.update(kept_parts(job))
                 agent.jobs += 1
                 stop_reason = self._pump(agent.chan, agent.chan.get_transport(), job.step,
-                                         stream, cancel, job.timeout_s, start, agent=True)
+                                         stream, cancel, job.timeout_s, start, agent=agent)
                 result = self._result(agent.chan, stream, stop_reason, start, agent=True)
                 clean = (stop_reason is None and stream.exit_code is not None
                          and not stream.bad_markers)
             except (EOFError, OSError, paramiko.SSHException, ConnectionLostError) as e:
                 if reused and not stream.started and self._transport_alive():
-                    continue  # the idle agent had died (killed, or its host rebooted): fresh one
+                    continue  # it died after saying it was ready (killed just now): a fresh one
                 if isinstance(e, ConnectionLostError):
                     raise
                 raise ConnectionLostError(
@@ -647,7 +654,7 @@ class Connection:
             finally:
                 self._release(agent, reusable=clean)
             if reused and not stream.started and result.error:
-                continue  # the agent ended before the job began: the same, seen from its exit
+                continue  # the same, seen from its exit status
             return result
 
     def run(self, command: str, *, sudo: bool = False, timeout_s: float | None = None,
@@ -692,7 +699,7 @@ class Connection:
                     chan.sendall(stdin)
                 chan.shutdown_write()
                 stop_reason = self._pump(chan, transport, step, stream, cancel, timeout_s, start,
-                                         agent=False)
+                                         agent=None)
                 return self._result(chan, stream, stop_reason, start, agent=False)
             except (EOFError, OSError, paramiko.SSHException) as e:
                 raise ConnectionLostError(
@@ -722,16 +729,52 @@ class Connection:
             elif self._channels.acquire(timeout=0.2):
                 return
 
-    def _take_agent(self, step: str) -> "_Agent":
-        """An idle agent that is still alive, or a new one (its slot taken, kai-exec.sh started)."""
+    def _ready_agent(self, step: str, on_line, cancel) -> "_Agent | JobResult":
+        """An agent that has said it is ready for a job: an idle one, else a new one. A new one
+        that never says so (sudo refused, no bash) gives the step's failed result instead."""
+        t = self.target
         while True:
             with self._idle_lock:
                 agent = self._idle.pop() if self._idle else None
             if agent is None:
                 break
-            if agent.alive():
+            ready, said = self._await_ready(agent, IDLE_AGENT_READY_S, cancel=None)
+            if ready and not said:
                 return agent
+            if said:  # its tidying up failed: that is the agent's business, not the next job's
+                log.info("%s: retiring an idle kai-exec agent that said between jobs: %s",
+                         t.node, " | ".join(said[-3:]))
             self._discard(agent)
+        start = time.monotonic()
+        agent = self._start_agent(step)
+        ready, said = self._await_ready(agent, NEW_AGENT_READY_S, cancel)
+        if ready:
+            for line in said:  # e.g. a shell warning before kai-exec began: worth a look
+                log.info("%s: kai-exec.sh said before it was ready: %s", t.node, line)
+            return agent
+        chan = agent.chan
+        code = chan.recv_exit_status() if chan.exit_status_ready() else 255
+        self._discard(agent)
+        cancelled = cancel is not None and cancel.is_set()
+        if cancelled:
+            error = None
+        elif not (chan.exit_status_ready() or chan.closed or chan.eof_received):
+            error = (f"kai-exec.sh on {t.node} did not say it was ready within "
+                     f"{NEW_AGENT_READY_S:.0f} s")
+        elif t.sudo == "none":
+            error = f"kai-exec.sh did not start on {t.node} (is bash installed?)"
+        else:
+            error = (f"sudo ({t.sudo}) refused to run kai-exec.sh on {t.node} as {t.user}: "
+                     "wrong sudo_password, or no sudoers rule? See the tail")
+        for line in said:
+            if on_line is not None:
+                on_line(line)
+        return JobResult(node=t.node, exit_code=CANCEL_EXIT if cancelled else code,
+                         duration_s=time.monotonic() - start, tail=said[-TAIL_LINES:],
+                         outputs={}, cancelled=cancelled, error=error)
+
+    def _start_agent(self, step: str) -> "_Agent":
+        """Take a channel slot, start kai-exec.sh on a new channel and give sudo its password."""
         t = self.target
         self._acquire_slot()
         chan, agent = None, None
@@ -739,6 +782,8 @@ class Connection:
             transport = self.connect()
             chan = self._open_session(transport, step)
             chan.exec_command(_exec_command(t.sudo))
+            if t.sudo == "password":
+                chan.sendall(_sudo_stdin(t))
             agent = _Agent(chan)
             return agent
         except (EOFError, OSError, paramiko.SSHException) as e:
@@ -750,6 +795,43 @@ class Connection:
                 if chan is not None:
                     chan.close()
                 self._channels.release()
+
+    @staticmethod
+    def _await_ready(agent: "_Agent", timeout_s: float,
+                     cancel: threading.Event | None) -> tuple[bool, list[str]]:
+        """Read the agent's channel until its readiness line. Returns whether it came, and every
+        other line the agent said meanwhile (its stdout and stderr)."""
+        if agent.ready:
+            return True, []
+        chan = agent.chan
+        said: list[str] = []
+        err = _Lines()
+        deadline = time.monotonic() + timeout_s
+
+        def take(lines: list[str]) -> None:
+            for line in lines:
+                if line == READY_LINE:
+                    agent.ready = True
+                else:
+                    said.append(line)
+
+        take(agent.pending)
+        agent.pending = []
+        while True:
+            try:
+                while chan.recv_ready():
+                    take(agent.out.feed(chan.recv(65536)))
+                while chan.recv_stderr_ready():
+                    said.extend(err.feed(chan.recv_stderr(65536)))
+            except (EOFError, OSError, paramiko.SSHException):
+                return False, said
+            if agent.ready:
+                return True, said
+            now = time.monotonic()
+            ended = chan.closed or chan.eof_received or chan.exit_status_ready()
+            if ended or now >= deadline or (cancel is not None and cancel.is_set()):
+                return False, said + agent.out.flush() + err.flush()
+            select.select([chan.fileno()], [], [], min(0.5, deadline - now))
 
     def _release(self, agent: "_Agent", *, reusable: bool) -> None:
         if reusable and not self._closed_event.is_set() and agent.alive():
@@ -797,12 +879,15 @@ class Connection:
                     f"started: {_describe(e)}") from None
 
     def _pump(self, chan: paramiko.Channel, transport: paramiko.Transport, step: str,
-              stream: "_Stream", cancel, timeout_s, start: float, *, agent: bool) -> str | None:
+              stream: "_Stream", cancel, timeout_s, start: float,
+              *, agent: "_Agent | None") -> str | None:
         """Stream a job's output into `stream` until it ends: an agent's job at its kai-exit
         marker, a plain command at the channel's close. Returns why it was stopped, if it was
-        ("cancelled", "timed_out")."""
+        ("cancelled", "timed_out"). What an agent says after kai-exit is left for _await_ready:
+        it is the agent's, never the job's."""
         t = self.target
-        out, err = _Lines(), _Lines()
+        out = agent.out if agent is not None else _Lines()
+        err = _Lines()
         deadline = start + timeout_s if timeout_s else None
         stop_reason: str | None = None
         stop_deadline = 0.0
@@ -827,16 +912,23 @@ class Connection:
                 wait = max(0.0, min(wait, deadline - now))
             select.select([fd], [], [], wait)
             got = False
-            while chan.recv_ready():
+            while chan.recv_ready() and not (agent and stream.exit_code is not None):
                 got = True
-                for line in out.feed(chan.recv(65536)):
-                    stream.stdout_line(line) if agent else stream.log(line)
+                lines = out.feed(chan.recv(65536))
+                for i, line in enumerate(lines):
+                    if agent is None:
+                        stream.log(line)
+                        continue
+                    stream.stdout_line(line)
+                    if stream.exit_code is not None:
+                        agent.pending = lines[i + 1:]
+                        break
+            if agent and stream.exit_code is not None:
+                break  # the job's report is complete; the agent's stderr now is its own
             while chan.recv_stderr_ready():
                 got = True
                 for line in err.feed(chan.recv_stderr(65536)):
                     stream.log(line)
-            if agent and stream.exit_code is not None:
-                break  # the job is over; the agent now waits for the next one
             if got:
                 continue
             if chan.exit_status_ready():
@@ -865,10 +957,11 @@ class Connection:
             elif chan.eof_received:
                 # the closed buffers keep the pipe readable: wait on the exit status instead
                 chan.status_event.wait(0.05)
-        for line in out.flush():
-            stream.stdout_line(line) if agent else stream.log(line)
-        for line in err.flush():
-            stream.log(line)
+        if not (agent and stream.exit_code is not None):
+            for line in out.flush():
+                stream.stdout_line(line) if agent else stream.log(line)
+            for line in err.flush():
+                stream.log(line)
         return stop_reason
 
     @staticmethod
@@ -891,11 +984,8 @@ class Connection:
         else:
             code = chan.recv_exit_status() if chan.exit_status_ready() else 255
             if agent and not stream.started:
-                if t.sudo == "none":
-                    error = f"kai-exec.sh did not start on {t.node} (is bash installed?)"
-                else:
-                    error = (f"sudo ({t.sudo}) refused to run kai-exec.sh on {t.node} as "
-                             f"{t.user}: wrong sudo_password, or no sudoers rule? See the tail")
+                error = (f"kai-exec.sh on {t.node} ended before it started the step "
+                         f"(exit {code}); see the tail")
             elif agent:
                 error = f"kai-exec.sh on {t.node} ended without reporting (exit {code})"
         return JobResult(
@@ -907,17 +997,19 @@ class Connection:
 
 @dataclass
 class _Agent:
-    """A kai-exec.sh agent on one channel: takes jobs one after another."""
+    """A kai-exec.sh agent on one channel: takes jobs one after another, each only after it said
+    it is ready for it."""
 
     chan: paramiko.Channel
     has: dict[str, str] = field(default_factory=dict)  # kept parts it holds: name -> digest
     jobs: int = 0
+    ready: bool = False  # its readiness line for the next job has been read
+    out: _Lines = field(default_factory=_Lines)  # its stdout, split into lines across jobs
+    pending: list[str] = field(default_factory=list)  # lines read after a job's kai-exit
 
     def alive(self) -> bool:
         c = self.chan
-        # output between jobs is not ours to read: such an agent is not reused either
-        return not (c.closed or c.eof_received or c.exit_status_ready() or c.recv_ready()
-                    or c.recv_stderr_ready())
+        return not (c.closed or c.eof_received or c.exit_status_ready())
 
 
 def _describe(e: BaseException | None) -> str:

@@ -14,20 +14,27 @@
 # While a job runs, a line KAI-CANCEL, or EOF (cancel, timeout, the controller or the connection
 # dying), kills the job's whole process group (TERM, up to 5 s, KILL) and what escaped it.
 # After a job: each file in $KAI_OUT_DIR as `\x1ekai-out <name> <base64>`, then
-# `\x1ekai-exit <code>`; then the agent waits for the next job. EOF between jobs ends it.
-# Whatever a job leaves in $KAI_WORK is removed when it ends (one directory serves all the
-# agent's jobs: a job that leaves nothing costs no mkdir or rm); the agent's directory is removed
-# when the agent ends, whatever happens.
+# `\x1ekai-exit <code>`: the job's report is complete. Only then the agent tidies up for the next
+# job (whatever the job left in $KAI_WORK is removed: one directory serves all the agent's jobs,
+# and a job that leaves nothing costs no mkdir or rm) and checks that its directory and the parts
+# it keeps are intact.
+# Readiness: `\x1ekai-ready` when the agent started, and again after each job once it is tidy.
+# The runner sends a job's frame only after reading that line, and reads the channel between jobs
+# itself: anything else there (an error of the tidying, an exit) retires the agent, so housekeeping
+# never lands in a job's output and no job reaches an agent that cannot take it.
+# EOF between jobs ends the agent; its directory is removed when it ends, whatever happens.
 set -euo pipefail
 umask 077
 export LC_ALL=C
 
+_kx_agent=$BASHPID # the agent itself, as opposed to any subshell of it
 _kx_root=$(mktemp -d "${TMPDIR:-/tmp}/kai.XXXXXXXXXX")
 _kx_work=$_kx_root/work
 mkdir -- "$_kx_work" "$_kx_work/files" "$_kx_work/out"
 _kx_jobs=0
 _kx_pgid=""
 _kx_watcher=""
+declare -A _kx_kept=() # lib.sh and the scripts this agent keeps for later jobs (as keys)
 
 _kx_group_alive() {
   [[ -n $_kx_pgid ]] && kill -0 -- "-$_kx_pgid" 2>/dev/null
@@ -56,11 +63,16 @@ _kx_kill_stragglers() {
   done < <(grep -lzxF "KAI_WORK=$_kx_work" /proc/[0-9]*/environ 2>/dev/null || true)
 }
 
+# A subshell of the agent (the stdin watcher, a job before its exec) that receives a signal in
+# the instant between its fork and its reset of the traps runs the agent's traps: the TERM that
+# ends the watcher after a short job did, and removed the live agent's directory (found with
+# strace under CPU load). Only the agent itself cleans up.
 # shellcheck disable=SC2317  # called from the EXIT trap
 _kx_cleanup() {
   trap - EXIT
+  [[ $BASHPID == "$_kx_agent" ]] || return 0
   if [[ -n $_kx_watcher ]]; then
-    kill "$_kx_watcher" 2>/dev/null || true
+    kill -KILL "$_kx_watcher" 2>/dev/null || true
   fi
   if _kx_group_alive; then
     kill -KILL -- "-$_kx_pgid" 2>/dev/null || true
@@ -123,6 +135,7 @@ _kx_read_job() {
           head -c "$size" >"$_kx_work/$name"
         else
           head -c "$size" >"$_kx_root/$name"
+          _kx_kept[$name]=1
         fi
         ;;
       "KAI-RUN "*)
@@ -181,7 +194,9 @@ _kx_run_job() {
   if [[ -e $_kx_root/cancelled.$_kx_jobs ]]; then
     wait "$_kx_watcher" 2>/dev/null || true
   else
-    kill "$_kx_watcher" 2>/dev/null || true
+    # KILL, not TERM: a signal the subshell could trap might reach it before it reset the
+    # agent's traps (see _kx_cleanup); it holds nothing to clean up.
+    kill -KILL "$_kx_watcher" 2>/dev/null || true
     wait "$_kx_watcher" 2>/dev/null || true
     # The job is over: whatever it left running in its group must not outlive it.
     _kx_kill_group
@@ -201,20 +216,27 @@ _kx_run_job() {
       printf 'kai-exec: out file with an unsafe name skipped\n'
     fi
   done
-  if ! _kx_empty_work; then
-    # The job's result stands; an agent that cannot give the next job a clean $KAI_WORK ends
-    # (the runner replaces an agent that ended between jobs).
-    printf '\036kai-exit %d\n' "$rc"
-    _kx_die 95 "could not empty $_kx_work for the next job"
-  fi
   shopt -u nullglob globstar dotglob
   printf '\036kai-exit %d\n' "$rc"
+}
+
+# Between jobs: tidy up, check what the next job relies on, and say so. Whatever fails here is
+# reported on stderr before any readiness line, which makes the runner retire this agent.
+_kx_get_ready() {
+  _kx_empty_work || _kx_die 95 "could not empty $_kx_work for the next job"
+  local name
+  for name in "${!_kx_kept[@]}"; do
+    [[ -f $_kx_root/$name ]] || _kx_die 95 "kept part $name vanished from $_kx_root"
+  done
+  printf '\036kai-ready\n'
 }
 
 # Leave $KAI_WORK as the next job expects it: nothing but empty files/ and out/.
 _kx_empty_work() {
   local w=$_kx_work
-  local left=("$w"/* "$w"/files/* "$w"/out/*) # nullglob, dotglob: everything there is
+  shopt -s nullglob dotglob
+  local left=("$w"/* "$w"/files/* "$w"/out/*) # everything there is
+  shopt -u nullglob dotglob
   if ((${#left[@]} == 2)) && [[ ${left[0]} == "$w/files" && ${left[1]} == "$w/out" &&
     -d $w/files && ! -L $w/files && -d $w/out && ! -L $w/out ]]; then
     return 0
@@ -225,9 +247,11 @@ _kx_empty_work() {
 }
 
 _kx_eof=0
+printf '\036kai-ready\n'
 while :; do
   _kx_read_job
   [[ $_kx_eof == 0 ]] || break
   _kx_run_job
+  _kx_get_ready
 done
 exit 0
