@@ -834,11 +834,17 @@ class Connection:
             select.select([chan.fileno()], [], [], min(0.5, deadline - now))
 
     def _release(self, agent: "_Agent", *, reusable: bool) -> None:
-        if reusable and not self._closed_event.is_set() and agent.alive():
-            with self._idle_lock:
-                if len(self._idle) < MAX_IDLE_AGENTS:
-                    self._idle.append(agent)
-                    return
+        if reusable and not self._closed_event.is_set():
+            if agent.alive():
+                with self._idle_lock:
+                    if len(self._idle) < MAX_IDLE_AGENTS:
+                        self._idle.append(agent)
+                        return
+            else:  # it ended right after its job: say why, if it said (its stderr came first)
+                _, said = self._await_ready(agent, 0, cancel=None)
+                if said:
+                    log.info("%s: a kai-exec agent ended after its job, saying: %s",
+                             self.target.node, " | ".join(said[-3:]))
         self._discard(agent)
 
     def _discard(self, agent: "_Agent") -> None:

@@ -223,20 +223,19 @@ def test_agent_whose_kept_script_vanished_is_retired_before_the_next_job(conn):
 def test_agent_is_not_reused_after_a_cancel(conn):
     m = marker()
     cancel = threading.Event()
-    box = {}
+    box, lines = {}, []
     th = threading.Thread(target=lambda: box.update(
-        r=conn.run_job(job(PPID + f"echo ready; sleep {m}"), cancel=cancel)))
+        r=conn.run_job(job(f'echo "agent=$PPID"; sleep {m}'), on_line=lines.append,
+                       cancel=cancel)))
     th.start()
-    assert wait_until(lambda: pids_matching(f"sleep {m}"), 5)
-    agents = [int(p) for p in subprocess.run(
-        ["pgrep", "-f", "kai-exec.sh — the node-side agent"], capture_output=True,
-        text=True).stdout.split()]
+    assert wait_until(lambda: pids_matching(f"sleep {m}") and lines, 10)
+    agent = int(lines[0].removeprefix("agent="))  # this job's agent, not any other on the machine
     cancel.set()
-    th.join(10)
+    th.join(15)
     assert box["r"].cancelled and not conn._idle
-    assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in agents), 5)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{agent}"), 10)  # closed: EOF ended it
     res = conn.run_job(job(PPID + "echo after"))
-    assert res.tail == ["after"] and _agent_pid(res) not in agents
+    assert res.tail == ["after"] and _agent_pid(res) != agent
 
 
 def test_idle_agents_are_capped_and_give_their_slots_up(conn):
