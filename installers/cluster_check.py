@@ -289,7 +289,9 @@ def poll_until_healthy(
     stop: threading.Event | None = None,
     on_wait: Callable[[ClusterReport], None] | None = None,
 ) -> PollOutcome:
-    """Call look(deadline) until a report is healthy, `stop` is set or deadline_s has passed.
+    """Call look(deadline) every poll_s until a report is healthy, `stop` is set or no further
+    look fits before deadline_s (so it ends between deadline_s - poll_s and deadline_s, plus the
+    last look, whose requests are themselves cut to end by the deadline).
 
     A check cut off by the deadline in the last look keeps the error of the look before, so the
     outcome names every failing check with its last real error, not just the last exception."""
@@ -307,11 +309,12 @@ def poll_until_healthy(
             elif check not in report.unchecked:
                 last_errors.pop(check, None)  # passed this time
         remaining = deadline - time.monotonic()
-        if report.healthy or stop.is_set() or remaining <= 0:
+        # A look that would start after the deadline could check nothing: stop before it.
+        if report.healthy or stop.is_set() or remaining < poll_s:
             break
         if on_wait is not None:
             on_wait(report)
-        stop.wait(min(poll_s, remaining))  # a cancel cuts the pause short
+        stop.wait(poll_s)  # a cancel cuts the pause short
     failing = {check: last_errors.get(check, [NOT_CHECKED]) for check in CHECKS
                if check in report.failed_checks or check in report.unchecked}
     return PollOutcome(report, looks, time.monotonic() - started, failing)
