@@ -158,7 +158,16 @@ class _Look:
             raise CheckFailed(f"GET {path} answered something that is not JSON: {resp.text[:200]!r}") from None
 
 
-def _check_api(look: _Look, report: ClusterReport, want: "_Expectations") -> None:
+@dataclass
+class _Expectations:
+    """What a healthy cluster has: these nodes, this storage class, a valid serving certificate."""
+
+    creds: KubeconfigCredentials
+    nodes: list[str]
+    storage_class: str | None
+
+
+def _check_api(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     try:
         ready = look.get("/readyz")
     except CheckFailed as exc:
@@ -168,7 +177,7 @@ def _check_api(look: _Look, report: ClusterReport, want: "_Expectations") -> Non
     report.version = look.get_json("/version").get("gitVersion", "")
 
 
-def _check_nodes(look: _Look, report: ClusterReport, want: "_Expectations") -> None:
+def _check_nodes(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     for item in look.get_json("/api/v1/nodes").get("items", []):
         meta, status = item["metadata"], item.get("status", {})
         roles = sorted(k.split("/", 1)[1] for k in meta.get("labels", {})
@@ -187,7 +196,7 @@ def _check_nodes(look: _Look, report: ClusterReport, want: "_Expectations") -> N
             report.fail("nodes", f"node {node.name} is not Ready")
 
 
-def _check_pods(look: _Look, report: ClusterReport, want: "_Expectations") -> None:
+def _check_pods(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     counts: Counter[str] = Counter()
     for pod in look.get_json("/api/v1/pods").get("items", []):
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -205,14 +214,14 @@ def _check_pods(look: _Look, report: ClusterReport, want: "_Expectations") -> No
         report.fail("pods", "no pods in kube-system")
 
 
-def _check_storage(look: _Look, report: ClusterReport, want: "_Expectations") -> None:
+def _check_storage(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     classes = look.get_json("/apis/storage.k8s.io/v1/storageclasses").get("items", [])
     report.storage_classes = [c["metadata"]["name"] for c in classes]
     if want.storage_class and want.storage_class not in report.storage_classes:
         report.fail("storage", f"storage class {want.storage_class} missing")
 
 
-def _check_certificates(look: _Look, report: ClusterReport, want: "_Expectations") -> None:
+def _check_certificates(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     try:
         serving = want.creds.serving_cert(look.request_timeout())
     except (OSError, ssl.SSLError, ValueError) as exc:
@@ -227,13 +236,6 @@ def _check_certificates(look: _Look, report: ClusterReport, want: "_Expectations
             report.fail("certificates", f"{what} expired on {expires.date()}")
         elif days < CERT_WARN_DAYS:
             report.warnings.append(f"{what} expires in {days} days ({expires.date()}): renew with kubeadm certs renew")
-
-
-@dataclass
-class _Expectations:
-    creds: KubeconfigCredentials
-    nodes: list[str]
-    storage_class: str | None
 
 
 _CHECK_FUNCTIONS = {"api": _check_api, "nodes": _check_nodes, "pods": _check_pods,
