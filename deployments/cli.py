@@ -118,6 +118,35 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
+def _waits(delays: list[float]) -> str:
+    """Retry waits with repeats folded: '10s, 20s, 40s, 60s ×17'."""
+    parts: list[str] = []
+    i = 0
+    while i < len(delays):
+        j = i
+        while j < len(delays) and delays[j] == delays[i]:
+            j += 1
+        parts.append(_seconds(delays[i]) + (f" ×{j - i}" if j - i > 1 else ""))
+        i = j
+    return ", ".join(parts)
+
+
+def format_policy(step) -> str:
+    """The step's retry schedule or deadline, and the longest it can take before it fails."""
+    from installers.cluster_check import POLL_S
+
+    pol = step.policy
+    order = "parallel" if step.parallel else "one host at a time"
+    bound = f"fails within {_seconds(step.time_bound_s())}"
+    if pol.polling:
+        return (f"policy: polls every {_seconds(POLL_S)} until deadline={_seconds(pol.deadline_s)}, "
+                f"timeout={_seconds(pol.timeout_s)} per look, no retries; {bound}")
+    waits = f"waits {_waits(pol.retry_delays())}" if pol.retries else "no waits"
+    return (f"policy: retries={pol.retries} retry_delay={_seconds(pol.retry_delay_s)} "
+            f"max_retry_delay={_seconds(pol.max_retry_delay_s)} timeout={_seconds(pol.timeout_s)} "
+            f"({order}); {waits}; {bound}")
+
+
 def format_plan(plan, *, scripts: bool = False) -> str:
     from installers.plan import read_script
 
@@ -128,11 +157,8 @@ def format_plan(plan, *, scripts: bool = False) -> str:
         lines.append("")
         lines.append(f"{i}. {phase.name} — {phase.title}")
         for step in phase.steps:
-            pol = step.policy
-            order = "parallel" if step.parallel else "one host at a time"
             lines.append(f"   - {step.name} [{step.kind}] {step.title}")
-            lines.append(f"     policy: retries={pol.retries} retry_delay={_seconds(pol.retry_delay_s)} "
-                         f"timeout={_seconds(pol.timeout_s)} ({order})")
+            lines.append(f"     {format_policy(step)}")
             if not step.jobs:
                 lines.append("     hosts: controller (no host script)")
                 continue

@@ -12,7 +12,10 @@ import datetime as dt
 import socket
 import ssl
 import tempfile
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +25,7 @@ import yaml
 from cryptography import x509
 
 CERT_WARN_DAYS = 30
+POLL_S = 3.0  # pause between two looks of a polling step (verify, health)
 
 
 @dataclass
@@ -31,6 +35,12 @@ class NodeInfo:
     ready: bool
     kubelet_version: str
     address: str
+
+
+# The checks of one look at the cluster, in the order they run. Each fails on its own, with its
+# own error, so a report (and a polling step's final message) can name every one that failed.
+CHECKS = ("api", "nodes", "pods", "storage", "certificates")
+NOT_CHECKED = "not checked before the deadline"
 
 
 @dataclass
@@ -44,10 +54,16 @@ class ClusterReport:
     cert_expiry: dict[str, str] = field(default_factory=dict)  # what -> ISO date
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failed_checks: dict[str, list[str]] = field(default_factory=dict)  # check -> its problems
+    unchecked: list[str] = field(default_factory=list)  # checks the look's deadline cut off
 
     @property
     def healthy(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.unchecked
+
+    def fail(self, check: str, problem: str) -> None:
+        self.problems.append(problem)
+        self.failed_checks.setdefault(check, []).append(problem)
 
     def as_dict(self) -> dict:
         return {
@@ -60,6 +76,7 @@ class ClusterReport:
             "certificate_expiry": self.cert_expiry,
             "problems": self.problems,
             "warnings": self.warnings,
+            "failed_checks": self.failed_checks,
         }
 
 
@@ -101,72 +118,214 @@ def _ready(conditions: list[dict]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions or [])
 
 
+def _describe(exc: BaseException) -> str:
+    # some httpx/ssl errors have an empty str(): the type alone still says what happened
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class CheckFailed(Exception):
+    """One check could not get its answer from the API server (the message says why)."""
+
+
+@dataclass
+class _Look:
+    """One look's connection to the API server; every request ends by the look's deadline."""
+
+    api: httpx.Client
+    timeout: float
+    deadline: float | None  # time.monotonic() value; None: only `timeout` per request
+
+    def request_timeout(self) -> float:
+        if self.deadline is None:
+            return self.timeout
+        # at least a second: a request cut to nothing would report a timeout, not the real error
+        return max(1.0, min(self.timeout, self.deadline - time.monotonic()))
+
+    def get(self, path: str) -> httpx.Response:
+        try:
+            return self.api.get(path, timeout=self.request_timeout())
+        except httpx.HTTPError as exc:
+            raise CheckFailed(f"GET {path}: {_describe(exc)}") from None
+
+    def get_json(self, path: str) -> dict:
+        resp = self.get(path)
+        if resp.status_code != 200:
+            raise CheckFailed(f"GET {path} answered {resp.status_code}: {resp.text[:200]}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise CheckFailed(f"GET {path} answered something that is not JSON: {resp.text[:200]!r}") from None
+
+
+@dataclass
+class _Expectations:
+    """What a healthy cluster has: these nodes, this storage class, a valid serving certificate."""
+
+    creds: KubeconfigCredentials
+    nodes: list[str]
+    storage_class: str | None
+
+
+def _check_api(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    try:
+        ready = look.get("/readyz")
+    except CheckFailed as exc:
+        raise CheckFailed(f"API server {want.creds.server} unreachable: {exc}") from None
+    if ready.status_code != 200:
+        report.fail("api", f"API server /readyz answered {ready.status_code}: {ready.text[:200]}")
+    report.version = look.get_json("/version").get("gitVersion", "")
+
+
+def _check_nodes(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    for item in look.get_json("/api/v1/nodes").get("items", []):
+        meta, status = item["metadata"], item.get("status", {})
+        roles = sorted(k.split("/", 1)[1] for k in meta.get("labels", {})
+                       if k.startswith("node-role.kubernetes.io/"))
+        address = next((a["address"] for a in status.get("addresses", [])
+                        if a.get("type") == "InternalIP"), "")
+        report.nodes.append(NodeInfo(meta["name"], roles or ["worker"],
+                                     _ready(status.get("conditions", [])),
+                                     status.get("nodeInfo", {}).get("kubeletVersion", ""), address))
+    seen = {n.name for n in report.nodes}
+    for name in want.nodes:
+        if name not in seen:
+            report.fail("nodes", f"node {name} is not registered in the cluster")
+    for node in report.nodes:
+        if not node.ready:
+            report.fail("nodes", f"node {node.name} is not Ready")
+
+
+def _check_pods(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    counts: Counter[str] = Counter()
+    for pod in look.get_json("/api/v1/pods").get("items", []):
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        counts[ns] += 1
+        status = pod.get("status", {})
+        if status.get("phase") == "Succeeded":
+            continue
+        if status.get("phase") != "Running" or not _ready(status.get("conditions", [])):
+            report.not_ready_pods.append(f"{ns}/{name}")
+    report.pods_by_namespace = dict(sorted(counts.items()))
+    if report.not_ready_pods:
+        shown = ", ".join(report.not_ready_pods[:10])
+        report.fail("pods", f"{len(report.not_ready_pods)} pod(s) not ready: {shown}")
+    if "kube-system" not in counts:
+        report.fail("pods", "no pods in kube-system")
+
+
+def _check_storage(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    classes = look.get_json("/apis/storage.k8s.io/v1/storageclasses").get("items", [])
+    report.storage_classes = [c["metadata"]["name"] for c in classes]
+    if want.storage_class and want.storage_class not in report.storage_classes:
+        report.fail("storage", f"storage class {want.storage_class} missing")
+
+
+def _check_certificates(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    try:
+        serving = want.creds.serving_cert(look.request_timeout())
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise CheckFailed(f"cannot read the API server certificate: {_describe(exc)}") from None
+    now = dt.datetime.now(dt.timezone.utc)
+    for what, cert in (("admin client certificate", x509.load_pem_x509_certificate(want.creds.client_cert)),
+                       ("API server certificate", serving)):
+        expires = _expiry(cert)
+        report.cert_expiry[what] = expires.date().isoformat()
+        days = (expires - now).days
+        if days < 0:
+            report.fail("certificates", f"{what} expired on {expires.date()}")
+        elif days < CERT_WARN_DAYS:
+            report.warnings.append(f"{what} expires in {days} days ({expires.date()}): renew with kubeadm certs renew")
+
+
+_CHECK_FUNCTIONS = {"api": _check_api, "nodes": _check_nodes, "pods": _check_pods,
+                    "storage": _check_storage, "certificates": _check_certificates}
+
+
 def check_cluster(
     kubeconfig: Path,
     expected_nodes: list[str],
     *,
     expect_storage_class: str | None = None,
     timeout: float = 10,
+    deadline: float | None = None,
 ) -> ClusterReport:
-    """One look at the cluster; every problem found is listed (nothing raised for cluster state)."""
+    """One look at the cluster; every check runs and every problem found is listed (nothing raised
+    for cluster state). With a `deadline` (time.monotonic()), requests are cut short to end by it
+    and the checks not reached by then are listed in `unchecked`."""
     creds = KubeconfigCredentials(kubeconfig)
     report = ClusterReport(server=creds.server)
-    now = dt.datetime.now(dt.timezone.utc)
+    want = _Expectations(creds, expected_nodes, expect_storage_class)
     with creds.client(timeout) as api:
-        try:
-            ready = api.get("/readyz")
-        except httpx.HTTPError as exc:
-            report.problems.append(f"API server {creds.server} unreachable: {exc}")
-            return report
-        if ready.status_code != 200:
-            report.problems.append(f"API server /readyz answered {ready.status_code}: {ready.text[:200]}")
-        report.version = api.get("/version").json().get("gitVersion", "")
-
-        for item in api.get("/api/v1/nodes").json().get("items", []):
-            meta, status = item["metadata"], item.get("status", {})
-            roles = sorted(k.split("/", 1)[1] for k in meta.get("labels", {})
-                           if k.startswith("node-role.kubernetes.io/"))
-            address = next((a["address"] for a in status.get("addresses", [])
-                            if a.get("type") == "InternalIP"), "")
-            report.nodes.append(NodeInfo(meta["name"], roles or ["worker"],
-                                         _ready(status.get("conditions", [])),
-                                         status.get("nodeInfo", {}).get("kubeletVersion", ""), address))
-        seen = {n.name for n in report.nodes}
-        for name in expected_nodes:
-            if name not in seen:
-                report.problems.append(f"node {name} is not registered in the cluster")
-        for node in report.nodes:
-            if not node.ready:
-                report.problems.append(f"node {node.name} is not Ready")
-
-        counts: Counter[str] = Counter()
-        for pod in api.get("/api/v1/pods").json().get("items", []):
-            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-            counts[ns] += 1
-            status = pod.get("status", {})
-            if status.get("phase") == "Succeeded":
+        look = _Look(api, timeout, deadline)
+        for name in CHECKS:
+            if deadline is not None and time.monotonic() >= deadline:
+                report.unchecked.append(name)
                 continue
-            if status.get("phase") != "Running" or not _ready(status.get("conditions", [])):
-                report.not_ready_pods.append(f"{ns}/{name}")
-        report.pods_by_namespace = dict(sorted(counts.items()))
-        if report.not_ready_pods:
-            shown = ", ".join(report.not_ready_pods[:10])
-            report.problems.append(f"{len(report.not_ready_pods)} pod(s) not ready: {shown}")
-        if "kube-system" not in counts:
-            report.problems.append("no pods in kube-system")
-
-        classes = api.get("/apis/storage.k8s.io/v1/storageclasses").json().get("items", [])
-        report.storage_classes = [c["metadata"]["name"] for c in classes]
-        if expect_storage_class and expect_storage_class not in report.storage_classes:
-            report.problems.append(f"storage class {expect_storage_class} missing")
-
-    for what, cert in (("admin client certificate", x509.load_pem_x509_certificate(creds.client_cert)),
-                       ("API server certificate", creds.serving_cert(timeout))):
-        expires = _expiry(cert)
-        report.cert_expiry[what] = expires.date().isoformat()
-        days = (expires - now).days
-        if days < 0:
-            report.problems.append(f"{what} expired on {expires.date()}")
-        elif days < CERT_WARN_DAYS:
-            report.warnings.append(f"{what} expires in {days} days ({expires.date()}): renew with kubeadm certs renew")
+            try:
+                _CHECK_FUNCTIONS[name](look, report, want)
+            except CheckFailed as exc:
+                report.fail(name, str(exc))
     return report
+
+
+# --- polling: look until healthy or the deadline ---------------------------------------------------
+
+@dataclass
+class PollOutcome:
+    report: ClusterReport   # the last look
+    looks: int
+    elapsed_s: float
+    failing: dict[str, list[str]]  # check -> its last real errors, for the checks failing at the end
+
+    @property
+    def healthy(self) -> bool:
+        return self.report.healthy
+
+
+def poll_until_healthy(
+    look: Callable[[float], ClusterReport],
+    deadline_s: float,
+    *,
+    poll_s: float = 3.0,
+    stop: threading.Event | None = None,
+    on_wait: Callable[[ClusterReport], None] | None = None,
+) -> PollOutcome:
+    """Call look(deadline) every poll_s until a report is healthy, `stop` is set or no further
+    look fits before deadline_s (so it ends between deadline_s - poll_s and deadline_s, plus the
+    last look, whose requests are themselves cut to end by the deadline).
+
+    A check cut off by the deadline in the last look keeps the error of the look before, so the
+    outcome names every failing check with its last real error, not just the last exception."""
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    deadline = started + deadline_s
+    last_errors: dict[str, list[str]] = {}
+    looks = 0
+    while True:
+        report = look(deadline)
+        looks += 1
+        for check in CHECKS:
+            if check in report.failed_checks:
+                last_errors[check] = report.failed_checks[check]
+            elif check not in report.unchecked:
+                last_errors.pop(check, None)  # passed this time
+        remaining = deadline - time.monotonic()
+        # A look that would start after the deadline could check nothing: stop before it.
+        if report.healthy or stop.is_set() or remaining < poll_s:
+            break
+        if on_wait is not None:
+            on_wait(report)
+        stop.wait(poll_s)  # a cancel cuts the pause short
+    failing = {check: last_errors.get(check, [NOT_CHECKED]) for check in CHECKS
+               if check in report.failed_checks or check in report.unchecked}
+    return PollOutcome(report, looks, time.monotonic() - started, failing)
+
+
+def unhealthy_message(cluster: str, outcome: PollOutcome, deadline_s: float) -> str:
+    """Every failing check with its last error, one per line."""
+    lines = [f"cluster {cluster} is not healthy after {outcome.elapsed_s:.0f} s (deadline "
+             f"{deadline_s:g} s, {outcome.looks} look(s)); failing checks: {', '.join(outcome.failing)}"]
+    for check, errors in outcome.failing.items():
+        lines += [f"  {check}: {error}" for error in errors]
+    return "\n".join(lines)

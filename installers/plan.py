@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from installers import kubeadm, render, scripts_store
+from installers.backoff import capped_exponential
 from installers import versions as V
 from installers.spec import (ClusterSpec, KubeVipEndpoint, Node, SpecError, spec_warnings,
                              validate_for_mode)
@@ -24,11 +25,36 @@ SECRET_CA_CERT_HASH = "KAI_CA_CERT_HASH"
 SECRET_CERTIFICATE_KEY = "KAI_CERTIFICATE_KEY"
 
 
+DEFAULT_MAX_RETRY_DELAY_S = 60.0
+
+
 @dataclass(frozen=True)
 class StepPolicy:
+    """How long a step may take before it fails. Every step ends in bounded time: a retrying step
+    after (retries + 1) attempts of at most timeout_s with capped waits between them, a polling
+    step (deadline_s set: verify, health) when its deadline passes."""
+
     retries: int            # extra attempts after the first
-    retry_delay_s: float    # first backoff; doubles each retry
-    timeout_s: float        # per attempt, per host
+    retry_delay_s: float    # first backoff; doubles each retry…
+    timeout_s: float        # per attempt, per host (a polling step: per look at the cluster)
+    max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S  # …up to this wait
+    deadline_s: float | None = None  # polling steps: look until healthy or this long, no retries
+
+    @property
+    def polling(self) -> bool:
+        return self.deadline_s is not None
+
+    def retry_delays(self) -> list[float]:
+        """The waits before each retry (installers.backoff: capped exponential)."""
+        return capped_exponential(self.retry_delay_s, self.retries, self.max_retry_delay_s)
+
+    def time_bound_s(self, hosts_in_sequence: int = 1) -> float:
+        """The longest the step can take before it fails. A polling step's last look may start
+        just before the deadline and is itself bounded by timeout_s."""
+        if self.deadline_s is not None:
+            return self.deadline_s + self.timeout_s
+        attempts = self.retries + 1
+        return attempts * self.timeout_s * max(1, hosts_in_sequence) + sum(self.retry_delays())
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,10 @@ class Step:
     jobs: tuple[HostJob, ...]
     policy: StepPolicy
     parallel: bool = True
+
+    def time_bound_s(self) -> float:
+        """The longest this step can take before it fails (hosts one at a time add up)."""
+        return self.policy.time_bound_s(1 if self.parallel else len(self.jobs))
 
 
 @dataclass(frozen=True)
@@ -90,7 +120,10 @@ DEFAULT_POLICIES: dict[str, StepPolicy] = {
     "kubeconfig": StepPolicy(2, 5, 60),
     "cni": StepPolicy(3, 10, 600),
     "storage": StepPolicy(3, 10, 300),
-    "verify": StepPolicy(20, 10, 30),
+    # Polling steps: no retries, a deadline. An install's verify waits for nodes to turn Ready
+    # after the CNI is up; a scheduled health run must report a broken cluster quickly.
+    "verify": StepPolicy(0, 0, 10, deadline_s=600),
+    "health": StepPolicy(0, 0, 10, deadline_s=120),
     "reset": StepPolicy(1, 10, 600),
 }
 
@@ -100,7 +133,11 @@ def policy_for(spec: ClusterSpec, kind: str) -> StepPolicy:
     override = spec.steps.get(kind)  # type: ignore[call-overload]
     if override is None:
         return base
-    return dataclasses.replace(base, **override.model_dump(exclude_none=True))
+    changes = override.model_dump(exclude_none=True)
+    if "retry_delay_s" in changes and "max_retry_delay_s" not in changes:
+        # an explicit first wait above the default cap is what the user asked for: the cap follows
+        changes["max_retry_delay_s"] = max(base.max_retry_delay_s, changes["retry_delay_s"])
+    return dataclasses.replace(base, **changes)
 
 
 # --- hashing -----------------------------------------------------------------------------------
@@ -315,9 +352,11 @@ def _addons_phase(spec: ClusterSpec, first: Node) -> Phase:
     return Phase("addons", "Cluster add-ons", tuple(steps))
 
 
-def _verify_phase(spec: ClusterSpec) -> Phase:
+def _verify_phase(spec: ClusterSpec, kind: str = "verify") -> Phase:
+    """The controller-side look at the cluster; kind "health" (the health mode) has its own,
+    shorter default deadline, overridable apart from an install's verify."""
     return Phase("verify", "Verify the cluster",
-                 (_step(spec, "verify", "verify",
+                 (_step(spec, "verify", kind,
                         "API reachable through the endpoint, nodes Ready, system pods running", []),))
 
 
@@ -353,7 +392,7 @@ def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> 
         warnings.append("add_nodes: existing nodes' /etc/hosts blocks are not updated "
                         "(nothing else is touched)")
     elif mode == "health":  # read-only: a fresh admin kubeconfig, then look through the API
-        phases = [_kubeconfig_phase(spec, first), _verify_phase(spec)]
+        phases = [_kubeconfig_phase(spec, first), _verify_phase(spec, kind="health")]
     elif mode == "reset":
         workers = spec.workers()
         steps = []

@@ -74,7 +74,8 @@ ssh:
   # bastion: {{host: bastion.example.internal, user: jump}}
 
 # steps:                     # per-step policy overrides
-#   runtime: {{retries: 5, timeout_s: 900}}
+#   runtime: {{retries: 5, timeout_s: 900, max_retry_delay_s: 60}}
+#   health: {{deadline_s: 60}}  # verify/health poll until a deadline (600 s / 120 s) instead of retrying
 
 # preflight:
 #   ignore: [swap]           # turns these checks' errors into warnings

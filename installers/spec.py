@@ -26,9 +26,13 @@ from installers import versions as V
 
 MODES = ("all_in_one", "ha", "add_nodes", "reset", "preflight", "health")
 STEP_KINDS = ("facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
-              "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "reset")
+              "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "health", "reset")
 StepKind = Literal["facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
-                   "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "reset"]
+                   "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "health",
+                   "reset"]
+# Steps that look at the cluster until it is healthy or their deadline passes (no retries):
+# `verify` ends an install, `health` is the verify step of the health mode (shorter deadline).
+POLLING_STEP_KINDS = ("verify", "health")
 # Names of the checks in installers/preflight.py (here so that the spec can validate `ignore`).
 PREFLIGHT_CHECKS = ("facts", "os", "arch", "cpus", "memory", "disk", "swap", "cgroup", "modules",
                     "binaries", "ports", "hostname_unique", "mac_unique", "product_uuid_unique",
@@ -191,9 +195,37 @@ class Node(_Model):
 
 
 class StepPolicyOverride(_Model):
-    retries: int | None = Field(None, ge=0, le=100)
-    retry_delay_s: float | None = Field(None, ge=0, le=3600)
-    timeout_s: float | None = Field(None, gt=0, le=86400)
+    retries: int | None = Field(None, ge=0, le=100, description="extra attempts after the first")
+    retry_delay_s: float | None = Field(None, ge=0, le=3600,
+                                        description="wait before the first retry; doubles each retry")
+    max_retry_delay_s: float | None = Field(None, ge=0, le=3600,
+                                            description="cap on the doubling wait between retries")
+    timeout_s: float | None = Field(None, gt=0, le=86400,
+                                    description="per attempt and host; for verify/health: per look")
+    deadline_s: float | None = Field(None, gt=0, le=86400,
+                                     description="verify/health only: poll the cluster until then")
+
+
+def check_step_policies(steps: dict[str, StepPolicyOverride]) -> list[str]:
+    """Overrides that cannot mean what they say: retries on a polling step, a deadline on a
+    retrying one, a backoff cap below the first delay."""
+    p: list[str] = []
+    for kind, over in steps.items():
+        path = f"steps.{kind}"
+        if kind in POLLING_STEP_KINDS:
+            for name in ("retries", "retry_delay_s", "max_retry_delay_s"):
+                if getattr(over, name) is not None:
+                    p.append(f"{path}.{name}: {kind} polls the cluster until deadline_s instead of "
+                             f"retrying; set deadline_s (and timeout_s per look) instead")
+        elif over.deadline_s is not None:
+            p.append(f"{path}.deadline_s: only the polling steps ({', '.join(POLLING_STEP_KINDS)}) "
+                     f"take a deadline; {kind} is bounded by retries, retry_delay_s, "
+                     f"max_retry_delay_s and timeout_s")
+        if (over.retry_delay_s is not None and over.max_retry_delay_s is not None
+                and over.max_retry_delay_s < over.retry_delay_s):
+            p.append(f"{path}.max_retry_delay_s: {over.max_retry_delay_s:g} s is below retry_delay_s "
+                     f"{over.retry_delay_s:g} s (the cap must be at least the first wait)")
+    return p
 
 
 class PreflightSettings(_Model):
@@ -513,6 +545,7 @@ def check_rules(spec: ClusterSpec) -> list[str]:
     for j, check in enumerate(spec.preflight.ignore):
         if check not in PREFLIGHT_CHECKS:
             p.append(f"preflight.ignore[{j}]: unknown check {check!r} (known: {', '.join(PREFLIGHT_CHECKS)})")
+    p += check_step_policies(spec.steps)
     return p
 
 

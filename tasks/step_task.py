@@ -21,9 +21,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# Prefect refuses more than 50 retry delays and repeats the last one for later retries; a capped
+# schedule has long reached its cap by then, so cutting the list there changes no wait.
+PREFECT_MAX_RETRY_DELAYS = 50
+
+
 def backoff(step: Step) -> list[float]:
-    """Exponential backoff: delay, 2×delay, 4×delay … one entry per retry."""
-    return [step.policy.retry_delay_s * (2**i) for i in range(step.policy.retries)]
+    """The step's waits between attempts, one per retry: delay, 2×delay, 4×delay … each at most
+    the policy's max_retry_delay_s (installers.backoff, the product's one retry schedule)."""
+    return step.policy.retry_delays()[:PREFECT_MAX_RETRY_DELAYS]
 
 
 def step_task(fn: Callable[P, R]) -> Callable[P, R]:

@@ -1,24 +1,25 @@
 """Verify the cluster from the controller: API, nodes Ready, system and CNI pods, storage, certs.
 
-Polls until the cluster is healthy or the step's timeout is spent (nodes turn Ready only after the
-CNI is up, so the first looks are expected to find problems), then publishes the cluster info as a
-markdown artifact — the run's summary in the Prefect UI and the wrapper's `cluster_info`.
+A polling step: it looks at the cluster every few seconds until it is healthy or the step's
+deadline passes (nodes turn Ready only after the CNI is up, so the first looks are expected to find
+problems) — no retries, so a broken cluster is FAILED in bounded time, with a message naming every
+failing check and its last error. Then it publishes the cluster info as a markdown artifact — the
+run's summary in the Prefect UI and the wrapper's `cluster_info`.
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from installers.cluster_check import ClusterReport, check_cluster
+from installers.cluster_check import (POLL_S, ClusterReport, check_cluster, poll_until_healthy,
+                                      unhealthy_message)
 from installers.plan import Step
 from tasks.context import current_run
 from tasks.step_task import step_task
-
-POLL_S = 3.0
 
 
 class ClusterUnhealthy(Exception):
@@ -32,24 +33,29 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     path = Path(kubeconfig or run.info.get("kubeconfig_path") or run.cluster_dir / "admin.conf")
     expected = [n.name for n in run.spec.nodes]
     storage_class = "local-path" if run.spec.storage.local_path else None
-    deadline = time.monotonic() + step.policy.timeout_s
-    while True:
-        report = check_cluster(path, expected, expect_storage_class=storage_class)
-        if report.healthy or time.monotonic() >= deadline or run.cancel.is_set():
-            break
-        logger.info("verify: waiting — %s", "; ".join(report.problems[:3]))
-        time.sleep(POLL_S)
+    deadline_s = step.policy.deadline_s or step.policy.timeout_s
+    look = partial(_look, path, expected, storage_class, step.policy.timeout_s)
+    outcome = poll_until_healthy(
+        look, deadline_s, poll_s=POLL_S, stop=run.cancel,
+        on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
+    report = outcome.report
     for warning in report.warnings:
         logger.warning("verify: %s", warning)
     info = report.as_dict() | {"kubeconfig_path": str(path), "cluster": run.spec.name}
     run.info.update(info)
     create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
                              description=f"cluster {run.spec.name}")
-    if not report.healthy:
-        raise ClusterUnhealthy(f"cluster {run.spec.name} is not healthy:\n  " + "\n  ".join(report.problems))
+    if not outcome.healthy:
+        raise ClusterUnhealthy(unhealthy_message(run.spec.name, outcome, deadline_s))
     logger.info("verify: %d node(s) Ready, %d pods, API %s", len(report.nodes),
                 sum(report.pods_by_namespace.values()), report.version)
     return info
+
+
+def _look(path: Path, expected: list[str], storage_class: str | None, timeout_s: float,
+          deadline: float) -> ClusterReport:
+    return check_cluster(path, expected, expect_storage_class=storage_class, timeout=timeout_s,
+                         deadline=deadline)
 
 
 def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
@@ -64,6 +70,8 @@ def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
     lines += [f"- {what} expires {date}" for what, date in r.cert_expiry.items()]
     if r.problems:
         lines += ["", "## Problems"] + [f"- {p}" for p in r.problems]
+    if r.unchecked:
+        lines += ["", "Not checked before the deadline: " + ", ".join(r.unchecked)]
     if r.warnings:
         lines += ["", "## Warnings"] + [f"- {w}" for w in r.warnings]
     return "\n".join(lines)

@@ -158,7 +158,7 @@ def test_default_and_overridden_policies():
     assert plan.step("runtime").policy == DEFAULT_POLICIES["runtime"]
     assert plan.step("runtime").policy.retries == 3 and plan.step("runtime").policy.timeout_s == 600
     assert plan.step("kubeadm-init").policy.timeout_s == 900
-    assert plan.step("verify").policy.retries == 20 and plan.step("verify").policy.retry_delay_s == 10
+    assert plan.step("verify").policy.retries == 0 and plan.step("verify").policy.deadline_s == 600
     plan = build_plan(load_spec(aio(steps={"runtime": {"retries": 7}, "verify": {"timeout_s": 5}})), "all_in_one")
     assert plan.step("runtime").policy == StepPolicy(7, 10, 600)
     assert plan.step("verify").policy.timeout_s == 5
@@ -228,5 +228,6 @@ def test_build_plan_is_pure_and_repeatable():
 def test_health_is_read_only_kubeconfig_then_verify():
     spec = load_spec(ha())
     plan = build_plan(spec, "health")
-    assert [s.kind for s in plan.steps()] == ["kubeconfig", "verify"]
+    assert [s.kind for s in plan.steps()] == ["kubeconfig", "health"]  # health: verify's task, own deadline
+    assert [s.name for s in plan.steps()] == ["kubeconfig", "verify"]
     assert plan.nodes_touched() == {"cp-1"}
