@@ -1,4 +1,4 @@
-"""kai's SSH runner against a real OpenSSH server on loopback (tests/sshd_fixture.py)."""
+"""The kai-exec.sh agent over a real OpenSSH server on loopback: jobs, reuse, readiness, cancel."""
 
 from __future__ import annotations
 
@@ -17,53 +17,14 @@ import paramiko
 import pytest
 
 from installers.ssh import (
-    MAX_CHANNELS,
-    ConnectError,
-    Connection,
-    ConnectionLostError,
-    Fleet,
-    HostKeyError,
-    RemoteJob,
-    SSHTarget,
-    build_frame,
+    MAX_CHANNELS, MAX_IDLE_AGENTS, ConnectionLostError, build_frame, exec_command,
 )
 from tests.sshd_fixture import keygen, start_sshd, sshd  # noqa: F401  (fixture)
+from tests.support.ssh_jobs import (  # noqa: F401  (conn is a fixture)
+    PPID, agent_pid, conn, job, marker, pids_matching, wait_until,
+)
 
 pytestmark = pytest.mark.sshd
-
-LIB = "kai_lib_loaded=1\n"
-
-
-def job(script: str, *, step="test-step", env=None, secret_env=None, files=None, timeout_s=30.0):
-    return RemoteJob(step=step, script="step.sh", script_text="set -euo pipefail\n" + script,
-                     lib_text=LIB, env=env or {}, secret_env=secret_env or {}, files=files or {},
-                     timeout_s=timeout_s)
-
-
-def marker() -> int:
-    """A sleep duration nobody else uses, to find our remote processes with pgrep."""
-    return random.randint(10_000_000, 99_999_999)
-
-
-def pids_matching(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-@pytest.fixture
-def conn(sshd):
-    c = Connection(sshd.target())
-    yield c
-    c.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,10 +79,10 @@ exit 7
     assert wait_until(lambda: not work.parent.exists(), 5)
 
 
-def test_connection_is_reused_and_run_fixed_command(conn):
+def test_connection_is_reused_across_jobs(conn):
     r1 = conn.run_job(job("echo one"))
     t1 = conn.connect()
-    r2 = conn.run("echo two; exit 3")
+    r2 = conn.run_job(job("echo two; exit 3"))
     assert (r1.exit_code, r1.tail) == (0, ["one"])
     assert (r2.exit_code, r2.tail) == (3, ["two"])
     assert conn.connect() is t1  # same transport: one connection per host
@@ -140,12 +101,6 @@ def test_concurrent_jobs_on_one_connection_stay_within_channel_limit(conn):
     assert all(r.ok for r in results)
 
 
-def _agent_pid(res) -> int:
-    """The job's bash is exec'd from a subshell of the agent: its parent is the agent."""
-    return int(res.outputs["ppid"])
-
-
-PPID = 'echo "$PPID" > "$KAI_OUT_DIR/ppid"; '
 
 
 def test_agent_takes_the_next_job_without_new_session_or_lib(conn):
@@ -161,10 +116,10 @@ def test_agent_takes_the_next_job_without_new_session_or_lib(conn):
     r2 = conn.run_job(second)
     assert r1.tail == ["a=1 f=one lib=1"]
     assert r2.tail == ["a=unset f= lib=1"]  # no env or files left over from the first job
-    assert _agent_pid(r1) == _agent_pid(r2) and agent.jobs == 2
+    assert agent_pid(r1) == agent_pid(r2) and agent.jobs == 2
     # a changed script under the same name is sent again
     r3 = conn.run_job(job(PPID + "echo changed"))
-    assert r3.tail == ["changed"] and _agent_pid(r3) == _agent_pid(r1)
+    assert r3.tail == ["changed"] and agent_pid(r3) == agent_pid(r1)
 
 
 def test_short_jobs_back_to_back_keep_one_agent_and_its_directory(conn):
@@ -175,20 +130,20 @@ def test_short_jobs_back_to_back_keep_one_agent_and_its_directory(conn):
     for _ in range(120):
         res = conn.run_job(job(PPID + 'echo "${KAI_WORK%/*}" > "$KAI_OUT_DIR/root"'))
         assert res.ok and res.tail == [], res
-        pids.add(_agent_pid(res))
+        pids.add(agent_pid(res))
         roots.add(res.outputs["root"].decode().strip())
     assert len(pids) == 1 and len(roots) == 1
     assert Path(roots.pop()).is_dir()
 
 
 def test_a_dead_idle_agent_is_replaced_and_close_ends_agents(conn):
-    first = _agent_pid(conn.run_job(job(PPID + "true")))
+    first = agent_pid(conn.run_job(job(PPID + "true")))
     os.kill(first, 9)
     assert wait_until(lambda: not os.path.exists(f"/proc/{first}"), 5)
     time.sleep(0.2)  # let the channel close reach us, or not: both paths must work
     res = conn.run_job(job(PPID + "echo fine"))
     assert res.ok and res.tail == ["fine"]
-    second = _agent_pid(res)
+    second = agent_pid(res)
     assert second != first
     res = conn.run_job(job(PPID + 'echo "${KAI_WORK%/*}" > "$KAI_OUT_DIR/root"'))
     root = Path(res.outputs["root"].decode().strip())
@@ -217,7 +172,7 @@ def test_agent_whose_kept_script_vanished_is_retired_before_the_next_job(conn):
     res = conn.run_job(job(PPID + 'rm -f "${KAI_WORK%/*}/lib.sh"'))
     assert res.ok
     again = conn.run_job(job(PPID + 'echo ok'))
-    assert again.ok and again.tail == ["ok"] and _agent_pid(again) != _agent_pid(res)
+    assert again.ok and again.tail == ["ok"] and agent_pid(again) != agent_pid(res)
 
 
 def test_agent_is_not_reused_after_a_cancel(conn):
@@ -235,12 +190,10 @@ def test_agent_is_not_reused_after_a_cancel(conn):
     assert box["r"].cancelled and not conn._idle
     assert wait_until(lambda: not os.path.exists(f"/proc/{agent}"), 10)  # closed: EOF ended it
     res = conn.run_job(job(PPID + "echo after"))
-    assert res.tail == ["after"] and _agent_pid(res) != agent
+    assert res.tail == ["after"] and agent_pid(res) != agent
 
 
 def test_idle_agents_are_capped_and_give_their_slots_up(conn):
-    from installers.ssh import MAX_IDLE_AGENTS
-
     def burst(n):
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(
@@ -253,33 +206,15 @@ def test_idle_agents_are_capped_and_give_their_slots_up(conn):
 
     assert all(r.ok for r in burst(MAX_CHANNELS))
     assert len(conn._idle) == MAX_IDLE_AGENTS
-    # idle agents hold channel slots; plain commands and a full burst still get theirs
-    assert conn.run("echo plain").tail == ["plain"]
+    # idle agents hold channel slots; a full burst still gets all of them
     assert all(r.ok for r in burst(MAX_CHANNELS))
-
-
-def test_upload_sets_mode(conn, tmp_path):
-    dest = tmp_path / "uploaded.conf"
-    conn.upload(b"secret-ish\n", str(dest), mode=0o640)
-    assert dest.read_bytes() == b"secret-ish\n"
-    assert dest.stat().st_mode & 0o777 == 0o640
-
-
-def test_frame_rejects_bad_names():
-    with pytest.raises(ValueError, match=r"env: 'BAD-NAME'"):
-        build_frame(job("true", env={"BAD-NAME": "x"}))
-    with pytest.raises(ValueError, match=r"files: '../x'"):
-        build_frame(job("true", files={"../x": "x"}))
-    with pytest.raises(ValueError, match="KAI_WORK"):
-        build_frame(job("true", env={"KAI_WORK": "/"}))
 
 
 def test_kai_exec_rejects_path_traversal_in_part_names(conn):
     # a hand-made frame: kai-exec.sh must refuse names with .. itself
     t = conn.connect()
     chan = t.open_session()
-    from installers.ssh import _exec_command
-    chan.exec_command(_exec_command("none"))
+    chan.exec_command(exec_command("none"))
     chan.sendall(b"KAI-PART files/../../etc/x 1\nx KAI-RUN\n")
     chan.shutdown_write()
     assert chan.recv_exit_status() == 98
@@ -294,148 +229,6 @@ def test_kai_exec_is_shellcheck_clean():
     out = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
 
-
-# ----------------------------------------------------------------------------------------------
-# host keys
-# ----------------------------------------------------------------------------------------------
-
-
-def test_changed_host_key_is_refused_naming_both_fingerprints(sshd, tmp_path):
-    other = keygen(tmp_path / "other")
-    kh = tmp_path / "known_hosts"
-    kh.write_text(f"[{sshd.host}]:{sshd.port} {other.get_name()} {other.get_base64()}\n")
-    for accept_new in (False, True):  # accept_new never accepts a *changed* key
-        c = Connection(sshd.target(known_hosts=str(kh), accept_new=accept_new, connect_retries=2))
-        t0 = time.monotonic()
-        with pytest.raises(HostKeyError) as e:
-            c.connect()
-        assert time.monotonic() - t0 < 2  # not retried
-        msg = str(e.value)
-        assert f"{sshd.host}:{sshd.port}" in msg and "CHANGED" in msg
-        assert other.fingerprint in msg and sshd.fingerprint in msg
-    assert kh.read_text().count("\n") == 1  # nothing added
-
-
-def test_unknown_host_key_is_refused_with_fingerprint(sshd, tmp_path):
-    c = Connection(sshd.target(known_hosts=str(tmp_path / "empty_known_hosts")))
-    with pytest.raises(HostKeyError) as e:
-        c.connect()
-    msg = str(e.value)
-    assert f"{sshd.host}:{sshd.port}" in msg and sshd.fingerprint in msg
-    assert "accept_new" in msg and "known_hosts" in msg
-    assert not (tmp_path / "empty_known_hosts").exists()
-
-
-def test_accept_new_adds_the_key_then_it_is_verified(sshd, tmp_path):
-    kh = tmp_path / "sub" / "known_hosts"
-    with Connection(sshd.target(known_hosts=str(kh), accept_new=True)) as c:
-        c.connect()
-    line = kh.read_text()
-    assert line.startswith(f"[{sshd.host}]:{sshd.port} ssh-ed25519 ")
-    assert kh.stat().st_mode & 0o777 == 0o600
-    with Connection(sshd.target(known_hosts=str(kh))) as c:  # now known, accept_new off
-        assert c.run("echo ok").tail == ["ok"]
-    assert kh.read_text() == line  # not added twice
-
-
-def test_hashed_known_hosts_entry_is_understood(sshd, tmp_path):
-    kh = tmp_path / "known_hosts"
-    shutil.copy(sshd.known_hosts_path, kh)
-    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
-    assert "|1|" in kh.read_text()
-    with Connection(sshd.target(known_hosts=str(kh))) as c:
-        c.connect()
-
-
-def test_pinned_fingerprint_accepted_and_wrong_pin_refused(sshd, tmp_path):
-    nowhere = str(tmp_path / "no_known_hosts")
-    with Connection(sshd.target(known_hosts=nowhere, host_key_fingerprints=(sshd.fingerprint,))) as c:
-        assert c.run("echo pinned").tail == ["pinned"]
-    wrong = keygen(tmp_path / "k2").fingerprint
-    c = Connection(sshd.target(known_hosts=nowhere, host_key_fingerprints=(wrong,)))
-    with pytest.raises(HostKeyError) as e:
-        c.connect()
-    assert wrong in str(e.value) and sshd.fingerprint in str(e.value)
-    assert f"{sshd.host}:{sshd.port}" in str(e.value)
-
-
-def test_bad_fingerprint_format_names_the_field():
-    with pytest.raises(ValueError, match="host_key_fingerprints"):
-        SSHTarget(node="n", host="127.0.0.1", host_key_fingerprints=("MD5:aa:bb",))
-
-
-# ----------------------------------------------------------------------------------------------
-# auth and connect failures
-# ----------------------------------------------------------------------------------------------
-
-
-def test_connect_to_closed_port_retries_with_backoff_then_fails(sshd):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound, not listening: refused
-        c = Connection(sshd.target(port=port, connect_retries=2, connect_backoff_s=0.1,
-                                   connect_timeout=1))
-        t0 = time.monotonic()
-        with pytest.raises(ConnectError) as e:
-            c.connect()
-        elapsed = time.monotonic() - t0
-    assert 0.3 <= elapsed < 3  # 0.1 + 0.2 backoff, bounded
-    msg = str(e.value)
-    assert f"127.0.0.1:{port}" in msg and "3 attempt" in msg and "refused" in msg.lower()
-    assert e.value.retryable
-
-
-def test_close_does_not_wait_for_a_connect_in_backoff(sshd):
-    """A cancelled flow closes its fleet while a worker thread is still retrying a dead host:
-    close() must return at once and the connect must give up, not hold the process for a minute."""
-    import threading
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        c = Connection(sshd.target(port=port, connect_retries=5, connect_backoff_s=3, connect_timeout=1))
-        errors = []
-        worker = threading.Thread(target=lambda: errors.append(pytest.raises(ConnectError, c.connect)))
-        worker.start()
-        time.sleep(0.3)  # the first attempt was refused; now sleeping 3 s before the next
-        t0 = time.monotonic()
-        c.close()
-        assert time.monotonic() - t0 < 1
-        worker.join(1.5)  # the backoff sleep is cut short too
-    assert not worker.is_alive(), "connect kept retrying after close()"
-    assert errors and "closed" in str(errors[0].value)
-
-
-def test_auth_failure_is_not_retried(sshd, tmp_path):
-    keygen(tmp_path / "stranger")
-    c = Connection(sshd.target(key_file=str(tmp_path / "stranger"), connect_retries=3,
-                               connect_backoff_s=2))
-    t0 = time.monotonic()
-    with pytest.raises(ConnectError) as e:
-        c.connect()
-    assert time.monotonic() - t0 < 1.5
-    assert "authentication failed" in str(e.value) and not e.value.retryable
-
-
-def test_key_text_from_a_secret(sshd):
-    text = Path(sshd.client_key_path).read_text()
-    with Connection(sshd.target(key_file=None, key_text=text)) as c:
-        assert c.run("echo via-key-text").tail == ["via-key-text"]
-    with pytest.raises(ConnectError, match="key_text"):
-        Connection(sshd.target(key_file=None, key_text="not a key")).connect()
-
-
-def test_bastion_direct_tcpip(sshd):
-    bastion = sshd.target(node="bastion")
-    with Fleet({"n1": sshd.target(node="n1", bastion=bastion),
-                "n2": sshd.target(node="n2", bastion=bastion)}) as fleet:
-        a, b = fleet.get("n1"), fleet.get("n2")
-        assert fleet.get("n1") is a
-        assert a.run_job(job("echo through-bastion")).tail == ["through-bastion"]
-        assert b.run_job(job("echo also")).tail == ["also"]
-        assert a._bastion is b._bastion  # one bastion connection shared
-    with pytest.raises(KeyError, match="n3"):
-        Fleet().get("n3")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,90 +340,3 @@ def test_secrets_not_on_command_lines_nor_in_logs(conn, caplog):
     assert lines == ["public=visible"]
     assert box["r"].outputs["tok"] == secret.encode()  # the script did get it
     assert secret not in caplog.text and any(r.name.startswith("paramiko") for r in caplog.records)
-
-
-# ----------------------------------------------------------------------------------------------
-# sudo
-# ----------------------------------------------------------------------------------------------
-
-SUDO_USER, SUDO_UID, SUDO_PASSWORD = "kaitest", 4242, 'pw "with" $(spaces) \'n quotes'
-
-
-@pytest.fixture(scope="module")
-def sudo_sshd(tmp_path_factory):
-    """An sshd in a private mount namespace whose /etc/{passwd,shadow,group,sudoers} carry a
-    user `kaitest` with a password and a sudo rule that requires it. The machine's /etc is
-    untouched; sudo, PAM and pam_unix are the machine's real ones."""
-    if shutil.which("sudo") is None or shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.skip("needs root, sudo and unshare")
-    home = Path(tempfile.mkdtemp(prefix="kai-home-"))  # /tmp itself, reachable by the user
-    os.chown(home, SUDO_UID, SUDO_UID)
-    pw_hash = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=SUDO_PASSWORD,
-                             capture_output=True, text=True, check=True).stdout.strip()
-    overlay = {
-        "/etc/passwd": Path("/etc/passwd").read_text()
-        + f"{SUDO_USER}:x:{SUDO_UID}:{SUDO_UID}::{home}:/bin/bash\n",
-        "/etc/group": Path("/etc/group").read_text() + f"{SUDO_USER}:x:{SUDO_UID}:\n",
-        "/etc/shadow": Path("/etc/shadow").read_text() + f"{SUDO_USER}:{pw_hash}:19000:0:99999:7:::\n",
-        "/etc/sudoers": "Defaults env_reset\nDefaults lecture=never\n"
-        "root ALL=(ALL:ALL) ALL\n" f"{SUDO_USER} ALL=(ALL:ALL) ALL\n",
-    }
-    server = start_sshd(users_overlay=overlay)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def test_sudo_password_is_read_from_stdin_and_frame_survives(sudo_sshd):
-    t = sudo_sshd.target(user=SUDO_USER, sudo="password", sudo_password=SUDO_PASSWORD)
-    with Connection(t) as c:
-        assert c.run("id -un").tail == [SUDO_USER]  # really a non-root login
-        tricky = "a'b\"c\n$(id)"
-        res = c.run_job(job('id -u; printf %s "$KAI_X" > "$KAI_OUT_DIR/x"; cat "$KAI_FILES_DIR/f"',
-                            env={"KAI_X": tricky}, files={"f": "file-body\n"}))
-        # sudo read exactly the password line byte by byte: the frame after it arrived whole
-        assert res.ok, res
-        assert res.tail == ["0", "file-body"]
-        assert res.outputs["x"] == tricky.encode()
-        assert c.run("id -u", sudo=True).tail == ["0"]
-
-
-def test_sudo_wrong_password_fails_clearly_without_hanging(sudo_sshd):
-    t = sudo_sshd.target(user=SUDO_USER, sudo="password", sudo_password="wrong")
-    with Connection(t) as c:
-        t0 = time.monotonic()
-        res = c.run_job(job("echo should-not-run", timeout_s=30))
-        assert time.monotonic() - t0 < 15 and not res.timed_out
-    assert not res.ok and res.exit_code != 0
-    assert "sudo" in res.error and "sudo_password" in res.error
-    assert "should-not-run" not in res.tail
-    assert any("incorrect password" in line for line in res.tail)
-
-
-def test_sudo_nopasswd_without_rule_fails_at_once(sudo_sshd):
-    t = sudo_sshd.target(user=SUDO_USER, sudo="nopasswd")
-    with Connection(t) as c:
-        t0 = time.monotonic()
-        res = c.run_job(job("echo should-not-run"))
-        assert time.monotonic() - t0 < 3
-    assert not res.ok and "sudo" in res.error
-    assert any("password is required" in line for line in res.tail)
-
-
-def test_sudo_cancel_kills_remote_tree(sudo_sshd):
-    m = marker()
-    t = sudo_sshd.target(user=SUDO_USER, sudo="password", sudo_password=SUDO_PASSWORD)
-    cancel = threading.Event()
-    box = {}
-    with Connection(t) as c:
-        th = threading.Thread(target=lambda: box.update(
-            r=c.run_job(job(f"sleep {m} & wait"), cancel=cancel)))
-        th.start()
-        assert wait_until(lambda: pids_matching(f"sleep {m}"), 8)
-        cancel.set()
-        assert wait_until(lambda: not pids_matching(f"sleep {m}"), 6)
-        th.join(10)
-    assert box["r"].cancelled
