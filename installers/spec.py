@@ -23,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 
 from installers import versions as V
 from installers.patterns import FINGERPRINT
-from installers.spec_loading import (MAX_STRING_LENGTH, SpecError, check_data_size,
+from installers.spec_loading import (MAX_STRING_LENGTH, SHOWN_PATH_CHARS, SpecError, check_data_size,
                                      non_regular_file_kind, one_line, parse_yaml, read_spec_file,
                                      shown)
 
@@ -450,9 +450,9 @@ def _path_problem(value: str) -> str | None:
         return "empty path"
     absolute = os.path.normpath(os.path.expanduser(value))
     if any((absolute + "/").startswith(tree) for tree in _DEVICE_TREES):
-        return f"not a regular file (a device or kernel file): {shown(value)}"
+        return f"not a regular file (a device or kernel file): {shown(value, SHOWN_PATH_CHARS)}"
     if (kind := non_regular_file_kind(value)):
-        return f"not a regular file ({kind}): {shown(value)}"
+        return f"not a regular file ({kind}): {shown(value, SHOWN_PATH_CHARS)}"
     return None
 
 

@@ -22,6 +22,7 @@ MAX_DEPTH = 32                # the spec's own tree is 6 deep (nodes[0].ssh.bast
 MAX_VALUES = 100_000          # mappings, lists and scalars after YAML aliases are expanded
 MAX_STRING_LENGTH = 1024      # any one string of the spec (the longest real ones are URLs, paths)
 SHOWN_CHARS = 60              # how much of a refused value a message quotes
+SHOWN_PATH_CHARS = 300        # … and of a file path (the user needs to recognise it)
 
 
 class SpecError(Exception):
@@ -32,16 +33,16 @@ class SpecError(Exception):
         super().__init__("invalid cluster spec:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
-def shown(value: Any) -> str:
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """repr() of a value for a message: one line (escapes), at most ~SHOWN_CHARS characters.
 
     A refused value is echoed so the user sees what was wrong; a 1 MB value must not become
     1 MB of error output (per problem)."""
     text = repr(value)
-    if len(text) <= SHOWN_CHARS:
+    if len(text) <= limit:
         return text
     size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
-    return f"{text[:SHOWN_CHARS]}… ({size})"
+    return f"{text[:limit]}… ({size})"
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -61,25 +62,37 @@ def non_regular_file_kind(path: str) -> str | None:
     return None if stat.S_ISREG(mode) else _file_kind(mode)
 
 
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, min(1 << 16, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def read_spec_file(path: str | Path) -> str:
     """The text of a spec file, after refusing what cannot be a spec file.
 
     The file is opened non-blocking (a FIFO would block the open) and checked on the open
     descriptor (no race between the check and the read); at most MAX_SPEC_BYTES + 1 are read."""
-    name = shown(str(path))
+    name = shown(str(path), SHOWN_PATH_CHARS)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise SpecError([f"<file>: cannot read {name}: {reason}"]) from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SpecError([f"<file>: {name} is {_file_kind(info.st_mode)}, not a regular file"])
         if info.st_size > MAX_SPEC_BYTES:
             raise SpecError([f"<file>: {name} is too large ({info.st_size} bytes; "
                              f"a spec has at most {MAX_SPEC_BYTES})"])
-        data = f.read(MAX_SPEC_BYTES + 1)
+        data = _read_at_most(fd, MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([f"<file>: cannot read {name}: {exc.strerror or exc}"]) from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_SPEC_BYTES:  # it grew while we looked
         raise SpecError([f"<file>: {name} is too large (a spec has at most {MAX_SPEC_BYTES} bytes)"])
     try:
