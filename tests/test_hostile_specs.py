@@ -358,14 +358,15 @@ def _set(data: dict, concrete: tuple, value: str) -> dict:
     return data
 
 
-PLANS = (("ha", None), ("add_nodes", ["worker-1", "worker-2"]), ("reset", None))
+MODES = ("ha", "add_nodes", "reset")
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 TOP_FIELDS = {"<spec>", "<yaml>", "<file>", *ClusterSpec.model_fields}
 
 
-def _rendered(spec: ClusterSpec) -> dict[tuple, str]:
+def _rendered(spec: ClusterSpec, modes: tuple[str, ...] = MODES) -> dict[tuple, str]:
     out = {}
-    for mode, nodes in PLANS:
+    for mode in modes:
+        nodes = [n.name for n in spec.workers()] if mode == "add_nodes" else None
         for step in build_plan(spec, mode, nodes=nodes).steps():
             for i, job in enumerate(step.jobs):
                 for k, v in job.env.items():
@@ -458,8 +459,19 @@ def structure(name: str, text: str) -> Any:
     raise AssertionError(f"no parser for rendered file {name!r}: add one")
 
 
-BENIGN = {base: {key: structure(key[-1], text) for key, text in _rendered(load_spec(data)).items()}
-          for base, data in BASES.items()}
+BENIGN_TEXT = {base: _rendered(load_spec(data)) for base, data in BASES.items()}
+BENIGN = {base: {key: structure(key[-1], text) for key, text in texts.items()}
+          for base, texts in BENIGN_TEXT.items()}
+
+
+def _reaches_files(base: str, concrete: tuple) -> bool:
+    """Whether the site's value shows in a rendered file or env value of the benign spec."""
+    value = _get(BASES[base], concrete)
+    spec = load_spec(BASES[base])
+    envs = [v for mode in MODES for step in build_plan(
+        spec, mode, nodes=[n.name for n in spec.workers()] if mode == "add_nodes" else None).steps()
+        for job in step.jobs for v in job.env.values()]
+    return any(value in text for text in [*BENIGN_TEXT[base].values(), *envs])
 
 HOSTILE_PIECES = ["\n", "\r\n", "\t", "\x00", "\x1b[31m", "\x7f", "\x85", "\u2028", "\ud800", '"', "'",
                   "\\", "%", "%n", "%%", "$(reboot)", "`id`", ";", "#", "[", "]", "{", "}", "=", ":",
@@ -474,9 +486,7 @@ hostile_text = st.lists(st.one_of(st.sampled_from(HOSTILE_PIECES), st.text(min_s
 def hostile_case(draw):
     base, concrete = draw(st.sampled_from(SITES))
     benign = _get(BASES[base], concrete)
-    piece = draw(hostile_text)
-    value = draw(st.sampled_from([piece, benign + piece, piece + benign,
-                                  benign[: len(benign) // 2] + piece + benign[len(benign) // 2:]]))
+    value = draw(st.sampled_from(_variants(benign, draw(hostile_text))))
     if concrete[-2:-1] == ("{key}",):  # a new key must not overwrite a sibling
         siblings = _get_parent(BASES[base], concrete[:-2])
         assume(value not in siblings)
@@ -492,10 +502,32 @@ def _top_of(problem: str) -> str:
     return re.split(r"[.\[: ]", problem, maxsplit=1)[0]
 
 
+def _variants(benign: str, piece: str) -> list[str]:
+    middle = len(benign) // 2
+    return [piece, benign + piece, piece + benign, benign[:middle] + piece + benign[middle:]]
+
+
+@pytest.mark.parametrize("base,concrete", SITES, ids=[f"{b}:{c}" for b, c in SITES])
+def test_every_hostile_piece_in_every_free_field_is_refused_or_stays_data(base, concrete):
+    """Exhaustive over the pieces (deterministic); the hypothesis test below combines them."""
+    benign = _get(BASES[base], concrete)
+    siblings = _get_parent(BASES[base], concrete[:-2]) if concrete[-2:-1] == ("{key}",) else {}
+    # rendering every accepted value is what costs (~0.1 s); a value that reaches no file is
+    # only loaded here (the hypothesis test renders everything it accepts)
+    modes = ("ha",) if _reaches_files(base, concrete) else ()
+    for piece in HOSTILE_PIECES:
+        for value in _variants(benign, piece)[::3]:  # the piece alone, and inside the value
+            if value not in siblings:
+                check_refused_or_data(base, concrete, value, modes)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=hostile_case())
 def test_hostile_strings_in_every_free_field_are_refused_or_stay_data(case):
-    base, concrete, value = case
+    check_refused_or_data(*case)
+
+
+def check_refused_or_data(base: str, concrete: tuple, value: str, modes: tuple = MODES) -> None:
     data = _set(BASES[base], concrete, value)
     try:
         spec = load_spec(data)
@@ -508,10 +540,11 @@ def test_hostile_strings_in_every_free_field_are_refused_or_stay_data(case):
         assert any(_top_of(p) in tops for p in exc.problems), (concrete, exc.problems)
         return
     # accepted: every rendered file parses with its own format's parser into the same structure
-    rendered = _rendered(spec)
-    assert set(rendered) == set(BENIGN[base]), concrete
+    rendered = _rendered(spec, modes)
+    assert set(rendered) == {key for key in BENIGN[base] if key[0] in modes}, concrete
     for key, text in rendered.items():
-        assert structure(key[-1], text) == BENIGN[base][key], (concrete, value, key, text)
+        if text != BENIGN_TEXT[base][key]:  # (an unchanged file has the benign structure)
+            assert structure(key[-1], text) == BENIGN[base][key], (concrete, value, key, text)
 
 
 # --- the CLI: every subcommand, broken input, no traceback --------------------------------------
