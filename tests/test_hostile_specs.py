@@ -617,3 +617,42 @@ def test_other_subcommands_fail_cleanly_on_broken_input(tmp_path):
     ]
     for args, env in cases:
         _assert_clean_failure(_kai(args, env, tmp_path), args)
+
+
+# --- the REST API: hostile bodies are 422 with one line per problem, never a 500 ------------------
+
+def test_rest_bodies_with_hostile_specs_are_422_listing_each_problem():
+    from fastapi.testclient import TestClient
+
+    from deployments.api import create_app
+    from tests.test_control import FakeControl
+
+    class Validating(FakeControl):
+        def start(self, mode, spec, **kw):
+            control.validate(mode, spec, kw.get("nodes"))  # what the real start does first
+            return super().start(mode, spec, **kw)
+
+    from deployments import control
+    client = TestClient(create_app("t0ken", ctl=Validating()), raise_server_exceptions=False)
+    h = {"Authorization": "Bearer t0ken"}
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"a": deep}
+    bodies = [
+        ({"spec": with_node(address=ZONE)}, "nodes[0].address: contains a control character"),
+        ({"spec": aio(name="n" * 2_000_000)}, "name: String should have at most 1024 characters"),
+        ({"spec": dict(aio(), extra=deep)}, "spec: <spec>: nested deeper than 32 levels"),
+        ({"spec": aio(nodes=[{"name": "a\n", "address": "::", "roles": ["worker"],
+                              "labels": {"kubernetes.io/evil": "\x00"}}])}, "nodes[0].name:"),
+        ({"cluster_name": "old\n", "host": "fe80::1%eth0", "ssh_config": {"key_path": "/dev/zero"}},
+         "cluster_name (name): contains a control character"),
+        ({"cluster_name": "old", "masters": ["fd00::1", "FD00:0::1", "fd00::2"],
+          "load_balancer": "[fe80::1%x]:6443"}, "masters[1] (nodes[1].address): duplicate address"),
+    ]
+    for body, expected in bodies:
+        mode = "ha_secure" if "masters" in body else "all_in_one"
+        r = client.post(f"/api/v1/installation/{mode}/start", headers=h, json=body)
+        assert r.status_code == 422, (r.status_code, r.text[:500])
+        problems = r.json()["problems"]
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+        assert all(p.isprintable() and len(p) <= 600 for p in problems), problems
