@@ -296,7 +296,8 @@ class ClusterSpec(_Model):
 # Use every pattern with fullmatch: `$` also matches before a trailing newline. [0-9], never \d:
 # \d also matches non-ASCII digits ('١', '５').
 _RFC1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_NAME = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
@@ -600,7 +601,8 @@ def check_rules(spec: ClusterSpec) -> list[str]:
 def _check_node(node: Node, path: str, index: int, spec: ClusterSpec, names: dict[str, int],
                 addresses: dict[IPAddress, int], cidrs: tuple, p: list[str]) -> None:
     if not _RFC1123_LABEL.fullmatch(node.name):
-        p.append(f"{path}.name: not an RFC 1123 label (lowercase letters, digits, '-', ≤63): {shown(node.name)}")
+        p.append(f"{path}.name: not an RFC 1123 label (lowercase letters, digits, '-', ≤63): "
+                 f"{shown(node.name)}")
     elif node.name in names:
         p.append(f"{path}.name: duplicate node name {shown(node.name)} (also nodes[{names[node.name]}])")
     names.setdefault(node.name, index)
@@ -622,7 +624,8 @@ def _check_node(node: Node, path: str, index: int, spec: ClusterSpec, names: dic
         if (msg := _label_key_problem(key) or _reserved_label_problem(key)):
             p.append(f"{path}.labels: {msg}")
         if not _LABEL_VALUE.fullmatch(value) or len(value) > 63:
-            p.append(f"{path}.labels[{shown(key)}]: not a label value (≤63 of [A-Za-z0-9._-]): {shown(value)}")
+            p.append(f"{path}.labels[{shown(key)}]: not a label value (≤63 of [A-Za-z0-9._-]): "
+                     f"{shown(value)}")
     first_taint: dict[tuple[str, str], int] = {}
     for j, taint in enumerate(node.taints):
         if (msg := _taint_problem(taint)):
