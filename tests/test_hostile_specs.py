@@ -656,3 +656,24 @@ def test_rest_bodies_with_hostile_specs_are_422_listing_each_problem():
         problems = r.json()["problems"]
         assert any(p.startswith(expected) for p in problems), (expected, problems)
         assert all(p.isprintable() and len(p) <= 600 for p in problems), problems
+
+
+def test_every_string_of_the_model_is_bounded():
+    """A new `str` field must be `Text` (bounded, no control characters): the schema shows it."""
+    from installers.spec import spec_json_schema
+
+    unbounded = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "string" and "enum" not in node and "const" not in node \
+                    and node.get("maxLength") != spec_loading.MAX_STRING_LENGTH:
+                unbounded.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+
+    walk(spec_json_schema(), "#")
+    assert not unbounded, unbounded
