@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -197,9 +198,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a subcommand; whatever escapes it becomes one line per problem and a non-zero exit,
+    never a traceback (KAI_DEBUG=1 shows the traceback of an unexpected error)."""
+    from installers.spec_loading import SpecError, one_line
+
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        return _problems_to_stderr([one_line(p) for p in exc.problems])
+    except KeyboardInterrupt:
+        print("kai: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # e.g. -o into a missing directory, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(one_line(f"kai: {where}{exc.strerror or exc}"), file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, not a traceback
+        if os.environ.get("KAI_DEBUG"):
+            raise
+        print(one_line(f"kai: {args.command} failed: {type(exc).__name__}: {' '.join(str(exc).split())}"),
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

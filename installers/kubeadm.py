@@ -33,7 +33,10 @@ def _taints(spec: ClusterSpec, node: Node, all_in_one: bool) -> list[dict]:
     taints = [parse_taint(t) for t in node.taints]
     # A dedicated control plane keeps kubeadm's taint (we write the list explicitly, so we must
     # add it ourselves); all-in-one and control-plane+worker nodes stay schedulable.
-    if node.is_control_plane and "worker" not in node.roles and not all_in_one:
+    # (Unless the user's list has it already: two taints with one key+effect are refused.)
+    implied = (CONTROL_PLANE_TAINT["key"], CONTROL_PLANE_TAINT["effect"])
+    if node.is_control_plane and "worker" not in node.roles and not all_in_one \
+            and implied not in {(t["key"], t["effect"]) for t in taints}:
         taints.insert(0, dict(CONTROL_PLANE_TAINT))
     return taints
 

@@ -12,7 +12,7 @@ import ipaddress
 import yaml
 
 from installers import versions as V
-from installers.spec import ClusterSpec, KubeVipEndpoint
+from installers.spec import ClusterSpec, KubeVipEndpoint, is_node_name, parse_ip
 
 CERTS_D = "/etc/containerd/certs.d"
 
@@ -175,10 +175,19 @@ HOSTS_BEGIN = "# BEGIN kai managed block"
 HOSTS_END = "# END kai managed block"
 
 
+def _hosts_name(name: str) -> str:
+    if not is_node_name(name):  # validation refuses these; a spec built around it must not pass
+        raise ValueError(f"not an RFC 1123 label, cannot go into /etc/hosts: {name!r}")
+    return name
+
+
 def hosts_block(spec: ClusterSpec) -> str:
-    """Lines between the markers replace any previous kai block in /etc/hosts."""
-    lines = [f"{HOSTS_BEGIN} (cluster {spec.name})"]
-    lines += [f"{n.address}\t{n.name}" for n in spec.nodes]
+    """Lines between the markers replace any previous kai block in /etc/hosts.
+
+    Each line is built from a parsed address (canonical text, never a zone ID: parse_ip refuses
+    them) and a checked RFC 1123 name, so no spec text reaches the file as it was written."""
+    lines = [f"{HOSTS_BEGIN} (cluster {_hosts_name(spec.name)})"]
+    lines += [f"{parse_ip(n.address)}\t{_hosts_name(n.name)}" for n in spec.nodes]
     lines.append(HOSTS_END)
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,8 @@ PKGS_K8S_IO = "https://pkgs.k8s.io"
 def resolve_kubernetes_version(version: str) -> tuple[str, str]:
     """"1.36" or "1.36.4" -> ("1.36", "1.36.4"). Raises ValueError for unsupported minors."""
     parts = version.removeprefix("v").split(".")
-    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+    # ASCII digits only: str.isdigit() also takes '²' and '١', which kubeadm and apt do not
+    if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(f"not a Kubernetes version (want MAJOR.MINOR or MAJOR.MINOR.PATCH): {version!r}")
     minor = f"{parts[0]}.{parts[1]}"
     if minor not in KUBERNETES_MINORS:
@@ -185,4 +186,4 @@ def download_urls(spec: "ClusterSpec") -> Downloads:
 
 
 def version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split(".") if x.isdigit())
+    return tuple(int(x) for x in v.split(".") if x.isascii() and x.isdigit())

@@ -1,12 +1,14 @@
 """The REST API over real HTTP against `kai serve` (real Prefect server, served deployments).
 
-Runs only ever target 127.0.0.1 on a port where nothing listens (or a listener the test owns).
+Runs only ever target a node inside a network namespace this module creates (a light test host:
+nodes on loopback are refused by the spec), on a port where nothing listens or where a listener
+the test owns never speaks.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
+import subprocess
+import sys
 import time
 import uuid
 
@@ -20,19 +22,32 @@ pytestmark = pytest.mark.e2e
 P = "/api/v1/installation"
 
 
-def loopback_spec(name: str, port: int, timeout: float = 2) -> dict:
+@pytest.fixture(scope="module")
+def netns_node():
+    """A light test host: an address in a network namespace of this run; its sshd listens on 22."""
+    from tests.hosts.fixtures import require
+    from tests.hosts.light import LightHosts
+
+    require(booted=False)
+    hosts = LightHosts(1).up()
+    yield hosts[0]
+    hosts.down()
+
+
+def node_spec(name: str, address: str, port: int, timeout: float = 2) -> dict:
     return {"name": name,
-            "nodes": [{"name": "n1", "address": "127.0.0.1", "roles": ["control-plane"]}],
+            "nodes": [{"name": "n1", "address": address, "roles": ["control-plane"]}],
             "ssh": {"port": port, "connect_timeout": timeout},
             "steps": {"facts": {"retries": 0}}}  # fail fast: one attempt
 
 
 @pytest.fixture(scope="module")
-def failed_run(kai_server):  # noqa: F811
-    """A preflight run that fails fast: SSH to a loopback port where nothing listens."""
+def failed_run(kai_server, netns_node):  # noqa: F811
+    """A preflight run that fails fast: SSH to a port where nothing listens (22 is sshd's)."""
     with kai_server.client() as c:
         t0 = time.monotonic()
-        r = c.post(f"{P}/preflight/start", json={"spec": loopback_spec("fails-fast", closed_port())})
+        spec = node_spec("fails-fast", netns_node.address, closed_port())
+        r = c.post(f"{P}/preflight/start", json={"spec": spec})
         assert r.status_code == 202, r.text
         run_id = r.json()["installation_id"]
         running_at = None
@@ -153,31 +168,30 @@ def test_cancel_finished_is_409_unknown_is_404(kai_server, failed_run):  # noqa:
         assert c.get(f"{P}/{uuid.uuid4()}/logs").status_code == 404
 
 
+SILENT_LISTENER = """
+import socket, sys
+srv = socket.socket()
+srv.bind((sys.argv[1], 0))
+srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+conns = []
+while True:
+    conns.append(srv.accept()[0])
+"""
+
+
 @pytest.fixture()
-def silent_ssh_port():
-    """A loopback TCP listener that accepts and never speaks: SSH waits for its banner."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                conns.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    for conn in conns:
-        conn.close()
-    srv.close()
+def silent_ssh_port(netns_node):
+    """A TCP listener in the node's namespace that accepts and never speaks: SSH waits for its
+    banner."""
+    proc = subprocess.Popen(["ip", "netns", "exec", netns_node.name, sys.executable, "-c",
+                             SILENT_LISTENER, netns_node.address],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def active_runs(kai_server) -> list[str]:  # noqa: F811
@@ -188,8 +202,8 @@ def active_runs(kai_server) -> list[str]:  # noqa: F811
         return control.active_run_ids(client)
 
 
-def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
-    spec = loopback_spec("hangs", silent_ssh_port, timeout=120)
+def test_cancel_a_running_run(kai_server, netns_node, silent_ssh_port):  # noqa: F811
+    spec = node_spec("hangs", netns_node.address, silent_ssh_port, timeout=120)
     with kai_server.client() as c:
         run_id = c.post(f"{P}/preflight/start", json={"spec": spec}).json()["installation_id"]
         deadline = time.monotonic() + 60
@@ -207,9 +221,9 @@ def test_cancel_a_running_run(kai_server, silent_ssh_port):  # noqa: F811
     assert run_id not in active_runs(kai_server)
 
 
-def test_old_body_password_goes_to_a_secret_block_not_the_parameters(kai_server):  # noqa: F811
+def test_old_body_password_goes_to_a_secret_block_not_the_parameters(kai_server, netns_node):  # noqa: F811
     password = "pw-" + uuid.uuid4().hex
-    body = {"cluster_name": "legacy-aio", "host": "127.0.0.1", "k8s_version": "1.36",
+    body = {"cluster_name": "legacy-aio", "host": netns_node.address, "k8s_version": "1.36",
             "cni_provider": "flannel", "enable_monitoring": True,
             "ssh_config": {"username": "root", "auth_method": "password", "password": password,
                            "port": closed_port(), "timeout": 2}}

@@ -18,7 +18,7 @@ from deployments.api import create_app
 from deployments.serve import api_token
 from installers.spec import SpecError
 
-AIO = {"name": "c1", "nodes": [{"name": "n1", "address": "127.0.0.1", "roles": ["control-plane"]}]}
+AIO = {"name": "c1", "nodes": [{"name": "n1", "address": "192.0.2.11", "roles": ["control-plane"]}]}
 
 
 def test_mode_names_match_the_flows():
@@ -40,7 +40,7 @@ def test_unknown_mode_names_the_known_ones():
 
 def test_validate_reports_spec_and_mode_problems_together():
     spec = {"name": "x", "networking": {"service_cidr": "10.96.0.1/12"},
-            "nodes": [{"name": "a", "address": "127.0.0.1", "roles": ["control-plane"]},
+            "nodes": [{"name": "a", "address": "192.0.2.11", "roles": ["control-plane"]},
                       {"name": "b", "address": "127.0.0.300", "roles": ["worker"]}]}
     with pytest.raises(SpecError) as err:
         control.validate("all_in_one", spec)
