@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 import paramiko
 
-# OpenSSH's SHA256 fingerprint as `ssh-keygen -lf` prints it (43 base64 characters, no padding)
-FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+from installers.patterns import FINGERPRINT  # the spec validates pins with the same pattern
 
 
 @dataclass(frozen=True)
