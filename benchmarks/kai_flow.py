@@ -16,7 +16,9 @@ flow engine then joins its heartbeat thread, which sleeps in 1 s slices.
 
 Progress lines on stdout (the parent times the ingest backlog from them):
     KAI-BENCH flow-started <flow_run_id> <epoch>
-    KAI-BENCH flow-returned <epoch>
+    KAI-BENCH flow-returned <epoch> ok|failed
+(`failed`: the parent does not wait for the ingest of lines that will never come; the run's
+error is in RESULT.json.)
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the run's error
         result["error"] = f"{type(exc).__name__}: {exc}"
     result["flow_wall_s"] = time.time() - t
-    say("flow-returned", time.time())
+    say("flow-returned", time.time(), "ok" if result["error"] is None else "failed")
     if result.get("flow_run_id"):
         done = completed_at(result["flow_run_id"])
         result["completed_wall_s"] = done - t if done is not None else None

@@ -15,6 +15,9 @@ for each host count N runs the same synthetic plan (S steps, each `sleep d` on e
 Then: status latency under C concurrent pollers during an N-host kai run, and the time to add one
 worker to a 50-node vs a 1-node cluster plan. Writes results/orchestration.{json,md,png}.
 Root only (network namespaces). Traffic goes only to loopback and the namespaces it creates.
+
+A kai run that fails (e.g. every host refuses the key) aborts the benchmark at once with the
+run's error (exit 1): figures measured around a failed run would mean nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from benchmarks.prefect_server import PrefectServer, RunWatcher, free_port
 from benchmarks.synthetic import MARKER, light_spec, node_names
 
 RESULTS = Path(__file__).parent / "results"
+
+
+class BenchmarkAborted(RuntimeError):
+    """A kai run failed: the benchmark stops with the run's error."""
 ALL_METHODS = ("paramiko", "kai", "ansible-command-linear", "ansible-command-free",
                "ansible-raw-linear")
 DEFAULT_METHODS = ALL_METHODS
@@ -169,9 +176,10 @@ class Bench:
                         on_started(flow_run_id)
                 elif words[:2] == ["KAI-BENCH", "flow-returned"]:
                     returned_at = float(words[2])
+                    failed = words[3:4] == ["failed"]
                     if on_returned:
                         on_returned()
-                    if flow_run_id and expected_lines is not None:
+                    if flow_run_id and expected_lines is not None and not failed:
                         ingest = watcher.wait_ingested(
                             flow_run_id, task_runs=expected_tasks, marker=MARKER,
                             marker_lines=expected_lines)
@@ -184,7 +192,10 @@ class Bench:
         window = time.time() - t_start
         _, locked, server_errors = self.server.log_errors(log_mark)
         res = json.loads(out.read_text()) if out.exists() else {
-            "error": f"kai child exited {rc} without a result (see logs/kai-{tag}.log)"}
+            "error": f"kai child exited {rc} without a result (see {log.name})"}
+        if res.get("error"):
+            raise BenchmarkAborted(f"kai run {tag!r} failed: {res['error']}\n"
+                                   f"(flow run {flow_run_id}; child log {log.name})")
         res.update(flow_run_id=flow_run_id, ingest=ingest, server_cpu_s=server_cpu,
                    server_window_s=window, db_locked=locked, server_log_errors=server_errors,
                    peak_rss_mb=max(res.get("peak_rss_mb", 0), sampler.peak_rss_mb), exit_code=rc)
@@ -201,7 +212,7 @@ class Bench:
             if o["ok"] == o["hosts"]:
                 for name in done:
                     done[name] += 1
-        errors = [res["error"]] if res.get("error") else []
+        errors = []  # a failed run never gets here: run_kai raised BenchmarkAborted
         if res.get("db_locked"):
             errors.append(f"server log: 'database is locked' x{res['db_locked']}")
         if res.get("ingest") and not res["ingest"].get("complete"):
@@ -274,13 +285,16 @@ class Bench:
 
         print(f"[bench] status latency: {clients} clients during a {n}-host kai run …", flush=True)
         s = self.args.steps
-        run = self.run_kai(self.spec_for(hosts), {"kind": "bench", "steps": s}, f"status-{n}",
-                           on_started=started, on_returned=stop.touch,
-                           expected_lines=s * n, expected_tasks=s)
-        for p in procs:
-            p.wait()
-        api.terminate()
-        api.wait(10)
+        try:
+            run = self.run_kai(self.spec_for(hosts), {"kind": "bench", "steps": s}, f"status-{n}",
+                               on_started=started, on_returned=stop.touch,
+                               expected_lines=s * n, expected_tasks=s)
+        finally:  # also when the run failed: the pollers stop on the stop file, the API by signal
+            stop.touch()
+            for p in procs:
+                p.wait()
+            api.terminate()
+            api.wait(10)
         result = json.loads(out.read_text()) if out.exists() else {"error": "no status result"}
         result.update(hosts=n, kai_wall_s=run.get("flow_wall_s"), kai_error=run.get("error"),
                       how="kai REST API: GET /api/v1/installation/{id}/status")
@@ -319,18 +333,21 @@ class Bench:
                 "error": run.get("error"), "backlog_s": (run.get("ingest") or {}).get("backlog_s")}
         return out
 
-    def run(self) -> dict:
+    def bring_up_hosts(self, count: int):
         from tests.hosts import light
         from tests.hosts.light import LightHosts
 
         # BENCHMARK-ONLY PATCH: light hosts' sshd through light_sshd.sh, which masks root's
         # ~/.bashrc (pyenv init on this machine) in the host's own mount namespace.
         light.SSHD = str(Path(__file__).parent / "light_sshd.sh")
+        return LightHosts(count).up(timeout=120)
+
+    def run(self) -> dict:
         a = self.args
         raise_fd_limit()
         need = max(a.host_counts + [a.status_hosts, a.add_nodes_cluster + 1])
         t = time.time()
-        self.hosts = LightHosts(need).up(timeout=120)
+        self.hosts = self.bring_up_hosts(need)
         hosts_up = time.time() - t
         print(f"[bench] {need} light hosts up in {hosts_up:.1f}s", flush=True)
         try:
@@ -346,8 +363,6 @@ class Bench:
             print(f"[bench] warm-up: 1 step on all {need} hosts (first sight) …", flush=True)
             warm = self.run_kai(self.spec_for(self.named(need)), {"kind": "bench", "steps": 1},
                                 "warmup", expected_lines=need, expected_tasks=1)
-            if warm.get("error"):
-                raise RuntimeError(f"warm-up kai run failed: {warm['error']}")
             first_sight = {"hosts": need, "wall_s": warm.get("completed_wall_s"),
                            "locks_s": warm.get("timings", {}).get("locks_s"),
                            "server_cpu_s": warm.get("server_cpu_s")}
@@ -395,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("benchmarks.orchestration needs root (network namespaces)", file=sys.stderr)
         return 2
-    results = Bench(args).run()
+    try:
+        results = Bench(args).run()
+    except BenchmarkAborted as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
     results["summary"] = summarize(results)
     paths = write_outputs(results, args.out, args.name)
     print((args.out / f"{args.name}.md").read_text())

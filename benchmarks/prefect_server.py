@@ -146,6 +146,9 @@ class RunWatcher:
             if (fr.get("state_type") in ("COMPLETED", "FAILED", "CRASHED")
                     and finished >= task_runs and lines >= marker_lines):
                 return {"waited_s": time.time() - t0, **seen, "complete": True}
+            if fr.get("state_type") in ("FAILED", "CRASHED", "CANCELLED"):
+                # a run that did not complete never logs every line: waiting would only time out
+                return {"waited_s": time.time() - t0, **seen, "complete": False}
             if time.time() - t0 > timeout:
                 return {"waited_s": time.time() - t0, **seen, "complete": False}
             time.sleep(0.05)

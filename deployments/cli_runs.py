@@ -1,7 +1,10 @@
 """`kai` subcommands that run things: hosts check, install, status, logs, cancel, kubeconfig, reset, serve.
 
-All but `hosts check`, `kubeconfig` and `serve` talk to a Prefect server: PREFECT_API_URL if set,
-else the one `kai serve` started (it leaves its URLs in <state dir>/serve.json). Exit codes: 0 ok;
+All but `kubeconfig` and `serve` talk to a Prefect server (`hosts check` only for a spec naming
+Secret blocks), the one `installers.settings.resolve_settings` finds: PREFECT_API_URL from the
+environment, else from ./.env, else the running `kai serve`'s (<state dir>/serve.json); never a
+temporary one of Prefect's own. Output goes through rich's Console, which writes plain text (no
+markup, no escape sequences) when stdout is not a terminal. Exit codes: 0 ok;
 1 the run (or the check) failed, was cancelled, or is unknown; 2 invalid spec or arguments;
 3 no Prefect server / mode not served. Every failure prints one line saying why.
 """
@@ -24,26 +27,17 @@ def _fail(code: int, message: str) -> int:
 
 
 def _state_dir() -> Path:
-    from installers.settings import KaiSettings
-    return KaiSettings().state_path()
-
-
-def use_prefect_server() -> str | None:
-    """Point Prefect at a server (before anything imports prefect); None when there is none."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    served = _state_dir() / "serve.json"
-    try:
-        url = json.loads(served.read_text())["prefect_api_url"]
-    except (OSError, ValueError, KeyError):
-        return None
-    os.environ["PREFECT_API_URL"] = url
-    return url
+    from installers.settings import resolve_settings
+    return resolve_settings().state_path()
 
 
 def _need_server() -> int | None:
-    if use_prefect_server() is None:
-        return _fail(EXIT_NO_SERVER, "no Prefect server: start `kai serve` (or set PREFECT_API_URL)")
+    """Point Prefect at the server (before anything imports prefect); an exit code if there is none."""
+    from installers.settings import NoPrefectServer, resolve_settings
+    try:
+        resolve_settings(need_prefect=True)
+    except NoPrefectServer as exc:
+        return _fail(EXIT_NO_SERVER, str(exc))
     return None
 
 
@@ -64,16 +58,27 @@ def _load(path: str):
 
 # --- hosts check -------------------------------------------------------------------------------
 
-def cmd_hosts(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+def _secret_blocks(spec) -> set[str]:
+    """Every Prefect Secret block the spec names (`*_secret` fields, bastions and nodes included)."""
+    found: set[str] = set()
 
-    from installers.plan import build_plan
-    from installers.preflight import evaluate, parse_facts_env
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.endswith("_secret") and isinstance(item, str) and item:
+                    found.add(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(spec.model_dump(mode="json"))
+    return found
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
     from installers.spec import validate_for_mode
-    from installers.ssh import Fleet
-    from tasks.node_step import build_remote_job
-    from tasks.targets import ssh_targets
 
     spec, code = _load(args.spec)
     if spec is None:
@@ -84,13 +89,30 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return _fail(EXIT_INVALID, f"{args.spec}: not valid for {mode}")
-    if any(getattr(spec.ssh, f) for f in ("private_key_secret", "password_secret", "sudo_password_secret")) \
-            or any(n.ssh and (n.ssh.private_key_secret or n.ssh.password_secret or n.ssh.sudo_password_secret)
-                   for n in spec.nodes):
-        use_prefect_server()  # Secret blocks live on the Prefect server
+    # Secret blocks live on the Prefect server: find it before any host is contacted, and before
+    # anything imports Prefect (it reads PREFECT_API_URL once, when imported)
+    blocks = _secret_blocks(spec)
+    if blocks and (code := _need_server()) is not None:
+        return code
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from installers.plan import build_plan
+    from installers.preflight import evaluate, parse_facts_env
+    from installers.ssh import Fleet
+    from tasks.node_step import build_remote_job
+    from tasks.targets import ssh_targets
+
     step = build_plan(spec, "preflight").step("facts")
     console = Console()
-    fleet = Fleet(ssh_targets(spec))
+    try:
+        targets = ssh_targets(spec)
+    except ValueError as exc:  # Prefect: "Unable to find block document named …"
+        return _fail(EXIT_FAILED, f"Secret blocks {', '.join(sorted(blocks))} on the Prefect server "
+                                  f"at {os.environ.get('PREFECT_API_URL')}: {exc}")
+    fleet = Fleet(targets)
     facts: dict[str, dict[str, str]] = {}
     unreachable: dict[str, str] = {}
     try:
@@ -117,14 +139,14 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         for col in ("check", "severity", "message"):
             table.add_column(col)
         if job.node in unreachable:
-            table.add_row("connect", "[red]error[/]", unreachable[job.node])
+            table.add_row("connect", "[red]error[/]", Text(unreachable[job.node]))
         else:
-            table.add_row("system", "info", f"{f.get('os_pretty', '?')} {f.get('arch', '?')}, "
-                          f"{f.get('cpus', '?')} CPUs, {f.get('mem_mb', '?')} MiB")
+            table.add_row("system", "info", Text(f"{f.get('os_pretty', '?')} {f.get('arch', '?')}, "
+                                                 f"{f.get('cpus', '?')} CPUs, {f.get('mem_mb', '?')} MiB"))
         mine = [x for x in findings if x.node == job.node]
         for x in mine:
             color = "red" if x.severity == "error" else "yellow"
-            table.add_row(x.check, f"[{color}]{x.severity}[/]", x.message)
+            table.add_row(x.check, f"[{color}]{x.severity}[/]", Text(x.message))
         if job.node not in unreachable and not mine:
             table.add_row("all", "[green]ok[/]", "every check passed")
         console.print(table)
@@ -179,8 +201,7 @@ def follow_run(run_id: str) -> int:
                     st = control.status(run_id)
                     for entry in control.logs(run_id, limit=500, offset=offset):
                         offset += 1
-                        live.console.print(f"[dim]{entry['timestamp'][11:19]}[/] {entry['level']:<7} "
-                                           f"{entry['message']}", markup=False, highlight=False)
+                        _print_log_line(live.console, entry)
                     live.update(_progress_line(st))
                     if st["final"]:
                         break
@@ -197,9 +218,17 @@ def follow_run(run_id: str) -> int:
                 console.print(f"the run goes on; follow it with: kai logs -f {run_id}")
                 return EXIT_FAILED
     for entry in control.logs(run_id, limit=1000, offset=offset):  # lines that came late
-        console.print(f"{entry['timestamp'][11:19]} {entry['level']:<7} {entry['message']}",
-                      markup=False, highlight=False)
+        _print_log_line(console, entry)
     return _summary(st)
+
+
+def _print_log_line(console, entry: dict) -> None:
+    """One log line, its time dimmed on a terminal. A Text, not markup: a message may hold
+    brackets, and rich drops the style (no escape sequences) when stdout is not a terminal.
+    soft_wrap: a long line stays one line in a file or pipe instead of breaking at 80 columns."""
+    from rich.text import Text
+    line = Text.assemble((entry["timestamp"][11:19], "dim"), f" {entry['level']:<7} {entry['message']}")
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def _progress_line(st: dict):

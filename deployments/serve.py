@@ -35,7 +35,6 @@ RUNNER_POLL_S = "2"        # Prefect's default is 10 s: a started run would wait
 SERVER_START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 15.0
 TOKEN_FILE = "api-token"
-SERVE_FILE = "serve.json"  # where the CLI finds the server `kai serve` started
 
 
 def log(message: str) -> None:
@@ -220,9 +219,10 @@ def deployments_ready(expected: list[str], timeout_s: float, runner: subprocess.
 
 
 def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int | None = None) -> int:
-    from installers.settings import KaiSettings
+    from installers.settings import SERVE_FILE, resolve_settings
 
-    settings = KaiSettings()
+    # PREFECT_API_URL from the environment or .env: serve against that server, else start one
+    settings = resolve_settings(use_running_serve=False)
     state_dir = settings.state_path()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for key, value in QUIET_ENV.items():
@@ -249,7 +249,7 @@ def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int |
     t0 = time.monotonic()
     code = 0
     try:
-        external = settings.prefect_api_url or os.environ.get("PREFECT_API_URL")
+        external = settings.prefect_api_url
         if external:
             served.prefect_api_url = external.rstrip("/")
             log(f"using the Prefect server at {served.prefect_api_url}")

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,61 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     md = (tmp_path / "smoke.md").read_text()
     assert "| 5 | kai |" in md and "**Targets**" in md
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_aborts_within_seconds_with_the_runs_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Every light host's sshd refuses the key (StrictModes, as with a world-writable key dir):
+    the warm-up kai run fails, and the benchmark stops at once with that run's error instead of
+    waiting for log lines that will never come."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs root and /usr/sbin/sshd")
+    from benchmarks import orchestration
+    from tests.hosts import light
+
+    monkeypatch.setattr(light, "SSHD", light.SSHD)  # Bench patches it; restore it for later tests
+    kai_runs: list[float] = []
+    aborted_at: list[float] = []
+    benches: list[orchestration.Bench] = []
+    key_dirs: list[Path] = []
+
+    class RefusingHosts(orchestration.Bench):
+        def bring_up_hosts(self, count: int):
+            hosts = super().bring_up_hosts(count)
+            benches.append(self)
+            key_dirs.append(hosts.keys)
+            hosts.keys.chmod(0o777)  # sshd: "bad ownership or modes for directory"
+            return hosts
+
+        def run_kai(self, *args, **kwargs):
+            t0 = time.monotonic()
+            try:
+                return super().run_kai(*args, **kwargs)
+            finally:
+                aborted_at.append(time.time())
+                kai_runs.append(time.monotonic() - t0)
+
+    monkeypatch.setattr(orchestration, "Bench", RefusingHosts)
+    argv = ["--hosts", "3", "--steps", "2", "--methods", "kai,paramiko", "--status-hosts", "0",
+            "--add-nodes-cluster", "0", "--out", str(tmp_path), "--name", "refused"]
+    try:
+        code = orchestration.main(argv)
+    finally:
+        for d in key_dirs:
+            d.chmod(0o700)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(kai_runs) == 1, "only the warm-up ran"
+    # The kai child's own start (Python + Prefect imports, the flow run) takes seconds, tens of
+    # seconds on a loaded machine; what this change decides is what follows the failed flow's
+    # return, which used to be a 300 s wait for log lines that never come.
+    child = json.loads((benches[0].work / "kai-warmup.result.json").read_text())
+    after_return = aborted_at[0] - child["flow_returned_epoch"]
+    print(f"\nwarm-up kai run: aborted {kai_runs[0]:.1f} s after it started, "
+          f"{after_return:.1f} s after the failed flow returned")
+    assert after_return < 15, f"aborted {after_return:.0f} s after the failed flow returned"
+    assert kai_runs[0] < 120, f"the failed run took {kai_runs[0]:.0f} s to be reported"
+    assert "benchmark aborted: kai run 'warmup' failed: StepFailed: step 'step-01'" in err, err
+    for node in ("n001", "n002", "n003"):
+        assert f"{node} (10.251." in err and "authentication failed for root@" + node in err, err
+    assert not (tmp_path / "refused.json").exists()

@@ -248,3 +248,24 @@ def test_cli_status_without_hosts_says_so():
     assert result.returncode == 1
     assert "bridge kaibr199: absent" in result.stdout
     assert "no booted hosts with index 199" in result.stderr
+
+
+def test_light_hosts_work_with_the_cache_under_a_world_writable_dir(light_hosts, tmp_path, monkeypatch):
+    """sshd's StrictModes refuses an authorized_keys file with a group/world-writable parent; a
+    cache dir under /tmp (mode 1777) must not make every light host refuse the harness's key."""
+    world_writable = Path("/tmp")
+    assert tmp_path.is_relative_to(world_writable) and world_writable.stat().st_mode & 0o002
+    monkeypatch.setenv("KAI_TEST_CACHE_DIR", str(tmp_path / "cache"))
+    hosts: LightHosts = light_hosts(2)
+    assert hosts.state.is_relative_to(tmp_path)
+    for h in hosts:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(h.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(h.address, username="root", key_filename=str(h.key_file),
+                       allow_agent=False, look_for_keys=False, timeout=20)
+        try:
+            _, out, _ = client.exec_command("ip -4 -o addr show dev eth0")
+            assert f" {h.address}/" in out.read().decode()
+        finally:
+            client.close()

@@ -7,11 +7,17 @@ up in a few seconds.
 Bridge ``kailb<k>``, subnet 10.251.<k>.0/24 (gateway .1, hosts .2 …), namespaces ``kai<k>-l<i>``,
 all sshd processes in cgroup ``kai<k>-light``. One generated host key is shared by all light
 hosts; the known_hosts file lists it for every address.
+
+The key files (client key, authorized_keys, host key) live in a private directory,
+``/var/lib/kai-test-hosts/light-<k>`` (0700), not in the cache dir: sshd's StrictModes refuses
+an authorized_keys file if any directory above it is group- or world-writable, so a cache under
+/tmp would make every light host refuse the harness's key ("authentication failed").
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import subprocess
 import time
@@ -25,6 +31,7 @@ from .network import Bridge
 
 KIND = "light"
 SSHD = "/usr/sbin/sshd"
+KEYS_ROOT = Path("/var/lib/kai-test-hosts")  # root-owned parents only, whatever the cache dir is
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,9 @@ class LightHosts:
         self.bridge = bridge_for(self.index)
         self.state = state_dir(KIND, self.index)
         self.cgroup = f"kai{self.index}-light"
+        self.keys = KEYS_ROOT / f"{KIND}-{self.index}"
         self.known_hosts = self.state / "known_hosts"
-        self.key_file = self.state / "id_ed25519"
+        self.key_file = self.keys / "id_ed25519"
         self.hosts: list[LightHost] = []
         self.timings: dict[str, float] = {}
 
@@ -106,21 +114,26 @@ class LightHosts:
 
     def _make_keys(self) -> None:
         self._procs = []
+        self.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.keys, 0o700)  # an existing directory keeps its mode otherwise
+        if problems := strict_modes_problems(self.keys):
+            raise RuntimeError(f"{self.keys}: sshd's StrictModes would refuse keys here: "
+                               + "; ".join(problems))
         for name in ("id_ed25519", "ssh_host_ed25519_key"):
-            for p in (self.state / name, self.state / f"{name}.pub"):
+            for p in (self.keys / name, self.keys / f"{name}.pub"):
                 p.unlink(missing_ok=True)
             network.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kai-light-{self.index}",
-                        "-f", str(self.state / name))
-        pub = (self.state / "ssh_host_ed25519_key.pub").read_text().split()
+                        "-f", str(self.keys / name))
+        pub = (self.keys / "ssh_host_ed25519_key.pub").read_text().split()
         self._host_pub = f"{pub[0]} {pub[1]}"
-        shutil.copy(self.state / "id_ed25519.pub", self.state / "authorized_keys")
+        shutil.copy(self.keys / "id_ed25519.pub", self.keys / "authorized_keys")
 
     def _write_config(self) -> Path:
         cfg = self.state / "sshd_config"
         cfg.write_text("\n".join([
             "ListenAddress 0.0.0.0",  # only the namespace's own address exists there
-            f"HostKey {self.state / 'ssh_host_ed25519_key'}",
-            f"AuthorizedKeysFile {self.state / 'authorized_keys'}",
+            f"HostKey {self.keys / 'ssh_host_ed25519_key'}",
+            f"AuthorizedKeysFile {self.keys / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "UseDNS no",
             "PidFile /run/sshd.pid", "MaxSessions 20", "MaxStartups 200",
@@ -151,3 +164,16 @@ class LightHosts:
         for link in network.list_links(f"kl{self.index}h"):
             network.run("ip", "link", "del", link, check=False)
         self.bridge.delete()
+
+
+def strict_modes_problems(directory: Path) -> list[str]:
+    """Why sshd's StrictModes would refuse files in ``directory`` (root's keys): it and every
+    directory above it must be owned by root and not group- or world-writable."""
+    problems = []
+    for path in [directory, *directory.parents]:
+        st = path.stat()
+        if st.st_uid != 0:
+            problems.append(f"{path} is owned by uid {st.st_uid}, not root")
+        if st.st_mode & 0o022:
+            problems.append(f"{path} is group/world-writable (mode {st.st_mode & 0o7777:o})")
+    return problems
