@@ -73,8 +73,10 @@ exit 7
     work = Path(res.outputs["work"].decode().strip())
     # nothing the job left stays behind; the agent's directory goes when the agent ends
     assert str(work).startswith("/tmp/kai.")
-    # (the agent tidies up after it reported the job, before it says it is ready again)
-    assert wait_until(lambda: sorted(p.name for p in work.rglob("*")) == ["files", "out"], 5)
+    # the agent tidies up after it reported the job and before it says it is ready again: the
+    # next job, on the same agent and directory, finds nothing of this one
+    after = conn.run_job(job('echo "$KAI_WORK"; cd "$KAI_WORK" && find . | sort'))
+    assert after.tail == [str(work), ".", "./files", "./out"]
     conn.close()
     assert wait_until(lambda: not work.parent.exists(), 5)
 
