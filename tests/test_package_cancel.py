@@ -110,3 +110,243 @@ def test_cancel_waits_for_a_short_transaction_then_stops_the_step(tmp_path: Path
     assert code != 0 and "step-after-transaction" not in output, output
     assert "demo transaction finished; the step stops now" in output, output
     assert took < 4.9, f"the step waited {took:.1f} s: it should stop as soon as the transaction ended"
+
+
+# --- real package steps on booted hosts ---------------------------------------------------------
+
+# Per step, per host: seconds after dpkg first appears at which the cancel is aimed (then held
+# until dpkg runs, so that it always lands inside dpkg's unpack or configure, never between two
+# dpkg calls). runtime installs Debian's containerd and runc (dpkg busy ~8 s on an idle machine),
+# kube-packages the mirror's kubelet, kubeadm, kubectl, cri-tools, kubernetes-cni (~4 s).
+CANCEL_DELAYS = {"runtime": (0.3, 2.0, 4.0), "kube-packages": (0.0, 0.8, 1.6)}
+HOSTS_NEEDED = 3
+
+
+@pytest.fixture(scope="module")
+def pkg_hosts(clean_hosts):
+    from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions
+
+    if len(clean_hosts) < HOSTS_NEEDED:
+        pytest.fail(f"these tests need {HOSTS_NEEDED} booted hosts (KAI_TEST_HOSTS)")
+    root = build_mirror()
+    if "mirror" not in clean_hosts._service_procs:  # another module may have started it
+        clean_hosts.start_service(mirror_service(root))
+    gateway = clean_hosts.bridge.gateway
+
+    def mirror_direct(host):
+        # the hosts' apt goes through the gateway's Debian-only proxy; the mirror is reached directly
+        host.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
+                      f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
+
+    clean_hosts.add_provisioner(mirror_direct)
+    clean_hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
+    clean_hosts.mirror_versions = mirror_versions(root)
+    return clean_hosts
+
+
+class NodeSteps:
+    """One host's plan steps (all-in-one, containerd from the distro's packages), run through the
+    real SSH runner and kai-exec.sh agent, as tasks/node_step.py runs them."""
+
+    def __init__(self, hosts, host) -> None:
+        from installers.plan import build_plan
+        from installers.spec import load_spec
+        from installers.ssh import Connection
+        from tasks.targets import ssh_targets
+        from tests.hosts.booted import spec_fragment
+
+        spec = load_spec({
+            "name": f"pkgs-{host.name}", "kubernetes": {"version": "1.36"},
+            "mirror": {"url": hosts.mirror_url},
+            # containerd and runc from Debian's packages; the CNI plugins from the mirror
+            "runtime": {"containerd": {"source": "distro",
+                                       "cni_plugins_version": hosts.mirror_versions["cni-plugins"]}},
+            "networking": {"cni": "flannel"},
+            "kubelet": {"fail_cgroup_v1": False}, "preflight": {"ignore": ["product_uuid_unique"]},
+            **spec_fragment([host])})
+        plan = build_plan(spec, "all_in_one")
+        self.steps = {s.name: s for ph in plan.phases for s in ph.steps}
+        self.host = host
+        self.target = ssh_targets(spec)[host.name]
+        self._connection = Connection
+
+    def run(self, name: str, cancel: threading.Event | None = None):
+        """Run step `name` on a fresh connection; returns (JobResult, its output lines)."""
+        from tasks.node_step import build_remote_job
+
+        step = self.steps[name]
+        lines: list[str] = []
+        conn = self._connection(self.target)
+        try:
+            result = conn.run_job(build_remote_job(step, step.jobs[0], {}), on_line=lines.append,
+                                  cancel=cancel)
+        finally:
+            conn.close()
+        return result, lines
+
+
+def dpkg_running(host) -> str:
+    """dpkg's command line(s) while it runs, else ""."""
+    return host.exec("pgrep -a -x dpkg || true", check=False).stdout.strip()
+
+
+def package_manager_busy(host) -> str:
+    return host.exec("pgrep -a -x 'dpkg|apt-get|apt|dpkg-deb' || true", check=False).stdout.strip()
+
+
+def dpkg_audit(host) -> str:
+    """What is wrong with the host's dpkg database ("" = nothing): dpkg --audit and apt's
+    'dpkg was interrupted' check (a non-empty journal)."""
+    audit = host.exec("dpkg --audit 2>&1", check=False).stdout.strip()
+    check = host.exec("apt-get check 2>&1", check=False)
+    return "\n".join(x for x in (audit, check.stdout.strip() if check.returncode else "") if x)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float, rerun_at_once: bool) -> dict:
+    """Run `step`, cancel it `delay` s after dpkg first ran (when dpkg runs); then rerun it: at
+    once (it must wait for the transaction itself), or once the package manager is idle and the
+    database was checked. Returns the measured figures."""
+    host, cancel, box = node.host, threading.Event(), {}
+    worker = threading.Thread(target=lambda: box.update(zip(("result", "lines"), node.run(step, cancel))))
+    worker.start()
+    try:
+        assert wait_until(lambda: dpkg_running(host) or not worker.is_alive(), 600), "dpkg never ran"
+        assert worker.is_alive(), f"{step} ended before dpkg ran: {box.get('lines', [])[-20:]}"
+        time.sleep(delay)
+        dpkg_at_cancel = ""
+
+        def dpkg_seen() -> bool:
+            nonlocal dpkg_at_cancel
+            dpkg_at_cancel = dpkg_running(host)
+            return bool(dpkg_at_cancel) or not worker.is_alive()
+
+        assert wait_until(dpkg_seen, 120, 0.02), "dpkg ended"
+        assert worker.is_alive(), (f"{host.name} {step}: the transaction ended before the cancel point "
+                                   f"{delay} s: {box.get('lines', [])[-20:]}")
+        t0 = time.monotonic()
+        cancel.set()
+    finally:
+        worker.join(timeout=120)
+    cancelled_s = time.monotonic() - t0
+    result, lines = box["result"], box["lines"]
+    assert result.cancelled and not result.ok, (result, lines[-20:])
+    dpkg_action = " ".join(w for w in dpkg_at_cancel.split() if w.startswith("--") and "force" not in w)
+    figures = {"host": host.name, "step": step, "delay_s": delay, "dpkg_at_cancel": dpkg_action,
+               "cancelled_s": round(cancelled_s, 1),
+               "step_waited_for_transaction": any("letting the package manager finish" in ln for ln in lines),
+               "pkg_manager_alive_after_cancel": bool(package_manager_busy(host))}
+    no_step_left = wait_until(lambda: not host.exec(
+        "grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true", check=False).stdout.strip(), 15, 0.5)
+    assert no_step_left, f"{host.name}: a kai step process outlived the cancel"
+    if not rerun_at_once:
+        t1 = time.monotonic()
+        assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+        figures["transaction_ended_s_after_cancel"] = round(time.monotonic() - t1, 1)
+        audit = dpkg_audit(host)
+        assert audit == "", f"{host.name} {step} cancelled {delay} s into dpkg: database left broken:\n{audit}"
+        figures["dpkg_after"] = "clean"
+    t2 = time.monotonic()
+    rerun, rerun_lines = node.run(step)
+    assert rerun.ok, f"{host.name} {step} rerun failed: {rerun.exit_code}\n" + "\n".join(rerun_lines[-40:])
+    assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+    audit = dpkg_audit(host)
+    assert audit == "", f"{host.name} {step}: database broken after the rerun:\n{audit}"
+    figures.update({
+        "rerun": "at once" if rerun_at_once else "after the transaction", "rerun_ok_s": round(time.monotonic() - t2, 1),
+        "rerun_waited_for_lock": any("for another package transaction to finish" in ln for ln in rerun_lines),
+        "rerun_repaired": any("repairing the package database" in ln for ln in rerun_lines)})
+    return figures
+
+
+@pytest.mark.hosts
+def test_cancel_inside_dpkg_then_rerun_completes(pkg_hosts):
+    """Each host: os-prep, then runtime and kube-packages each cancelled inside dpkg at the host's
+    delay, the database checked once the transaction ended, and rerun (no hand repair)."""
+    hosts = list(pkg_hosts)[:HOSTS_NEEDED]
+    outcomes: dict[str, list] = {h.name: [] for h in hosts}
+
+    def scenario(host, index) -> None:
+        node = NodeSteps(pkg_hosts, host)
+        result, lines = node.run("os-prep")
+        assert result.ok, "\n".join(lines[-40:])
+        for step, delays in CANCEL_DELAYS.items():
+            # the last host reruns at once, while the cancelled transaction may still run
+            outcomes[host.name].append(cancel_inside_dpkg(node, step, delays[index],
+                                                          rerun_at_once=index == HOSTS_NEEDED - 1))
+        installed = host.exec("dpkg-query -W -f='${db:Status-Status} ${Package}\\n' "
+                              "containerd kubelet kubeadm kubectl cri-tools kubernetes-cni").stdout
+        rows = installed.splitlines()
+        assert len(rows) == 6 and all(row.startswith("installed ") for row in rows), installed
+
+    errors: list[BaseException] = []
+
+    def guarded(host, index) -> None:
+        try:
+            scenario(host, index)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(h, i)) for i, h in enumerate(hosts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for host_outcomes in outcomes.values():
+        for o in host_outcomes:
+            print("\ncancel point:", o)
+    if errors:
+        raise AssertionError("\n\n".join(f"{type(e).__name__}: {e}" for e in errors))
+    for host_outcomes in outcomes.values():
+        for o in host_outcomes:
+            assert o["step_waited_for_transaction"], o
+
+
+@pytest.mark.hosts
+def test_interrupted_dpkg_is_repaired_by_the_next_package_step(pkg_hosts):
+    """dpkg SIGKILLed by the test mid-install ("dpkg was interrupted"): the runtime step, which
+    installs the same packages, repairs the database and completes."""
+    host = pkg_hosts[0]
+    pkg_hosts.reset([host])
+    node = NodeSteps(pkg_hosts, host)
+    result, lines = node.run("os-prep")  # apt lists and the prerequisites, as in a real install
+    assert result.ok, "\n".join(lines[-40:])
+    # kill dpkg (and apt-get) while dpkg's journal holds entries: the half-way state of a SIGKILL
+    breaker = """
+apt-get install -y -q --no-install-recommends containerd >/tmp/break.log 2>&1 & apt=$!
+for i in $(seq 1 3000); do
+  kill -0 $apt 2>/dev/null || break
+  if ls /var/lib/dpkg/updates 2>/dev/null | grep -q '^[0-9]'; then
+    pids=$(pgrep -x dpkg) && { kill -KILL $pids $apt; echo "killed dpkg $pids"; break; }
+  fi
+  sleep 0.02
+done
+wait $apt; true
+"""
+    broke = host.exec(["bash", "-c", breaker], check=False)
+    apt_log = host.exec("cat /tmp/break.log", check=False).stdout
+    assert "killed dpkg" in broke.stdout, broke.stdout + broke.stderr + apt_log
+    check = host.exec("apt-get check 2>&1", check=False)
+    assert check.returncode != 0 and "dpkg was interrupted" in check.stdout, check.stdout
+    states = host.exec("dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' containerd runc",
+                       check=False).stdout
+
+    result, lines = node.run("runtime")
+    text = "\n".join(lines)
+    assert result.ok, text[-4000:]
+    assert "repairing the package database: dpkg --configure -a" in text, text[-4000:]
+    assert "package database repaired" in text, text[-4000:]
+    assert dpkg_audit(host) == ""
+    containerd = host.exec("dpkg-query -W -f='${db:Status-Status}' containerd", check=False).stdout
+    assert containerd == "installed", containerd
+    print(f"\nbroken: {check.stdout.strip()!r}; package states then: {states.split()}")
+    print("repair log:\n" + "\n".join(ln for ln in lines if "repair" in ln or "interrupted" in ln
+                                        or "dpkg" in ln))
