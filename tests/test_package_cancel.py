@@ -16,7 +16,7 @@ every package step waits for the package lock and repairs an interrupted databas
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import subprocess
 import threading
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from installers.ssh import RemoteJob, build_frame
+from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.scripts_harness import SCRIPTS_DIR
 
 AGENT = SCRIPTS_DIR / "kai-exec.sh"
@@ -116,9 +117,10 @@ def test_cancel_waits_for_a_short_transaction_then_stops_the_step(tmp_path: Path
 
 # Per step, per host: seconds after dpkg first appears at which the cancel is aimed (then held
 # until dpkg runs, so that it always lands inside dpkg's unpack or configure, never between two
-# dpkg calls). runtime installs Debian's containerd and runc (dpkg busy ~8 s on an idle machine),
-# kube-packages the mirror's kubelet, kubeadm, kubectl, cri-tools, kubernetes-cni (~4 s).
-CANCEL_DELAYS = {"runtime": (0.3, 2.0, 4.0), "kube-packages": (0.0, 0.8, 1.6)}
+# dpkg calls); "configure": once dpkg configures the unpacked packages. runtime installs Debian's
+# containerd and runc (dpkg busy ~8 s on an idle machine), kube-packages the mirror's kubelet,
+# kubeadm, kubectl, cri-tools and kubernetes-cni (~4 s).
+CANCEL_DELAYS = {"runtime": (0.3, "configure", 4.0), "kube-packages": (0.0, 0.8, 1.6)}
 HOSTS_NEEDED = 3
 
 
@@ -185,9 +187,14 @@ class NodeSteps:
         return result, lines
 
 
+DPKG_TRANSACTION = re.compile(r"--(unpack|configure|install|remove|purge)\b")
+
+
 def dpkg_running(host) -> str:
-    """dpkg's command line(s) while it runs, else ""."""
-    return host.exec("pgrep -a -x dpkg || true", check=False).stdout.strip()
+    """The command line(s) of dpkg while it changes packages (unpack, configure…), else "" (apt's
+    quick queries such as `dpkg --print-foreign-architectures` do not count)."""
+    out = host.exec("pgrep -a -x dpkg || true", check=False).stdout.strip()
+    return out if DPKG_TRANSACTION.search(out) else ""
 
 
 def package_manager_busy(host) -> str:
@@ -211,23 +218,25 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     return True
 
 
-def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float, rerun_at_once: bool) -> dict:
-    """Run `step`, cancel it `delay` s after dpkg first ran (when dpkg runs); then rerun it: at
-    once (it must wait for the transaction itself), or once the package manager is idle and the
-    database was checked. Returns the measured figures."""
+def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_once: bool) -> dict:
+    """Run `step`, cancel it `delay` s after dpkg first ran (when dpkg runs; delay "configure":
+    once dpkg configures); then rerun it: at once (it must wait for the transaction itself), or
+    once the package manager is idle and the database was checked. Returns the measured figures."""
     host, cancel, box = node.host, threading.Event(), {}
     worker = threading.Thread(target=lambda: box.update(zip(("result", "lines"), node.run(step, cancel))))
     worker.start()
     try:
         assert wait_until(lambda: dpkg_running(host) or not worker.is_alive(), 600), "dpkg never ran"
         assert worker.is_alive(), f"{step} ended before dpkg ran: {box.get('lines', [])[-20:]}"
-        time.sleep(delay)
+        if isinstance(delay, (int, float)):
+            time.sleep(delay)
         dpkg_at_cancel = ""
 
         def dpkg_seen() -> bool:
             nonlocal dpkg_at_cancel
             dpkg_at_cancel = dpkg_running(host)
-            return bool(dpkg_at_cancel) or not worker.is_alive()
+            wanted = dpkg_at_cancel and (delay != "configure" or "--configure" in dpkg_at_cancel)
+            return bool(wanted) or not worker.is_alive()
 
         assert wait_until(dpkg_seen, 120, 0.02), "dpkg ended"
         assert worker.is_alive(), (f"{host.name} {step}: the transaction ended before the cancel point "
@@ -350,3 +359,54 @@ wait $apt; true
     print(f"\nbroken: {check.stdout.strip()!r}; package states then: {states.split()}")
     print("repair log:\n" + "\n".join(ln for ln in lines if "repair" in ln or "interrupted" in ln
                                         or "dpkg" in ln))
+
+
+@pytest.mark.hosts
+@pytest.mark.e2e
+def test_flow_cancel_inside_dpkg_then_rerun_completes(pkg_hosts, kai_server):  # noqa: F811
+    """The issue's own scenario through Prefect: cancel an all-in-one install while dpkg runs in
+    its kube-packages step; the run is CANCELLED, no kai process is left, dpkg finishes cleanly,
+    and the next install completes with no hand repair."""
+    from deployments import control
+    from tests.hosts.booted import spec_fragment
+
+    host = pkg_hosts[1]
+    pkg_hosts.reset([host])
+    spec = {"name": "pkgs-flow", "kubernetes": {"version": "1.36"}, "mirror": {"url": pkg_hosts.mirror_url},
+            "runtime": {"containerd": {"source": "distro",
+                                       "cni_plugins_version": pkg_hosts.mirror_versions["cni-plugins"]}},
+            "networking": {"cni": "flannel"}, "kubelet": {"fail_cgroup_v1": False},
+            "preflight": {"ignore": ["product_uuid_unique"]}, **spec_fragment([host])}
+    with kai_server.prefect():
+        run_id = control.start("all_in_one", spec)
+
+        def in_kube_packages_dpkg() -> bool:
+            st = control.status(run_id)
+            assert not st["final"], f"the run ended before the cancel point: {st['state']}"
+            running = any(s["name"] == "kube-packages" and s["state"] == "RUNNING" for s in st["steps"])
+            return running and bool(dpkg_running(host))
+
+        assert wait_until(in_kube_packages_dpkg, 600, 0.05), "kube-packages never ran dpkg"
+        dpkg_at_cancel = dpkg_running(host)
+        t0 = time.monotonic()
+        control.cancel(run_id)
+        assert wait_until(lambda: control.status(run_id)["final"], 120, 0.2)
+        cancelled_s = time.monotonic() - t0
+        st = control.status(run_id)
+        assert st["state"] == "CANCELLED", st["state"]
+        assert wait_until(lambda: not host.exec("grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true",
+                                                check=False).stdout.strip(), 15, 0.5), "a kai step outlived the cancel"
+        busy_after = package_manager_busy(host)
+        assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+        audit = dpkg_audit(host)
+        assert audit == "", f"dpkg left broken by the cancel:\n{audit}"
+
+        t1 = time.monotonic()
+        rerun = control.start("all_in_one", spec, lock_wait_s=120)
+        assert wait_until(lambda: control.status(rerun)["final"], 900, 1)
+        st = control.status(rerun)
+        assert st["state"] == "COMPLETED", (st["state"], st["failure"])
+        assert dpkg_audit(host) == ""
+    print(f"\nflow cancel inside dpkg ({dpkg_at_cancel.split()[2:]}): CANCELLED in {cancelled_s:.1f} s; "
+          f"package manager still running then: {bool(busy_after)}; dpkg clean; rerun COMPLETED in "
+          f"{time.monotonic() - t1:.0f} s")
