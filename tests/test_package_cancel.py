@@ -113,6 +113,30 @@ def test_cancel_waits_for_a_short_transaction_then_stops_the_step(tmp_path: Path
     assert took < 4.9, f"the step waited {took:.1f} s: it should stop as soon as the transaction ended"
 
 
+def test_lock_wait_names_the_holder_and_is_bounded(tmp_path: Path) -> None:
+    import fcntl
+
+    from tests.scripts_harness import lib_call
+
+    lock = tmp_path / "lock-frontend"
+    with lock.open("w") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)  # a POSIX lock, as dpkg and apt take it
+        blocked = lib_call(tmp_path, f"kai_pkg_wait_unlocked {lock}", {"KAI_PKG_LOCK_TIMEOUT": "2"})
+        assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+        assert f"the package lock is still held after 2 s by pid {os.getpid()}" in blocked.stderr
+        assert f"waiting up to 2 s for another package transaction to finish: pid {os.getpid()}" in blocked.stdout
+        # released while a step waits: it goes on
+        waiter = subprocess.Popen(["bash", "-c", f". {SCRIPTS_DIR / 'lib.sh'}; kai_pkg_wait_unlocked {lock}"],
+                                  env={"PATH": "/usr/bin:/bin", "KAI_PKG_LOCK_TIMEOUT": "60"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.5)
+        assert waiter.poll() is None, waiter.communicate()[0]
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0 and "the package lock is free" in out, out
+    free = lib_call(tmp_path, f"kai_pkg_wait_unlocked {lock} {tmp_path / 'absent'}")
+    assert free.returncode == 0 and free.stdout == "", free.stdout + free.stderr
+
+
 # --- real package steps on booted hosts ---------------------------------------------------------
 
 # Per step, per host: seconds after dpkg first appears at which the cancel is aimed (then held

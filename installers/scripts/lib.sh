@@ -432,18 +432,29 @@ kai_apt_repair() {
     kai_warn "dpkg --configure -a failed (exit $rc); apt-get -f install comes next"
   fi
   kai_log "repairing the package database: apt-get -f install"
-  kai_apt_get install -f -y
+  kai_apt_get install -f -y --no-install-recommends
   problems=$(kai_dpkg_problems)
   [[ -z $problems ]] || kai_die "the package database is still broken after dpkg --configure -a and apt-get -f install: $problems"
   kai_log "package database repaired"
 }
 
-# rpm keeps no journal to replay; what an interrupted dnf transaction leaves is duplicate or
-# half-removed packages, which `dnf check` finds and dnf can clean up.
+# rpm keeps no journal to replay: an interrupted rpm/dnf transaction leaves an rpm database that
+# cannot be read (rebuilt with rpm --rebuilddb) or duplicate and half-removed packages, which
+# `dnf check` finds and `dnf remove --duplicates` cleans up.
 kai_dnf_repair() {
-  local problems
+  local problems rc=0
   kai_pkg_wait_unlocked /var/lib/rpm/.rpm.lock /var/lib/dnf/rpmdb_lock.pid
-  problems=$(dnf -q check 2>&1) && return 0
+  if ! problems=$(rpm -q rpm 2>&1); then
+    kai_warn "the rpm database cannot be read: $problems"
+    kai_log "repairing the package database: rpm --rebuilddb"
+    kai_pkg_transaction "rpm --rebuilddb" rpm --rebuilddb
+  fi
+  problems=$(dnf -q check 2>&1) || rc=$?
+  ((rc != 0)) || return 0
+  if [[ $problems == *"No such command"* || $problems == *"Unknown argument"* ]]; then
+    kai_log "this dnf has no 'check' command: duplicate packages are not looked for"
+    return 0
+  fi
   kai_warn "the package database needs repair (a package transaction was interrupted):"
   printf '%s\n' "$problems" | head -n 30 >&2
   kai_log "repairing the package database: dnf remove --duplicates"
