@@ -321,7 +321,8 @@ kai_pkg_transaction() {
 _kai_pkg_on_stop() {
   trap '' TERM INT HUP
   if [[ -n $_KAI_PKG_TX_PID ]]; then
-    kai_warn "stop requested during $_KAI_PKG_TX_DESC: letting the package manager finish its transaction (pid $_KAI_PKG_TX_PID; it is never interrupted, and the next run waits for it)"
+    kai_warn "stop requested during $_KAI_PKG_TX_DESC: letting the package manager finish its" \
+      "transaction (pid $_KAI_PKG_TX_PID; it is never interrupted, and the next run waits for it)"
     wait "$_KAI_PKG_TX_PID" || true
     kai_warn "$_KAI_PKG_TX_DESC finished; the step stops now"
   fi
@@ -434,7 +435,8 @@ kai_apt_repair() {
   kai_log "repairing the package database: apt-get -f install"
   kai_apt_get install -f -y --no-install-recommends
   problems=$(kai_dpkg_problems)
-  [[ -z $problems ]] || kai_die "the package database is still broken after dpkg --configure -a and apt-get -f install: $problems"
+  [[ -z $problems ]] ||
+    kai_die "the package database is still broken after dpkg --configure -a and apt-get -f install: $problems"
   kai_log "package database repaired"
 }
 
