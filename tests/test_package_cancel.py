@@ -192,9 +192,21 @@ class NodeSteps:
             **spec_fragment([host])})
         plan = build_plan(spec, "all_in_one")
         self.steps = {s.name: s for ph in plan.phases for s in ph.steps}
+        self.steps["reset-packages"] = self.reset_with_packages(spec, self.steps["kube-packages"])
         self.host = host
         self.target = ssh_targets(spec)[host.name]
         self._connection = Connection
+
+    @staticmethod
+    def reset_with_packages(spec, like):
+        """reset.sh with KAI_RESET_PACKAGES=1 (no mode plans it yet; its apt-mark and purge go
+        through the package transactions too)."""
+        from dataclasses import replace
+
+        from installers.plan import reset_job
+
+        return replace(like, name="reset", kind="reset", title="reset, packages removed",
+                       jobs=(reset_job(spec, spec.nodes[0], remove_packages=True),))
 
     def run(self, name: str, cancel: threading.Event | None = None):
         """Run step `name` on a fresh connection; returns (JobResult, its output lines)."""
@@ -383,6 +395,20 @@ wait $apt; true
     print(f"\nbroken: {check.stdout.strip()!r}; package states then: {states.split()}")
     print("repair log:\n" + "\n".join(ln for ln in lines if "repair" in ln or "interrupted" in ln
                                         or "dpkg" in ln))
+
+
+@pytest.mark.hosts
+def test_reset_removes_the_packages_it_installed(pkg_hosts):
+    host = pkg_hosts[2]
+    node = NodeSteps(pkg_hosts, host)
+    for step in ("os-prep", "kube-packages", "reset-packages"):
+        result, lines = node.run(step)
+        assert result.ok, f"{step}:\n" + "\n".join(lines[-40:])
+    assert any(ln.startswith("removing kubelet kubeadm kubectl") for ln in lines), lines
+    left = host.exec("dpkg-query -W -f='${db:Status-Status} ${Package}\\n' kubelet kubeadm kubectl 2>&1",
+                     check=False).stdout
+    assert "installed " not in left, left
+    assert dpkg_audit(host) == ""
 
 
 @pytest.mark.hosts
