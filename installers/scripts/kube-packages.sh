@@ -74,6 +74,7 @@ apt_repository() {
 
 apt_packages() {
   local pkg wanted=() held
+  kai_pkg_repair # before judging what is installed: a cancelled run may have left a transaction
   if needs_install; then
     for pkg in "${VERSIONED[@]}"; do
       if [[ -n $VERSION ]]; then wanted+=("$pkg=$VERSION-*"); else wanted+=("$pkg"); fi
@@ -88,7 +89,7 @@ apt_packages() {
   held=$(apt-mark showhold 2>/dev/null || true)
   for pkg in "${VERSIONED[@]}"; do
     if ! grep -qx "$pkg" <<<"$held"; then
-      kai_quiet "apt-mark hold $pkg" apt-mark hold "$pkg"
+      kai_apt_mark hold "$pkg"
     fi
   done
 }
@@ -97,7 +98,8 @@ dnf_repository() {
   local key="$KAI_WORK/repomd.xml.key"
   kai_log "fetching $REPO/rpm/repodata/repomd.xml.key"
   kai_fetch "$REPO/rpm/repodata/repomd.xml.key" "$key"
-  kai_quiet "rpm --import" rpm --import "$key"
+  kai_pkg_repair
+  kai_pkg_transaction "rpm --import" rpm --import "$key"
   kai_write_file "$DNF_REPO" 0644 <<REPO
 # installed by kai
 [kubernetes]
@@ -112,6 +114,7 @@ REPO
 
 dnf_packages() {
   local pkg wanted=()
+  kai_pkg_repair
   if needs_install; then
     for pkg in "${VERSIONED[@]}"; do
       if [[ -n $VERSION ]]; then wanted+=("$pkg-$VERSION"); else wanted+=("$pkg"); fi

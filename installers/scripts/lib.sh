@@ -267,20 +267,85 @@ kai_pkg_family() {
   fi
 }
 
-# apt-get with the download proxy passed explicitly and a wait for the dpkg lock.
+# --- package transactions that no cancel can cut in half ---------------------------------------
+# A cancelled or timed-out step is killed by kai-exec.sh: TERM to its process group, KILL 5 s
+# later, then KILL to every process whose environment holds KAI_WORK. dpkg or rpm killed halfway
+# leaves the package database broken ("dpkg was interrupted") for every later run. So a command
+# that changes the package database runs in a session of its own (out of the step's process
+# group) with a clean environment (no KAI_WORK): the kill cannot reach it, and it finishes (or
+# rolls back) by itself even when the step is gone. The step waits for it, and on TERM keeps
+# waiting for as long as the agent lets it. Before installing, every package step waits for the
+# package lock (such a transaction of a cancelled run may still be running) and repairs what an
+# interrupted transaction left (kai_pkg_repair).
+
+# How long a package step waits for another package transaction to release the lock (seconds).
+KAI_PKG_LOCK_TIMEOUT=${KAI_PKG_LOCK_TIMEOUT:-300}
+_KAI_PKG_TX_PID=""
+_KAI_PKG_TX_DESC=""
+KAI_PKG_TX_OUTPUT="" # the last lines a package transaction printed
+
+# kai_pkg_try DESC COMMAND...: run COMMAND as an unkillable package transaction (see above) and
+# return its exit status; its output's last lines are in KAI_PKG_TX_OUTPUT.
+kai_pkg_try() {
+  local desc=$1 log rc=0
+  shift
+  log=$(mktemp "${KAI_WORK:-${TMPDIR:-/tmp}}/.kai-pkg.XXXXXX")
+  _KAI_PKG_TX_DESC=$desc
+  trap _kai_pkg_on_stop TERM INT HUP
+  # setsid: its own session and process group (the agent's group kill misses it); env -i: none of
+  # the step's environment (KAI_WORK is what the agent's straggler kill looks for); cd /: it must
+  # not keep $KAI_WORK busy. Its log may be deleted with $KAI_WORK while it runs: harmless.
+  (cd / && exec setsid env -i PATH="$PATH" LC_ALL=C DEBIAN_FRONTEND=noninteractive "$@") \
+    </dev/null >"$log" 2>&1 &
+  _KAI_PKG_TX_PID=$!
+  wait "$_KAI_PKG_TX_PID" || rc=$?
+  trap - TERM INT HUP
+  _KAI_PKG_TX_PID=""
+  KAI_PKG_TX_OUTPUT=$(tail -n 60 "$log" 2>/dev/null || true)
+  rm -f "$log"
+  return "$rc"
+}
+
+# kai_pkg_transaction DESC COMMAND...: kai_pkg_try, and die with the command's output on failure.
+kai_pkg_transaction() {
+  local rc=0
+  kai_pkg_try "$@" || rc=$?
+  if ((rc != 0)); then
+    printf '%s\n' "$KAI_PKG_TX_OUTPUT" >&2
+    kai_die "$1 failed (exit $rc)"
+  fi
+}
+
+# The step is being stopped (cancel, timeout) while a package transaction runs: let it finish.
+# shellcheck disable=SC2317  # called from the TERM/INT/HUP trap
+_kai_pkg_on_stop() {
+  trap '' TERM INT HUP
+  if [[ -n $_KAI_PKG_TX_PID ]]; then
+    kai_warn "stop requested during $_KAI_PKG_TX_DESC: letting the package manager finish its" \
+      "transaction (pid $_KAI_PKG_TX_PID; it is never interrupted, and the next run waits for it)"
+    wait "$_KAI_PKG_TX_PID" || true
+    kai_warn "$_KAI_PKG_TX_DESC finished; the step stops now"
+  fi
+  exit 143
+}
+
+# apt-get with the download proxy passed explicitly and a bounded wait for the dpkg lock. All but
+# `update` (which only downloads lists) change the package database: they run as transactions.
 kai_apt_get() {
-  local proxy=()
+  local proxy=() run=kai_pkg_transaction
+  [[ $1 != update ]] || run=kai_quiet
   if [[ -n ${KAI_DOWNLOAD_PROXY:-} ]]; then
     proxy=(-o "Acquire::http::Proxy=$KAI_DOWNLOAD_PROXY" -o "Acquire::https::Proxy=$KAI_DOWNLOAD_PROXY")
   fi
-  kai_quiet "apt-get $1" env DEBIAN_FRONTEND=noninteractive apt-get -q "${proxy[@]}" \
-    -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef \
+  "$run" "apt-get $1" env DEBIAN_FRONTEND=noninteractive apt-get -q "${proxy[@]}" \
+    -o "DPkg::Lock::Timeout=$KAI_PKG_LOCK_TIMEOUT" -o Dpkg::Options::=--force-confdef \
     -o Dpkg::Options::=--force-confold "$@"
 }
 
 KAI_APT_UPDATED=0
 kai_apt_update() {
   if ((KAI_APT_UPDATED == 0)); then
+    kai_pkg_repair
     kai_log "apt-get update"
     kai_apt_get update
     KAI_APT_UPDATED=1
@@ -292,7 +357,126 @@ kai_dnf() {
   if [[ -n ${KAI_DOWNLOAD_PROXY:-} ]]; then
     proxy=("--setopt=proxy=$KAI_DOWNLOAD_PROXY")
   fi
-  kai_quiet "dnf $1" dnf -y -q "${proxy[@]}" "$@"
+  kai_pkg_repair
+  kai_pkg_transaction "dnf $1" dnf -y -q "${proxy[@]}" "$@"
+}
+
+# kai_apt_mark hold|unhold PKG...: package selections live in dpkg's database too.
+kai_apt_mark() {
+  kai_pkg_transaction "apt-mark $1" apt-mark "$@"
+}
+
+# --- waiting for the package lock, repairing an interrupted database ------------------------------
+
+# The pids holding a POSIX/OFD lock on FILE (from /proc/locks; no lock is taken to find out).
+kai_lock_holders() {
+  local file=$1 dev ino major minor _n _kind _mode _rw pid id _rest
+  [[ -e $file ]] || return 0
+  read -r dev ino < <(stat -c '%d %i' "$file")
+  major=$(((dev >> 8) & 0xfff))
+  minor=$(((dev & 0xff) | ((dev >> 12) & 0xfff00)))
+  id=$(printf '%02x:%02x:%s' "$major" "$minor" "$ino")
+  # "1: POSIX  ADVISORY  WRITE 1234 00:2e:5678 0 EOF"; "1: -> POSIX …" lines are waiters
+  while read -r _n _kind _mode _rw pid dev _rest; do
+    [[ $_kind != "->" && $dev == "$id" ]] && printf '%s\n' "$pid"
+  done </proc/locks
+  return 0
+}
+
+# kai_pkg_wait_unlocked LOCKFILE...: wait until no process holds any of the lock files, for at
+# most KAI_PKG_LOCK_TIMEOUT seconds; die naming the holder when it does not end.
+kai_pkg_wait_unlocked() {
+  local deadline holders="" file pid who waited=0
+  deadline=$((SECONDS + KAI_PKG_LOCK_TIMEOUT))
+  while :; do
+    holders=""
+    for file in "$@"; do
+      holders+=$(kai_lock_holders "$file")
+    done
+    [[ -n $holders ]] || break
+    pid=${holders%%$'\n'*}
+    who="pid $pid ($(tr '\0\n' '  ' 2>/dev/null <"/proc/$pid/cmdline" || echo gone))"
+    if ((waited == 0)); then
+      kai_log "waiting up to ${KAI_PKG_LOCK_TIMEOUT} s for another package transaction to finish: ${who% }"
+      waited=1
+    fi
+    ((SECONDS < deadline)) ||
+      kai_die "the package lock is still held after ${KAI_PKG_LOCK_TIMEOUT} s by ${who% }"
+    sleep 1
+  done
+  if ((waited == 1)); then kai_log "the package lock is free"; fi
+}
+
+# What is wrong with dpkg's database: an interrupted run's journal, and dpkg --audit's findings.
+kai_dpkg_problems() {
+  local f
+  for f in /var/lib/dpkg/updates/*; do
+    if [[ ${f##*/} =~ ^[0-9]+$ ]]; then
+      echo "dpkg was interrupted (its journal /var/lib/dpkg/updates is not empty)"
+      break
+    fi
+  done
+  dpkg --audit 2>&1 || true
+}
+
+kai_apt_repair() {
+  local problems rc=0
+  kai_pkg_wait_unlocked /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock
+  problems=$(kai_dpkg_problems)
+  [[ -n $problems ]] || return 0
+  kai_warn "the package database needs repair (a package transaction was interrupted):"
+  printf '%s\n' "$problems" | head -n 30 >&2
+  kai_log "repairing the package database: dpkg --configure -a"
+  kai_pkg_try "dpkg --configure -a" dpkg --force-confdef --force-confold --configure -a || rc=$?
+  if ((rc != 0)); then # half-installed packages: apt-get -f install reinstalls them
+    printf '%s\n' "$KAI_PKG_TX_OUTPUT" | tail -n 15 >&2
+    kai_warn "dpkg --configure -a failed (exit $rc); apt-get -f install comes next"
+  fi
+  kai_log "repairing the package database: apt-get -f install"
+  kai_apt_get install -f -y --no-install-recommends
+  problems=$(kai_dpkg_problems)
+  [[ -z $problems ]] ||
+    kai_die "the package database is still broken after dpkg --configure -a and apt-get -f install: $problems"
+  kai_log "package database repaired"
+}
+
+# rpm keeps no journal to replay: an interrupted rpm/dnf transaction leaves an rpm database that
+# cannot be read (rebuilt with rpm --rebuilddb) or duplicate and half-removed packages, which
+# `dnf check` finds and `dnf remove --duplicates` cleans up.
+kai_dnf_repair() {
+  local problems rc=0
+  kai_pkg_wait_unlocked /var/lib/rpm/.rpm.lock /var/lib/dnf/rpmdb_lock.pid
+  if ! problems=$(rpm -q rpm 2>&1); then
+    kai_warn "the rpm database cannot be read: $problems"
+    kai_log "repairing the package database: rpm --rebuilddb"
+    kai_pkg_transaction "rpm --rebuilddb" rpm --rebuilddb
+  fi
+  problems=$(dnf -q check 2>&1) || rc=$?
+  ((rc != 0)) || return 0
+  if [[ $problems == *"No such command"* || $problems == *"Unknown argument"* ]]; then
+    kai_log "this dnf has no 'check' command: duplicate packages are not looked for"
+    return 0
+  fi
+  kai_warn "the package database needs repair (a package transaction was interrupted):"
+  printf '%s\n' "$problems" | head -n 30 >&2
+  kai_log "repairing the package database: dnf remove --duplicates"
+  kai_pkg_transaction "dnf remove --duplicates" dnf -y -q remove --duplicates
+  problems=$(dnf -q check 2>&1) ||
+    kai_die "the package database is still broken after dnf remove --duplicates: $problems"
+  kai_log "package database repaired"
+}
+
+# kai_pkg_repair: once per step, before it changes packages: wait (bounded) for any other package
+# transaction, then repair an interrupted one's leftovers, logging what was done.
+KAI_PKG_REPAIRED=0
+kai_pkg_repair() {
+  ((KAI_PKG_REPAIRED == 0)) || return 0
+  KAI_PKG_REPAIRED=1 # (set first: the repair itself runs apt-get/dnf)
+  case $(kai_pkg_family) in
+    apt) kai_apt_repair ;;
+    dnf) kai_dnf_repair ;;
+    *) ;;
+  esac
 }
 
 kai_pkg_installed() {
@@ -322,6 +506,7 @@ kai_pkg_available() {
 # kai_pkg_install NAME...: install the names that are not installed yet (no network otherwise).
 kai_pkg_install() {
   local missing=() pkg
+  kai_pkg_repair # first: a half-installed package does not count as installed
   for pkg in "$@"; do
     kai_pkg_installed "$pkg" || missing+=("$pkg")
   done

@@ -73,6 +73,7 @@ clean_nft() {
 
 remove_packages() {
   local pkg installed=()
+  kai_pkg_repair
   for pkg in kubelet kubeadm kubectl; do
     if kai_pkg_installed "$pkg"; then installed+=("$pkg"); fi
   done
@@ -80,7 +81,7 @@ remove_packages() {
     apt)
       if ((${#installed[@]} > 0)); then
         kai_log "removing ${installed[*]}"
-        kai_quiet "apt-mark unhold" apt-mark unhold "${installed[@]}"
+        kai_apt_mark unhold "${installed[@]}"
         kai_apt_get purge -y "${installed[@]}"
       fi
       kai_remove_file /etc/apt/sources.list.d/kubernetes.list
