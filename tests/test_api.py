@@ -7,8 +7,6 @@ the test owns never speaks.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 
@@ -17,28 +15,10 @@ import pytest
 
 from installers import versions as V
 from tests.e2e_server import closed_port, kai_server, wait_final  # noqa: F401
+from tests.support.netns import netns_node, node_spec, silent_listener  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
 P = "/api/v1/installation"
-
-
-@pytest.fixture(scope="module")
-def netns_node():
-    """A light test host: an address in a network namespace of this run; its sshd listens on 22."""
-    from tests.hosts.fixtures import require
-    from tests.hosts.light import LightHosts
-
-    require(booted=False)
-    hosts = LightHosts(1).up()
-    yield hosts[0]
-    hosts.down()
-
-
-def node_spec(name: str, address: str, port: int, timeout: float = 2) -> dict:
-    return {"name": name,
-            "nodes": [{"name": "n1", "address": address, "roles": ["control-plane"]}],
-            "ssh": {"port": port, "connect_timeout": timeout},
-            "steps": {"facts": {"retries": 0}}}  # fail fast: one attempt
 
 
 @pytest.fixture(scope="module")
@@ -168,30 +148,10 @@ def test_cancel_finished_is_409_unknown_is_404(kai_server, failed_run):  # noqa:
         assert c.get(f"{P}/{uuid.uuid4()}/logs").status_code == 404
 
 
-SILENT_LISTENER = """
-import socket, sys
-srv = socket.socket()
-srv.bind((sys.argv[1], 0))
-srv.listen(8)
-print(srv.getsockname()[1], flush=True)
-conns = []
-while True:
-    conns.append(srv.accept()[0])
-"""
-
-
 @pytest.fixture()
 def silent_ssh_port(netns_node):
-    """A TCP listener in the node's namespace that accepts and never speaks: SSH waits for its
-    banner."""
-    proc = subprocess.Popen(["ip", "netns", "exec", netns_node.name, sys.executable, "-c",
-                             SILENT_LISTENER, netns_node.address],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        yield int(proc.stdout.readline())
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with silent_listener(netns_node) as listener:
+        yield listener.port
 
 
 def active_runs(kai_server) -> list[str]:  # noqa: F811

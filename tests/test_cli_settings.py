@@ -4,8 +4,8 @@ Which Prefect server a command uses: PREFECT_API_URL from the environment, else 
 the running `kai serve`'s (<state dir>/serve.json), else a clear error — never a temporary server
 of Prefect's own. The end-to-end tests run the `kai` CLI in a directory whose `.env` names the
 session's real Prefect server (tests/e2e_server.py) with an empty state dir: only the `.env` can
-lead them there. Runs target only 127.0.0.1 (a closed port or a silent listener the test owns)
-or a light test host.
+lead them there. Runs target only a light test host (an address in a network namespace this run creates): a
+closed port there, a silent listener the test owns there, or its sshd.
 """
 
 from __future__ import annotations
@@ -13,20 +13,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from installers.settings import NoPrefectServer, resolve_settings
 from tests.e2e_server import closed_port, kai_server, quiet_env  # noqa: F401
+from tests.support.netns import netns_node, node_spec, silent_listener  # noqa: F401  (fixture)
 
 KAI = str(Path(sys.executable).parent / "kai")
 MARKUP_OR_ESCAPES = ("[dim]", "[/", "[red]", "[green]", "[yellow]", "\x1b")
@@ -36,13 +34,6 @@ def run_kai(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120) ->
     """The CLI as a user runs it, stdout and stderr to pipes (not a terminal)."""
     return subprocess.run([KAI, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def loopback_spec(name: str, port: int, timeout: float = 2, **ssh) -> dict:
-    return {"name": name,
-            "nodes": [{"name": "n1", "address": "127.0.0.1", "roles": ["control-plane"]}],
-            "ssh": {"port": port, "connect_timeout": timeout, **ssh},
-            "steps": {"facts": {"retries": 0}}}  # fail fast: one attempt
 
 
 def write_spec(directory: Path, spec: dict) -> str:
@@ -64,31 +55,11 @@ def clean_prefect_env(monkeypatch):
 
 
 @pytest.fixture()
-def listener():
-    """A loopback TCP listener that accepts and never speaks (SSH waits for its banner); counts
-    the connections it got."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(0.5)
-    conns: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conns.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield SimpleNamespace(port=srv.getsockname()[1], conns=conns)
-    stop.set()
-    thread.join(2)
-    for conn in conns:
-        conn.close()
-    srv.close()
+def listener(netns_node):
+    """A listener on a test host's address that accepts and never speaks (SSH waits for its
+    banner); it counts the connections it got."""
+    with silent_listener(netns_node) as silent:
+        yield silent
 
 
 # --- resolve_settings: the order, and the error -------------------------------------------------
@@ -140,8 +111,8 @@ def test_no_server_is_an_error_that_says_how_to_start_one(tmp_path, clean_prefec
 
 def test_commands_without_a_server_fail_clearly_and_touch_no_host(tmp_path, listener):
     env = quiet_env(KAI_STATE_DIR=str(tmp_path / "state"))
-    spec = write_spec(tmp_path, loopback_spec("no-server", listener.port,
-                                              private_key_secret="kai-test-no-such-block"))
+    spec = write_spec(tmp_path, node_spec("no-server", listener.address, listener.port,
+                                          private_key_secret="kai-test-no-such-block"))
     for args in (["hosts", "check", spec], ["install", spec, "--detach"],
                  ["status", str(uuid.uuid4())], ["logs", str(uuid.uuid4())],
                  ["cancel", str(uuid.uuid4())]):
@@ -152,7 +123,7 @@ def test_commands_without_a_server_fail_clearly_and_touch_no_host(tmp_path, list
         assert result.stderr.startswith("kai: no Prefect server: no `kai serve` is running"), result.stderr
         assert "Traceback" not in result.stderr
         print(f"\nkai {args[0]} without a server: exit 3 in {took:.1f} s")
-    assert listener.conns == [], "a host was contacted"
+    assert listener.accepted() == 0, "a host was contacted"
 
 
 # --- against the session's real Prefect server, named only in ./.env ---------------------------
@@ -186,7 +157,7 @@ def status_json(run_id: str, cwd: Path, env: dict) -> dict:
 
 def test_install_status_logs_cancel_use_the_server_in_dotenv(dotenv_cwd, listener):
     cwd, env = dotenv_cwd
-    spec = write_spec(cwd, loopback_spec("dotenv-run", listener.port, timeout=120))
+    spec = write_spec(cwd, node_spec("dotenv-run", listener.address, listener.port, timeout=120))
     started = run_kai("install", spec, "--mode", "preflight", "--detach", cwd=cwd, env=env)
     assert started.returncode == 0, started.stderr
     run_id = re.fullmatch(r"started preflight run (\S+)\n", started.stdout).group(1)
@@ -208,9 +179,9 @@ def test_install_status_logs_cancel_use_the_server_in_dotenv(dotenv_cwd, listene
     wait_for("run CANCELLED", lambda: status_json(run_id, cwd, env)["state"] == "CANCELLED")
 
 
-def test_install_following_into_a_pipe_prints_plain_text(dotenv_cwd):
+def test_install_following_into_a_pipe_prints_plain_text(dotenv_cwd, netns_node):
     cwd, env = dotenv_cwd
-    spec = write_spec(cwd, loopback_spec("dotenv-pipe", closed_port()))
+    spec = write_spec(cwd, node_spec("dotenv-pipe", netns_node.address, closed_port()))
     result = run_kai("install", spec, "--mode", "preflight", cwd=cwd, env=env, timeout=240)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert result.stderr.startswith("kai: preflight failed at step facts on n1"), result.stderr

@@ -8,18 +8,16 @@ import random
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from installers.ssh import (
     MAX_CHANNELS, MAX_IDLE_AGENTS, ConnectionLostError, build_frame, exec_command,
 )
-from tests.sshd_fixture import keygen, start_sshd, sshd  # noqa: F401  (fixture)
+from tests.sshd_fixture import sshd  # noqa: F401  (conn needs it)
 from tests.support.ssh_jobs import (  # noqa: F401  (conn is a fixture)
     PPID, agent_pid, conn, job, marker, pids_matching, wait_until,
 )

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import random
 import shutil
-import socket
 import subprocess
-import tempfile
-import threading
 import time
-from pathlib import Path
 
-import paramiko
 import pytest
 
-from installers.ssh import Connection, HostKeyError, SSHTarget
-from tests.sshd_fixture import keygen, start_sshd, sshd  # noqa: F401  (fixture)
-from tests.support.ssh_jobs import (  # noqa: F401  (conn is a fixture)
-    PPID, agent_pid, conn, job, marker, pids_matching, wait_until,
-)
+from installers.ssh import Connection, HostKeyError
+from tests.sshd_fixture import keygen, sshd  # noqa: F401  (fixture)
+from tests.support.ssh_jobs import job
 
 pytestmark = pytest.mark.sshd
 
