@@ -103,6 +103,32 @@ def test_concurrent_jobs_on_one_connection_stay_within_channel_limit(conn):
 
 
 
+def test_agents_retired_as_they_speak_never_take_the_connection_down(conn):
+    # More jobs than channel slots: agents beyond the idle cap are closed right after their job,
+    # just as they print their readiness line. Closing a channel whose wake-up pipe the transport
+    # thread was writing to killed the whole transport (EBADF) in CI; every job on the
+    # connection then failed.
+    transport = conn.connect()
+    for round_ in range(4):
+        results, errors = [], []
+
+        def one(i: int) -> None:
+            try:
+                results.append(conn.run_job(job(f"echo r{round_}-{i}")))
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3 * MAX_CHANNELS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        assert sorted(r.tail[0] for r in results if r.ok and r.tail) == sorted(
+            f"r{round_}-{i}" for i in range(3 * MAX_CHANNELS))
+    assert conn.connect() is transport and transport.is_active()
+
+
 def test_agent_takes_the_next_job_without_new_session_or_lib(conn):
     script = ('. "${0%/*}/lib.sh"; ' + PPID
               + 'echo "a=${KAI_A-unset} f=$(ls "$KAI_FILES_DIR") lib=$kai_lib_loaded"')

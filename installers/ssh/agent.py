@@ -8,7 +8,6 @@ agent that says anything else there is retired (the connection starts a fresh on
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,44 @@ STOP_GRACE_S = 8.0  # after KAI-CANCEL: kai-exec needs up to 5 s to TERM/KILL th
 ESCAPED_OUTPUT_GRACE_S = 2.0  # agent gone, but an escaped process still holds the channel open
 
 
+class ChannelWakeup:
+    """Wakes a thread that waits on a channel when its stdout or stderr gets data or closes.
+
+    paramiko's Channel.fileno() does this with an OS pipe, and Channel.close() closes that pipe
+    while the transport thread may be writing its wake-up byte to it (data still arriving, such as
+    an agent's kai-ready line as it is retired): the write fails with EBADF, which kills the whole
+    transport ("Socket exception: Bad file descriptor", every channel lost), or lands in whatever
+    socket or pipe reused the fd number. paramiko's buffers take any object with set() and clear()
+    (BufferedPipe.set_event): two flags and a condition have no fd to race on."""
+
+    def __init__(self, chan: paramiko.Channel):
+        self._cond = threading.Condition()
+        self._has_data = [False, False]  # stdout, stderr: data buffered, or the buffer closed
+        chan.in_buffer.set_event(_BufferFlag(self, 0))
+        chan.in_stderr_buffer.set_event(_BufferFlag(self, 1))
+
+    def wait(self, timeout_s: float) -> None:
+        with self._cond:
+            if not any(self._has_data):
+                self._cond.wait(max(0.0, timeout_s))
+
+
+class _BufferFlag:
+    """What one paramiko buffer sets (data or close) and clears (drained)."""
+
+    def __init__(self, wakeup: ChannelWakeup, index: int):
+        self._wakeup, self._index = wakeup, index
+
+    def set(self) -> None:
+        with self._wakeup._cond:
+            self._wakeup._has_data[self._index] = True
+            self._wakeup._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._wakeup._cond:
+            self._wakeup._has_data[self._index] = False
+
+
 @dataclass
 class Agent:
     chan: paramiko.Channel
@@ -36,6 +73,10 @@ class Agent:
     ready: bool = False  # its readiness line for the next job has been read
     out: Lines = field(default_factory=Lines)  # its stdout, split into lines across jobs
     pending: list[str] = field(default_factory=list)  # lines read after a job's kai-exit
+    wakeup: ChannelWakeup = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.wakeup = ChannelWakeup(self.chan)
 
     def alive(self) -> bool:
         c = self.chan
@@ -83,7 +124,7 @@ class Agent:
             ended = chan.closed or chan.eof_received or chan.exit_status_ready()
             if ended or now >= deadline or (cancel is not None and cancel.is_set()):
                 return False, said + self.out.flush() + err.flush()
-            select.select([chan.fileno()], [], [], min(0.5, deadline - now))
+            self.wakeup.wait(min(0.5, deadline - now))
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -115,7 +156,6 @@ class Agent:
         stop_reason: str | None = None
         stop_deadline = 0.0
         exit_seen_at: float | None = None
-        fd = chan.fileno()
         while True:
             now = time.monotonic()
             if stop_reason is None:
@@ -133,7 +173,7 @@ class Agent:
             wait = 0.5 if stop_reason is None else 0.1
             if stop_reason is None and deadline is not None:
                 wait = max(0.0, min(wait, deadline - now))
-            select.select([fd], [], [], wait)
+            self.wakeup.wait(wait)
             got = False
             while chan.recv_ready() and stream.exit_code is None:
                 got = True
