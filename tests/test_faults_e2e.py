@@ -146,17 +146,22 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
         t0 = time.monotonic()
         os.kill(old_pid, signal.SIGTERM)
 
-        def rest_answers():
-            with contextlib.suppress(httpx.HTTPError), a.client() as api:
-                return api.get(f"/api/v1/installation/{run_id}/status").status_code == 200
+        from deployments.serve import alive
+        wait_until("the old Prefect server gone", lambda: not alive(old_pid), 60)
+        dead_s = time.monotonic() - t0
+
+        def prefect_back() -> bool:
+            with contextlib.suppress(httpx.HTTPError, AssertionError):
+                return (prefect_server_pid(a) != old_pid
+                        and httpx.get(a.prefect_api_url + "/health", timeout=5).status_code == 200)
             return False
 
-        time.sleep(1)
-        wait_until("kai's REST API answering for the run again", rest_answers, 120)
+        wait_until("a new Prefect server answering", prefect_back, 180)
         back_s = time.monotonic() - t0
         assert a.proc.poll() is None, "kai serve must keep serving"
-        assert prefect_server_pid(a) != old_pid
-        assert "the Prefect server exited with code -15; restarting it" in a.log_path.read_text()
+        assert "the Prefect server exited with code" in a.log_path.read_text()
+        with a.client() as api:  # kai's REST API reads the run from the new server
+            assert api.get(f"/api/v1/installation/{run_id}/status").status_code == 200
 
         st = wait(run_id, timeout=300)
         final_s = time.monotonic() - t0
@@ -173,7 +178,8 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
     text = "\n".join(logs(rerun["id"]))
     for step in ("os-prep", "runtime", "kube-packages"):
         assert f"[{h1.name}] {step}: already done" in text, f"{step} was not skipped by the rerun"
-    print(f"\nPrefect server SIGTERMed mid-step: REST answered again after {back_s:.1f} s; the run "
+    print(f"\nPrefect server SIGTERMed mid-step: it exited after {dead_s:.1f} s, a new one answered "
+          f"after {back_s:.1f} s; the run "
           f"ended {st['state']} after {final_s:.1f} s; host lock free after {free_s:.1f} s; "
           "the rerun completed")
 
