@@ -25,9 +25,11 @@ from tasks.targets import ssh_targets
 log = logging.getLogger("kai.hooks")
 
 
-def kill_job() -> RemoteJob:
+def kill_job(lock: NodeLock | None = None) -> RemoteJob:
+    """kill-steps.sh; given the run's lock, it spares a host another run holds by now."""
+    env = {**lock.env(), "KAI_LOCK_ACTION": "check"} if lock else {}
     return RemoteJob(step="kill-steps", script="kill-steps.sh", script_text=script_text("kill-steps.sh"),
-                     lib_text=lib_text(), env={}, secret_env={}, files={}, timeout_s=30)
+                     lib_text=lib_text(), env=env, secret_env={}, files={}, timeout_s=30)
 
 
 def the_runs_node_lock(flow_run) -> NodeLock:
@@ -46,14 +48,15 @@ def kill_remote_steps(flow, flow_run, state) -> None:
         # a hook must finish quickly: one short connect attempt per host, no retry backoff
         fleet = Fleet({name: replace(t, connect_timeout=5, connect_retries=0)
                        for name, t in ssh_targets(spec).items()})
-        release = lock_job(the_runs_node_lock(flow_run), "release")
+        lock = the_runs_node_lock(flow_run)
+        kill, release = kill_job(lock), lock_job(lock, "release")
     except Exception as exc:  # noqa: BLE001 - a hook must not raise; say why it could not clean
         log.warning("cleanup after %s: cannot reach hosts: %s", state.name, exc)
         return
 
     def clean(node: str) -> list[str]:
         conn = fleet.get(node)
-        killed = conn.run_job(kill_job())
+        killed = conn.run_job(kill)
         released = conn.run_job(release)  # only removes a lock that names this run
         return killed.tail + released.tail
 

@@ -141,3 +141,21 @@ def test_lock_sh_names_a_missing_input(tmp_path: Path, missing: str) -> None:
     res = subprocess.run(["bash", str(SCRIPTS_DIR / "lock.sh")], env=env, capture_output=True,
                          text=True)
     assert res.returncode != 0 and f"{missing} is required" in res.stderr
+
+
+def test_cleanup_after_a_run_spares_a_host_another_run_holds(tmp_path: Path) -> None:
+    """The reaper may clean up after a dead run long after it died: by then the host may belong
+    to another run, whose steps are not leftovers. (Only this branch runs here: the killing one
+    would hit every kai step on this shared machine.)"""
+    from flows.hooks import kill_job
+
+    state = tmp_path / "state"
+    assert step(tmp_path, state, "run-b", "ctl-b").returncode == 0
+    job = kill_job(NodeLock("run-a", "a", "ctl-a", 30))
+    env = {"PATH": "/usr/bin:/bin", "KAI_STATE_DIR": str(state), "KAI_WORK": str(tmp_path),
+           **job.env}
+    res = subprocess.run(["bash", str(SCRIPTS_DIR / "kill-steps.sh")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "left alone: the host is held by run 'name-run-b' (run-b) of controller ctl-b" in res.stdout
+    assert holder(state)["run"] == "run-b", "checking must not take the lock"
