@@ -396,7 +396,7 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
         if served.api_thread is not None and not served.api_thread.is_alive():
             log("the REST API stopped (port in use?); stopping")
             return
-        if time.monotonic() >= next_reap and (server is None or server.restart_at is None):
+        if time.monotonic() >= next_reap and healthy(health_url):
             next_reap = time.monotonic() + REAP_EVERY_S
             try:
                 reaper.reap()
@@ -408,13 +408,24 @@ def stop_registered_runs(state_dir: Path) -> None:
     """Flow processes a dead runner left behind are no longer below the runner: stop them too."""
     from flows import run_registry
 
-    for entry in run_registry.entries(state_dir):
-        if entry.process_alive():
-            log(f"stopping flow run {entry.run_id} (pid {entry.pid}), left by an earlier runner")
-            try:
-                os.kill(entry.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    left = [e for e in run_registry.entries(state_dir) if e.process_alive()]
+    for entry in left:
+        log(f"stopping flow run {entry.run_id} (pid {entry.pid}), left by an earlier runner")
+        try:
+            os.kill(entry.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [e for e in left if e.process_alive()]
+    for entry in left:
+        log(f"flow run {entry.run_id}: process {entry.pid} did not stop in {STOP_GRACE_S:.0f} s; "
+            "killing it")
+        try:
+            os.kill(entry.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def shutdown(served: Served, state_dir: Path) -> None:
