@@ -381,12 +381,25 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
     runner = Supervised("runner", restart_runner, served.runner)
     reaper = Reaper(state_dir, say=log)
     next_reap = 0.0  # at once: runs left behind by an earlier kai serve
+    runner_blind = False  # its cancel watcher died with the server it watched
     while not stop.wait(1.0):
         if server is not None:
             server.died()
             if server.due():
                 server.restart()
                 served.server = server.proc
+                runner_blind = True
+        # Prefect's runner stops watching for cancels for good when the server is away ("flow
+        # run cancellation will fail"): replace it once no flow run of it is in flight (killing it
+        # earlier would kill those runs; meanwhile the reaper stops cancelled runs itself)
+        if (runner_blind and runner.restart_at is None and not descendants(runner.proc.pid)
+                and healthy(health_url)):
+            log("replacing the runner: it stopped watching for cancels while the Prefect "
+                "server was away")
+            stop_tree(runner.proc, "runner")
+            runner.restart()
+            served.runner = runner.proc
+            runner_blind = False
         # the runner gives up after a few failed polls while the server is away: start it again
         # only once the server answers, or it would just fail again
         runner.died()
