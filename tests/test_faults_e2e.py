@@ -42,6 +42,15 @@ HOSTS_NEEDED = 3
 
 # --- fixtures -------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def no_ephemeral_prefect():
+    """A Prefect call outside a controller's context must fail, not start a Prefect server in this
+    process (whose telemetry would try the network)."""
+    from prefect.settings import PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, temporary_settings
+    with temporary_settings(updates={PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}):
+        yield
+
+
 @pytest.fixture(scope="module")
 def hosts(clean_hosts):
     if len(clean_hosts) < HOSTS_NEEDED:
@@ -174,8 +183,8 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
 
         clear_fault(h1)
         rerun = wait(start("all_in_one", spec, lock_wait_s=90), timeout=300)
+        text = "\n".join(logs(rerun["id"]))
     assert_completed(rerun)
-    text = "\n".join(logs(rerun["id"]))
     for step in ("os-prep", "runtime", "kube-packages"):
         assert f"[{h1.name}] {step}: already done" in text, f"{step} was not skipped by the rerun"
     print(f"\nPrefect server SIGTERMed mid-step: it exited after {dead_s:.1f} s, a new one answered "
@@ -219,8 +228,8 @@ def test_a_host_powered_off_mid_step_fails_the_step_then_a_rerun_completes(hosts
         t1 = time.monotonic()
         rerun = wait(start("ha", spec, lock_wait_s=90), timeout=600)
         rerun_s = time.monotonic() - t1
+        text = "\n".join(logs(rerun["id"]))
     assert_completed(rerun)
-    text = "\n".join(logs(rerun["id"]))
     for host, step in ((h0, "runtime"), (h1, "runtime"), (h0, "kubeadm-init"),
                        (h1, "join-control-planes"), (h2, "runtime")):
         assert f"[{host.name}] {step}: already done" in text, f"{host.name} {step}: not skipped"
