@@ -291,6 +291,8 @@ def test_two_controllers_one_host_refused_then_stale_lock_taken_over(hosts, cont
     assert not node_lock(h), "B released the node lock at the end of its run"
 
     # the first controller comes back (same state dir): its dead run is crashed, its hosts freed
+    # its serve.json still names the dead instance's ports: start_kai_serve must wait for the new one
+    (a.state_dir / "serve.json").unlink()
     t1 = time.monotonic()
     again = start_controller(a.state_dir)
     controllers["a"] = again
