@@ -48,6 +48,7 @@ class Reaped:
 class Reaper:
     state_dir: Path
     say: Callable[[str], None] = print  # where kai serve reports what it did
+    stuck_cancelling_s: float = STUCK_CANCELLING_S
     terminated: dict[str, float] = field(default_factory=dict)  # run id -> when SIGTERMed
 
     def reap(self) -> list[Reaped]:
@@ -109,7 +110,7 @@ class Reaper:
             return
         since = flow_run.state.timestamp
         age = (datetime.now(timezone.utc) - since).total_seconds() if since else 0
-        if age < STUCK_CANCELLING_S:
+        if age < self.stuck_cancelling_s:
             return
         self.say(f"run {flow_run.name} ({entry.run_id}) is CANCELLING for {age:.0f} s and no "
                  f"runner stops it: SIGTERM to its process {entry.pid}")
