@@ -76,7 +76,15 @@ class Reaper:
         from prefect.states import Cancelled, Crashed
 
         reaped = Reaped(entry.run_id, "")
-        if flow_run is not None and not flow_run.state.is_final():
+        if (flow_run is not None and entry.run_id in self.terminated
+                and flow_run.state.is_crashed()):
+            # we stopped it for a cancel nobody else would carry out: the user asked for Cancelled
+            reaped.message = ("cancelled: kai serve stopped the flow-run process (the runner had "
+                              "stopped watching for cancels)")
+            client.set_flow_run_state(flow_run.id, Cancelled(message=reaped.message), force=True)
+            reaped.state = "CANCELLED"
+            self.say(f"run {flow_run.name} ({entry.run_id}) cancelled")
+        elif flow_run is not None and not flow_run.state.is_final():
             cancelling = flow_run.state.is_cancelling()
             reaped.message = (f"the flow-run process (pid {entry.pid}) is gone: "
                               f"{'cancelled' if cancelling else 'crashed'} without reporting it; "

@@ -180,7 +180,7 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
         control.cancel(run_id)
         st = wait(run_id, timeout=120)
         cancel_s = time.monotonic() - t1
-        assert st["state"] in ("CANCELLED", "CRASHED"), st["state"]
+        assert st["state"] == "CANCELLED", st["state"]
         address = h1.address
         wait_until("the Prefect host lock released", lambda: host_lock_slots(address) == 0, 30)
         free_s = time.monotonic() - t1

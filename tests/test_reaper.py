@@ -80,7 +80,7 @@ def test_dead_runs_are_made_final_and_their_hosts_freed(kai_server, tmp_path):  
 
 def test_a_run_stuck_cancelling_gets_its_process_terminated(kai_server, tmp_path):  # noqa: F811
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling
+    from prefect.states import Cancelling, Crashed
 
     said: list[str] = []
     reaper = Reaper(tmp_path, say=said.append, stuck_cancelling_s=0)
@@ -92,6 +92,9 @@ def test_a_run_stuck_cancelling_gets_its_process_terminated(kai_server, tmp_path
             assert reaper.reap() == []
             assert proc.wait(timeout=30) == -15, "SIGTERM, as Prefect's runner would send"
             assert any("no runner stops it: SIGTERM" in line for line in said), said
+            # a flow process reports Crashed when SIGTERMed; the user asked for a cancel
+            client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
             assert [r.state for r in reaper.reap()] == ["CANCELLED"]
+            assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
         finally:
             proc.kill()
