@@ -178,9 +178,11 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
 
         t1 = time.monotonic()
         control.cancel(run_id)
-        st = wait(run_id, timeout=120)
+        # the runner no longer watches for cancels: kai serve's reaper stops the run (it may show
+        # CRASHED for a moment — a SIGTERMed flow process says so — before it is made CANCELLED)
+        st = wait_until("the run CANCELLED",
+                        lambda: (s := control.status(run_id))["state"] == "CANCELLED" and s, 120)
         cancel_s = time.monotonic() - t1
-        assert st["state"] == "CANCELLED", st["state"]
         address = h1.address
         wait_until("the Prefect host lock released", lambda: host_lock_slots(address) == 0, 30)
         free_s = time.monotonic() - t1
