@@ -11,8 +11,9 @@ run registered in the state dir (flows/run_registry.py) whose process is gone is
   locks released (the flows' own cancel/crash hook, flows/hooks.py);
 - unregistered.
 
-A run still CANCELLING some time after the request while its process lives (the runner that
-should stop it was restarted and does not know it) gets its process SIGTERMed, as the runner would.
+A run still CANCELLING some time after the request while its process lives (Prefect's runner
+stops watching for cancels for good once its server went away) gets its process SIGTERMed, as the
+runner would; a SIGTERMed flow reports Crashed, so the reaper then makes it Cancelled.
 
 Why not Prefect's heartbeats: detecting a missing heartbeat needs an automation and the server's
 event triggers, the shortest heartbeat is 30 s, and it would not free kai's locks. The registry
@@ -54,14 +55,17 @@ class Reaper:
     def reap(self) -> list[Reaped]:
         """One sweep; cheap when nothing is registered (no API call)."""
         entries = run_registry.entries(self.state_dir)
-        if not entries:
+        # runs we SIGTERMed for a cancel unregister themselves as they end: follow them up too
+        followed = [run_id for run_id in self.terminated if run_id not in {e.run_id for e in entries}]
+        if not entries and not followed:
             return []
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+        wanted = [UUID(e.run_id) for e in entries] + [UUID(run_id) for run_id in followed]
         with get_client(sync_client=True) as client:
             runs = {str(r.id): r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[UUID(e.run_id) for e in entries])))}
+                id=FlowRunFilterId(any_=wanted)))}
             done = []
             for entry in entries:
                 flow_run = runs.get(entry.run_id)
@@ -70,21 +74,39 @@ class Reaper:
                         self._stop_if_stuck_cancelling(entry, flow_run)
                     continue
                 done.append(self._bury(client, entry, flow_run))
+            for run_id in followed:
+                reaped = self._finish_cancel(client, runs.get(run_id))
+                if reaped is not None:
+                    done.append(reaped)
         return done
+
+    def _finish_cancel(self, client, flow_run) -> Reaped | None:
+        """A run we SIGTERMed for a pending cancel: once its process has reported (a SIGTERMed
+        flow says Crashed), make it Cancelled — what the user asked for."""
+        from prefect.states import Cancelled
+
+        if flow_run is None:
+            return None
+        run_id = str(flow_run.id)
+        if not flow_run.state.is_final():
+            if time.monotonic() - self.terminated[run_id] > 2 * self.stuck_cancelling_s + 30:
+                self.terminated.pop(run_id)  # nothing more to do here; the registry covers it
+            return None
+        self.terminated.pop(run_id)
+        if not flow_run.state.is_crashed():
+            return None
+        message = ("cancelled: kai serve stopped the flow-run process (the runner had stopped "
+                   "watching for cancels)")
+        client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+        self.say(f"run {flow_run.name} ({run_id}) cancelled")
+        return Reaped(run_id, "CANCELLED", message)
 
     def _bury(self, client, entry: run_registry.RunEntry, flow_run) -> Reaped:
         from prefect.states import Cancelled, Crashed
 
-        reaped = Reaped(entry.run_id, "")
-        if (flow_run is not None and entry.run_id in self.terminated
-                and flow_run.state.is_crashed()):
-            # we stopped it for a cancel nobody else would carry out: the user asked for Cancelled
-            reaped.message = ("cancelled: kai serve stopped the flow-run process (the runner had "
-                              "stopped watching for cancels)")
-            client.set_flow_run_state(flow_run.id, Cancelled(message=reaped.message), force=True)
-            reaped.state = "CANCELLED"
-            self.say(f"run {flow_run.name} ({entry.run_id}) cancelled")
-        elif flow_run is not None and not flow_run.state.is_final():
+        finished = self._finish_cancel(client, flow_run) if entry.run_id in self.terminated else None
+        reaped = finished or Reaped(entry.run_id, "")
+        if not reaped.state and flow_run is not None and not flow_run.state.is_final():
             cancelling = flow_run.state.is_cancelling()
             reaped.message = (f"the flow-run process (pid {entry.pid}) is gone: "
                               f"{'cancelled' if cancelling else 'crashed'} without reporting it; "
