@@ -98,3 +98,27 @@ def test_a_run_stuck_cancelling_gets_its_process_terminated(kai_server, tmp_path
             assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
         finally:
             proc.kill()
+
+
+def test_a_cancelled_run_that_unregistered_itself_still_ends_cancelled(kai_server, tmp_path):  # noqa: F811
+    """A real flow process, SIGTERMed, runs its finally blocks (unregistering itself) and reports
+    Crashed on the way out: the reaper follows it up and makes it Cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling, Crashed
+
+    reaper = Reaper(tmp_path, say=lambda _: None, stuck_cancelling_s=0)
+    with kai_server.prefect(), get_client(sync_client=True) as client:
+        run = new_run(client, Cancelling())
+        proc = flow_process(str(run.id))
+        try:
+            run_registry.register(tmp_path, run_registry.RunEntry(str(run.id), proc.pid, None))
+            assert reaper.reap() == []
+            proc.wait(timeout=30)
+            run_registry.unregister(tmp_path, str(run.id))
+            assert reaper.reap() == [], "still CANCELLING: nothing reported yet"
+            client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
+            assert [r.state for r in reaper.reap()] == ["CANCELLED"]
+            assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
+            assert reaper.reap() == [] and reaper.terminated == {}
+        finally:
+            proc.kill()
