@@ -156,6 +156,10 @@ class Supervised:
     failures: int = 0  # deaths in a row, each doubling the wait before the next start
     restart_at: float | None = None  # when it is due to start again (it is dead meanwhile)
     restarts: int = 0
+    # SIGKILL what its process group left behind when it died: yes for the server (a worker would
+    # keep the port); no for the runner, whose group holds the flow runs in flight — they go on,
+    # and the reaper and the shutdown know them from the run registry
+    kill_leftovers: bool = True
 
     def died(self) -> bool:
         """True once when the process has exited (and schedules its restart)."""
@@ -169,7 +173,8 @@ class Supervised:
         self.restart_at = now + delay
         log(f"the {self.name} exited with code {self.proc.returncode}; restarting it in "
             f"{delay:.0f} s")
-        kill_group(self.proc)  # what it left behind (a server's worker would keep the port)
+        if self.kill_leftovers:
+            kill_group(self.proc)
         return True
 
     def due(self) -> bool:
@@ -378,7 +383,7 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
     health_url = served.prefect_api_url + "/health"
     server = (Supervised("Prefect server", restart_server, served.server)
               if served.server is not None else None)
-    runner = Supervised("runner", restart_runner, served.runner)
+    runner = Supervised("runner", restart_runner, served.runner, kill_leftovers=False)
     reaper = Reaper(state_dir, say=log)
     next_reap = 0.0  # at once: runs left behind by an earlier kai serve
     runner_blind = False  # its cancel watcher died with the server it watched
