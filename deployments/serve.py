@@ -11,8 +11,8 @@ Ctrl-C / SIGTERM stops the API, then the runner and every flow-run process below
 KILL after a grace period), then the server — nothing is left behind. Telemetry is off.
 
 Faults (issue #10 §4): kai serve keeps serving when a child dies. The Prefect server and the runner
-are restarted with a capped exponential backoff (the runner gives up by itself after a few
-failed polls while the server is away, so it is restarted once the server answers again). The
+are restarted with a capped exponential backoff (a dead runner once the server answers again;
+a live one whose cancel watcher died with the old server is replaced once it is idle). The
 server keeps the host locks' leases on disk (Prefect's filesystem lease storage), so a restart
 does not lose them; and every few seconds the reaper (deployments/reaper.py) marks crashed the
 runs whose flow process is gone and frees their hosts. A stopped (SIGSTOPped) server is waited
@@ -405,12 +405,13 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
             runner.restart()
             served.runner = runner.proc
             runner_blind = False
-        # the runner gives up after a few failed polls while the server is away: start it again
-        # only once the server answers, or it would just fail again
+        # a runner that died (e.g. gave up polling during a long outage) starts again only once
+        # the server answers, or it would just fail again
         runner.died()
         if runner.due() and healthy(health_url):
             runner.restart()
             served.runner = runner.proc
+            runner_blind = False  # a fresh runner watches the server it started with
         if served.api_thread is not None and not served.api_thread.is_alive():
             log("the REST API stopped (port in use?); stopping")
             return
