@@ -9,6 +9,14 @@ Process tree (every child in its own process group, so that shutdown reaches all
 
 Ctrl-C / SIGTERM stops the API, then the runner and every flow-run process below it (TERM, then
 KILL after a grace period), then the server — nothing is left behind. Telemetry is off.
+
+Faults (issue #10 §4): kai serve keeps serving when a child dies. The Prefect server and the runner
+are restarted with a capped exponential backoff (a dead runner once the server answers again;
+a live one whose cancel watcher died with the old server is replaced once it is idle). The
+server keeps the host locks' leases on disk (Prefect's filesystem lease storage), so a restart
+does not lose them; and every few seconds the reaper (deployments/reaper.py) marks crashed the
+runs whose flow process is gone and frees their hosts. A stopped (SIGSTOPped) server is waited
+for, not restarted: it is still there, just slow.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +42,13 @@ QUIET_ENV = {
 }
 RUNNER_POLL_S = "2"        # Prefect's default is 10 s: a started run would wait up to that long
 SERVER_START_TIMEOUT_S = 120.0
+RESTART_FIRST_DELAY_S = 1.0  # a dead child is restarted after 1, 2, 4 … s
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_AFTER_S = 60.0  # a child that ran this long starts its backoff afresh
+REAP_EVERY_S = 5.0
+# Leases of the host locks survive a server restart only on disk (Prefect keeps them in memory by
+# default: after a restart every host the dead server had locked stayed locked for good).
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 STOP_GRACE_S = 15.0
 TOKEN_FILE = "api-token"
 
@@ -129,6 +145,64 @@ def stop_tree(proc: subprocess.Popen, name: str, grace_s: float = STOP_GRACE_S) 
 # --- the supervisor ----------------------------------------------------------------------------
 
 @dataclass
+class Supervised:
+    """A child process kai serve keeps alive: restarted after it dies, with a capped backoff."""
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    proc: subprocess.Popen
+    started_at: float = field(default_factory=time.monotonic)
+    failures: int = 0  # deaths in a row, each doubling the wait before the next start
+    restart_at: float | None = None  # when it is due to start again (it is dead meanwhile)
+    restarts: int = 0
+    # SIGKILL what its process group left behind when it died: yes for the server (a worker would
+    # keep the port); no for the runner, whose group holds the flow runs in flight — they go on,
+    # and the reaper and the shutdown know them from the run registry
+    kill_leftovers: bool = True
+
+    def died(self) -> bool:
+        """True once when the process has exited (and schedules its restart)."""
+        if self.restart_at is not None or self.proc.poll() is None:
+            return False
+        now = time.monotonic()
+        if now - self.started_at > RESTART_RESET_AFTER_S:
+            self.failures = 0
+        delay = min(RESTART_MAX_DELAY_S, RESTART_FIRST_DELAY_S * 2 ** self.failures)
+        self.failures += 1
+        self.restart_at = now + delay
+        log(f"the {self.name} exited with code {self.proc.returncode}; restarting it in "
+            f"{delay:.0f} s")
+        if self.kill_leftovers:
+            kill_group(self.proc)
+        return True
+
+    def due(self) -> bool:
+        return self.restart_at is not None and time.monotonic() >= self.restart_at
+
+    def restart(self) -> None:
+        self.proc = self.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        self.restarts += 1
+        log(f"the {self.name} restarted (pid {self.proc.pid}, restart {self.restarts})")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of a dead child's process group (it was started in its own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
 class Served:
     prefect_api_url: str
     ui_url: str
@@ -167,6 +241,7 @@ def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subproce
                    f"sqlite+aiosqlite:///{state_dir / 'prefect' / 'prefect.db'}")
     # the UI's browser code calls this URL; Prefect's default is port 4200 whatever --port says
     env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     proc = subprocess.Popen(
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
@@ -283,28 +358,96 @@ def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int |
         log(f"deployments  {', '.join(f'{m}/{m}' for m in MODES)}")
         log(f"ready in {served.timings['ready_s']:.1f} s (server {served.timings['server_ready_s']:.1f} s)"
             " — Ctrl-C stops everything")
-        while not stop.wait(1.0):
-            for name, proc in (("Prefect server", served.server), ("runner", served.runner)):
-                if proc is not None and proc.poll() is not None:
-                    log(f"the {name} exited with code {proc.returncode}; stopping")
-                    code = 1
-                    stop.set()
-            if served.api_thread is not None and not served.api_thread.is_alive():
-                log("the REST API stopped (port in use?); stopping")
-                code = 1
-                stop.set()
+        supervise(served, stop, state_dir,
+                  restart_server=lambda: start_prefect_server(state_dir, prefect_port, server_log)[0],
+                  restart_runner=lambda: start_runner(runner_log))
+        if served.api_thread is not None and not served.api_thread.is_alive():
+            code = 1
     except (RuntimeError, OSError) as exc:
         log(f"error: {exc}")
         code = 1
     finally:
-        shutdown(served)
+        shutdown(served, state_dir)
         (state_dir / SERVE_FILE).unlink(missing_ok=True)
         server_log.close()
         runner_log.close()
     return code
 
 
-def shutdown(served: Served) -> None:
+def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
+              restart_server: Callable[[], subprocess.Popen],
+              restart_runner: Callable[[], subprocess.Popen]) -> None:
+    """Until `stop`: keep the Prefect server and the runner alive, and reap dead runs."""
+    from deployments.reaper import Reaper
+
+    health_url = served.prefect_api_url + "/health"
+    server = (Supervised("Prefect server", restart_server, served.server)
+              if served.server is not None else None)
+    runner = Supervised("runner", restart_runner, served.runner, kill_leftovers=False)
+    reaper = Reaper(state_dir, say=log)
+    next_reap = 0.0  # at once: runs left behind by an earlier kai serve
+    runner_blind = False  # its cancel watcher died with the server it watched
+    while not stop.wait(1.0):
+        if server is not None:
+            server.died()
+            if server.due():
+                server.restart()
+                served.server = server.proc
+                runner_blind = True
+        # Prefect's runner stops watching for cancels for good when the server is away ("flow
+        # run cancellation will fail"): replace it once no flow run of it is in flight (killing it
+        # earlier would kill those runs; meanwhile the reaper stops cancelled runs itself)
+        if (runner_blind and runner.restart_at is None and not descendants(runner.proc.pid)
+                and healthy(health_url)):
+            log("replacing the runner: it stopped watching for cancels while the Prefect "
+                "server was away")
+            stop_tree(runner.proc, "runner")
+            runner.restart()
+            served.runner = runner.proc
+            runner_blind = False
+        # a runner that died (e.g. gave up polling during a long outage) starts again only once
+        # the server answers, or it would just fail again
+        runner.died()
+        if runner.due() and healthy(health_url):
+            runner.restart()
+            served.runner = runner.proc
+            runner_blind = False  # a fresh runner watches the server it started with
+        if served.api_thread is not None and not served.api_thread.is_alive():
+            log("the REST API stopped (port in use?); stopping")
+            return
+        if time.monotonic() >= next_reap and healthy(health_url):
+            next_reap = time.monotonic() + REAP_EVERY_S
+            try:
+                reaper.reap()
+            except Exception as exc:  # noqa: BLE001 - the server may be away; try again later
+                log(f"checking for dead runs failed: {type(exc).__name__}: {exc}")
+
+
+def stop_registered_runs(state_dir: Path) -> None:
+    """Flow processes a dead runner left behind are no longer below the runner: stop them too."""
+    from flows import run_registry
+
+    left = [e for e in run_registry.entries(state_dir) if e.process_alive()]
+    for entry in left:
+        log(f"stopping flow run {entry.run_id} (pid {entry.pid}), left by an earlier runner")
+        try:
+            os.kill(entry.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [e for e in left if e.process_alive()]
+    for entry in left:
+        log(f"flow run {entry.run_id}: process {entry.pid} did not stop in {STOP_GRACE_S:.0f} s; "
+            "killing it")
+        try:
+            os.kill(entry.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def shutdown(served: Served, state_dir: Path) -> None:
     log("stopping")
     if served.api is not None:
         served.api.should_exit = True
@@ -312,6 +455,7 @@ def shutdown(served: Served) -> None:
             served.api_thread.join(10)
     if served.runner is not None:
         stop_tree(served.runner, "runner")
+    stop_registered_runs(state_dir)
     if served.server is not None:
         stop_tree(served.server, "Prefect server")
     log("stopped")

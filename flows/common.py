@@ -6,15 +6,22 @@
 3. each host the plan touches is locked with a strict Prefect global concurrency limit
    (`kai-host-<address>`, created on demand, held for the whole run): a second run aimed at a busy
    host waits `lock_wait_s` and is then refused with a message naming the host and the run holding it;
-4. one SSH connection per host is opened lazily and closed at the end.
+4. each host is also locked on the node itself (tasks/node_lock.py: a lock file naming the run
+   and the controller, under a lease this run renews), so that two kai installations — two
+   Prefect servers — never work on one host at once; released when the run ends;
+5. the run is registered in the state dir with its process and lease (flows/run_registry.py), so
+   that `kai serve` can mark it crashed and free its hosts if the process dies unnoticed;
+6. one SSH connection per host is opened lazily and closed at the end.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -38,8 +45,10 @@ from installers.plan import Plan, build_plan
 from installers.settings import KaiSettings
 from installers.spec import ClusterSpec, SpecError, load_spec, validate_for_mode
 from installers.ssh import Fleet
+from flows import run_registry
 from tasks.context import RunContext, activate
 from tasks.fanout import fan_out
+from tasks.node_lock import LeaseRenewer, NodeLock, controller_id, run_lock_job
 from tasks.targets import ssh_targets
 
 LOCK_PREFIX = "kai-host-"
@@ -80,18 +89,64 @@ def kai_run(
     settings = KaiSettings()
     logger.info("%s on %d host(s): %s", mode, len(touched), ", ".join(touched))
 
-    with host_locks(addresses, lock_wait_s) if lock else nullcontext():
+    state_dir = settings.state_path()
+    with host_locks(addresses, lock_wait_s) if lock else nullcontext() as lease_id:
         fleet = Fleet(targets)
-        run = RunContext(spec=spec, plan=plan, fleet=fleet, state_dir=Path(settings.state_dir))
+        node_lock = this_runs_node_lock(state_dir, settings.node_lock_lease_s) if lock else None
+        run = RunContext(spec=spec, plan=plan, fleet=fleet, state_dir=Path(settings.state_dir),
+                         node_lock=node_lock)
+        renewer = (LeaseRenewer(fleet, node_lock, run.locked_nodes, run.locked_guard).start()
+                   if node_lock else None)
+        registered = _register(state_dir, node_lock, lease_id, touched)
         try:
             with activate(run):
                 yield run, plan
         finally:
-            fleet.close()
+            try:
+                if renewer is not None:
+                    renewer.stop()
+                    release_node_locks(run)
+            finally:
+                fleet.close()
+                if registered:
+                    run_registry.unregister(state_dir, node_lock.run_id)
+
+
+def this_runs_node_lock(state_dir: Path, lease_s: int) -> NodeLock:
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        run_id, run_name = str(ctx.flow_run.id), ctx.flow_run.name
+    else:  # an in-process call outside a flow run (tests): still one run, one lock
+        run_id, run_name = str(uuid.uuid4()), "(no flow run)"
+    return NodeLock(run_id=run_id, run_name=run_name, controller=controller_id(state_dir),
+                    lease_s=lease_s)
+
+
+def release_node_locks(run: RunContext) -> None:
+    """Give back the node locks this run took (a failed release just lets the lease run out)."""
+    with run.locked_guard:
+        nodes = set(run.locked_nodes)
+    if not nodes or run.node_lock is None:
+        return
+    problems = run_lock_job(run.fleet, nodes, run.node_lock, "release")
+    for node, problem in sorted(problems.items()):
+        get_run_logger().warning("[%s] could not release the node lock (its lease of %d s runs "
+                                 "out instead): %s", node, run.node_lock.lease_s, problem)
+
+
+def _register(state_dir: Path, node_lock: NodeLock | None, lease_id: UUID | None,
+              nodes: list[str]) -> bool:
+    """Register a runner-started run for kai serve's reaper (flows/run_registry.py)."""
+    if node_lock is None or not run_registry.started_by_a_runner(node_lock.run_id):
+        return False
+    run_registry.register(state_dir, run_registry.RunEntry(
+        run_id=node_lock.run_id, pid=os.getpid(), lease_id=str(lease_id) if lease_id else None,
+        nodes=tuple(nodes)))
+    return True
 
 
 @contextmanager
-def host_locks(addresses: list[str], wait_s: float) -> Iterator[None]:
+def host_locks(addresses: list[str], wait_s: float) -> Iterator[UUID]:
     """Hold one slot of every host's limit (limit 1) for the whole run, under one renewed lease.
 
     Prefect's `concurrency()` context manager does the same but emits an event per limit listing
@@ -107,7 +162,7 @@ def host_locks(addresses: list[str], wait_s: float) -> Iterator[None]:
                                args=(_renew_until, lease_id, stop), daemon=True, name="kai-host-lease")
     renewer.start()
     try:
-        yield
+        yield lease_id
     finally:
         stop.set()
         with get_client(sync_client=True) as client:

@@ -17,6 +17,7 @@ from typing import Any
 from installers.plan import Plan
 from installers.spec import ClusterSpec
 from installers.ssh import Fleet
+from tasks.node_lock import NodeLock
 
 _current: contextvars.ContextVar["RunContext"] = contextvars.ContextVar("kai_run")
 
@@ -32,6 +33,13 @@ class RunContext:
     done: set[tuple[str, str]] = field(default_factory=set)  # (step, node) finished in this run
     secrets: dict[str, str] = field(default_factory=dict)  # KAI_* secrets produced at run time
     info: dict[str, Any] = field(default_factory=dict)  # cluster info for the final artifact
+    node_lock: NodeLock | None = None  # the lock every job takes on its node (tasks/node_lock.py)
+    locked_nodes: set[str] = field(default_factory=set)  # nodes whose lock this run holds
+    locked_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def note_locked(self, node: str) -> None:
+        with self.locked_guard:
+            self.locked_nodes.add(node)
 
     @property
     def cluster_dir(self) -> Path:

@@ -31,6 +31,7 @@ from installers.scripts_store import lib_text, script_text
 from installers.ssh import HostKeyError, JobResult, RemoteJob
 from tasks.context import current_run
 from tasks.fanout import fan_out
+from tasks.node_lock import KAI_LOCKED_EXIT
 
 TAIL_LINES = 15
 LOG_BATCH_S = 0.5  # host output is sent to Prefect at most this late
@@ -132,7 +133,10 @@ def run_node_step(
         started = time.monotonic()
         try:
             conn = run.fleet.get(job.node)
-            remote = build_remote_job(step, job, secrets)
+            remote = build_remote_job(step, job, secrets,
+                                      run.node_lock.env() if run.node_lock else None)
+            if run.node_lock is not None:
+                run.note_locked(job.node)  # the job takes the node's lock first thing
             result = conn.run_job(
                 remote,
                 on_line=lambda line: host_lines.add(job.node, line),
@@ -152,6 +156,11 @@ def run_node_step(
                               exit_code=result.exit_code, tail=list(result.tail))
         if result.error:
             outcome.error = result.error
+        elif result.exit_code == KAI_LOCKED_EXIT and run.node_lock is not None:
+            # another kai installation's run holds the host (the output names it): waiting in a
+            # retry would only delay the refusal
+            outcome.error = "refused: the host is locked by another kai run (see its output)"
+            outcome.retryable = False
         elif result.timed_out:
             outcome.error = f"timed out after {step.policy.timeout_s:.0f} s"
         elif result.cancelled:
@@ -191,12 +200,15 @@ def run_node_step(
     return outcomes
 
 
-def build_remote_job(step: Step, job: HostJob, secrets: Mapping[str, str]) -> RemoteJob:
+def build_remote_job(step: Step, job: HostJob, secrets: Mapping[str, str],
+                     lock_env: Mapping[str, str] | None = None) -> RemoteJob:
     script = script_text(job.script)
     lib = lib_text()
     env = dict(job.env)
     env["KAI_STEP"] = step.name
     env["KAI_STEP_HASH"] = job_hash(job, script, lib)
+    # the node lock's inputs name this run: added after the hash, so a rerun still skips done work
+    env.update(lock_env or {})
     missing = [name for name in job.secret_env if name not in secrets]
     if missing:
         raise RuntimeError(f"internal: step {step.name} needs secrets {missing} that were not produced")

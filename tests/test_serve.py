@@ -77,3 +77,25 @@ def test_serve_on_an_existing_server_stops_cleanly_on_sigterm(kai_server):  # no
         assert second.proc.returncode == 0
         assert not (Path(tmp) / "serve.json").exists()
     assert httpx.get(kai_server.prefect_api_url + "/health").status_code == 200  # untouched
+
+
+def test_a_dead_runner_is_restarted(kai_server):  # noqa: F811
+    """kai serve keeps serving when a child dies: the runner is started again (the server's
+    restart, with a run in flight, is in tests/test_faults_e2e.py)."""
+    import signal
+
+    def runners() -> list[int]:
+        return [p for p in process_tree(kai_server.proc.pid) if Path(f"/proc/{p}/cmdline").exists()
+                and b"--runner" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+    (old,) = runners()
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runners() or runners() == [old]):
+        time.sleep(0.5)
+    assert runners() and runners() != [old], "the runner was not restarted"
+    assert kai_server.proc.poll() is None
+    out = kai_server.log_path.read_text()
+    assert "the runner exited with code -9; restarting it in 1 s" in out
+    assert "the runner restarted (pid" in out
+    assert httpx.get(kai_server.api_url + "/healthz").json() == {"status": "ok"}

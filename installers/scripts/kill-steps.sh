@@ -2,7 +2,19 @@
 # Kill every kai step still running on this host (after a cancelled or crashed run).
 # A step is recognised by KAI_WORK in its environment (kai-exec gives it to the step and
 # everything the step starts); our own KAI_WORK is spared. Prints how many processes were killed.
+# With KAI_LOCK_RUN (the run being cleaned up after), a host whose node lock another run holds is
+# left alone: the steps running there are that run's, not leftovers (lib.sh's node-lock block).
 set -euo pipefail
+# shellcheck source=lib.sh
+KAI_LOCK_ACTION=check . "${0%/*}/lib.sh" # check: sourcing must not take the lock
+
+if [[ -n ${KAI_LOCK_RUN:-} ]]; then
+  kai_lock_read "$(kai_lock_file)"
+  if [[ -n $_kai_lock_run && $_kai_lock_run != "$KAI_LOCK_RUN" ]]; then
+    echo "left alone: the host is held by $(kai_lock_holder)"
+    exit 0
+  fi
+fi
 
 own=${KAI_WORK:?KAI_WORK is required}
 victims=()

@@ -674,3 +674,116 @@ kai_fetch_manifest() {
 kai_systemd_running() { [[ -d /run/systemd/system ]]; }
 
 kai_systemctl() { kai_quiet "systemctl $*" systemctl "$@"; }
+
+# === node lock: one kai run per host, whichever controller runs it =============================
+# (One block, driven by tasks/node_lock.py; keep it together.)
+# Prefect's host lock lives in one Prefect server: two kai installations would not see each
+# other's. So the host holds a lock too: $KAI_STATE_DIR/lock names the run, the controller (a
+# stable id of the kai installation) and when its lease runs out (epoch seconds). Every step of a
+# run takes or refreshes it as it sources this file (the runner sets KAI_LOCK_*); the controller
+# refreshes it meanwhile (lock.sh) and releases it when the run ends.
+# - another controller's run with a live lease: the step is refused at once (KAI_LOCKED_EXIT),
+#   naming that run and controller;
+# - a lease that ran out (its controller died): taken over, and said so;
+# - another run of the *same* controller: taken over — that controller's Prefect host lock, which
+#   this run holds, guarantees the other run is over (killed before it could release).
+# flock makes the check and the write one step, so two controllers cannot both win.
+
+KAI_LOCKED_EXIT=75
+
+kai_lock_file() { printf '%s/lock\n' "$KAI_STATE_DIR"; }
+
+# kai_lock_read FILE: the holder into _kai_lock_{run,run_name,controller,controller_name,expires}.
+kai_lock_read() {
+  local key value
+  _kai_lock_run="" _kai_lock_run_name="" _kai_lock_controller="" _kai_lock_controller_name=""
+  _kai_lock_expires=0
+  [[ -f $1 ]] || return 0
+  while IFS='=' read -r key value || [[ -n $key ]]; do
+    case $key in
+      run) _kai_lock_run=$value ;;
+      run_name) _kai_lock_run_name=$value ;;
+      controller) _kai_lock_controller=$value ;;
+      controller_name) _kai_lock_controller_name=$value ;;
+      expires) _kai_lock_expires=$value ;;
+    esac
+  done <"$1"
+  [[ $_kai_lock_expires =~ ^[0-9]+$ ]] || _kai_lock_expires=0
+}
+
+kai_lock_holder() {
+  printf "run '%s' (%s) of controller %s (%s)" "$_kai_lock_run_name" "$_kai_lock_run" \
+    "$_kai_lock_controller" "$_kai_lock_controller_name"
+}
+
+# Write our lock with a fresh lease (tmp + mv: a reader never sees half a file).
+kai_lock_write() {
+  local file=$1 now=$2 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  printf 'run=%s\nrun_name=%s\ncontroller=%s\ncontroller_name=%s\nexpires=%s\n' \
+    "$KAI_LOCK_RUN" "${KAI_LOCK_RUN_NAME:-}" "$KAI_LOCK_CONTROLLER" \
+    "${KAI_LOCK_CONTROLLER_NAME:-}" "$((now + KAI_LOCK_LEASE_S))" >"$tmp"
+  chmod 0600 "$tmp"
+  mv -f "$tmp" "$file"
+}
+
+# The decision under the flock: refuse (exit), take over (say so), take, or refresh (quietly).
+kai_lock_hold_locked() {
+  local file=$1 now=$2
+  kai_lock_read "$file"
+  if [[ -n $_kai_lock_run && $_kai_lock_run != "$KAI_LOCK_RUN" ]]; then
+    if [[ $_kai_lock_controller == "$KAI_LOCK_CONTROLLER" ]]; then
+      kai_log "node lock: taking over from $(kai_lock_holder), an earlier run of this controller"
+    elif ((_kai_lock_expires > now)); then
+      printf 'ERROR: %s is locked by kai %s for %d s more; two kai installations must not work on one host at once: refusing step %s\n' \
+        "$(hostname)" "$(kai_lock_holder)" "$((_kai_lock_expires - now))" "${KAI_STEP:-?}" >&2
+      exit "$KAI_LOCKED_EXIT"
+    else
+      kai_log "node lock: taking over the stale lock of $(kai_lock_holder): its lease ran out $((now - _kai_lock_expires)) s ago"
+    fi
+  elif [[ -z $_kai_lock_run ]]; then
+    kai_log "node lock: taken by run '${KAI_LOCK_RUN_NAME:-}' ($KAI_LOCK_RUN) of controller $KAI_LOCK_CONTROLLER, lease ${KAI_LOCK_LEASE_S} s"
+  fi
+  kai_lock_write "$file" "$now"
+}
+
+kai_lock_release_locked() {
+  local file=$1
+  kai_lock_read "$file"
+  if [[ -z $_kai_lock_run ]]; then
+    kai_log "node lock: not held"
+  elif [[ $_kai_lock_run == "$KAI_LOCK_RUN" && $_kai_lock_controller == "$KAI_LOCK_CONTROLLER" ]]; then
+    rm -f "$file"
+    kai_log "node lock: released by run $KAI_LOCK_RUN"
+  else
+    kai_log "node lock: held by $(kai_lock_holder), not by this run: left alone"
+  fi
+}
+
+# kai_node_lock hold|release
+kai_node_lock() {
+  local action=$1 file fd now
+  : "${KAI_LOCK_RUN:?KAI_LOCK_RUN is required (set by the kai runner)}"
+  : "${KAI_LOCK_CONTROLLER:?KAI_LOCK_CONTROLLER is required (set by the kai runner)}"
+  [[ ${KAI_LOCK_LEASE_S:-} =~ ^[1-9][0-9]*$ ]] ||
+    kai_die "KAI_LOCK_LEASE_S must be a whole number of seconds, got '${KAI_LOCK_LEASE_S:-}'"
+  file=$(kai_lock_file)
+  mkdir -p "$KAI_STATE_DIR"
+  chmod 0700 "$KAI_STATE_DIR"
+  exec {fd}>>"$file.flock"
+  flock -w 30 "$fd" || kai_die "node lock: $file.flock stayed locked for 30 s"
+  now=$(date +%s)
+  case $action in
+    hold) kai_lock_hold_locked "$file" "$now" ;;
+    release) kai_lock_release_locked "$file" ;;
+    *) kai_die "kai_node_lock: unknown action '$action'" ;;
+  esac
+  exec {fd}>&-
+}
+
+# Every step of a locked run checks and refreshes the lock before it does anything (lock.sh,
+# which sets KAI_LOCK_ACTION, does its own action instead).
+if [[ -n ${KAI_LOCK_RUN:-} && -z ${KAI_LOCK_ACTION:-} ]]; then
+  kai_node_lock hold
+fi
+# === end of the node-lock block =================================================================

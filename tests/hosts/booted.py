@@ -229,6 +229,26 @@ class BootedHosts:
         self.timings["reset_s"] = time.monotonic() - t0
         return self.timings["reset_s"]
 
+    def power_off(self, h: Host) -> None:
+        """Pull the plug: the link goes dark first (no FIN or RST reaches anyone, as when a
+        machine loses power), then every process of the host is SIGKILLed. Its disk (the upper
+        layer) stays as it was: power_on() boots it again."""
+        network.run("ip", "link", "set", self.veth_name(h.index), "down")
+        network.remove_cgroup(h.cgroup)  # SIGKILLs all of it: nspawn, systemd, sshd, the step
+        if h._launcher is not None:
+            h._launcher.wait()
+            h._launcher = None
+        h.launcher_pid = h.leader_pid = None
+
+    def power_on(self, h: Host) -> float:
+        """Boot a powered-off host again on its old disk; returns the seconds until sshd answers."""
+        t0 = time.monotonic()
+        network.run("ip", "link", "set", self.veth_name(h.index), "up")
+        self._start(h)
+        self._wait_ready([h])
+        self._save_state()
+        return time.monotonic() - t0
+
     def detach(self) -> None:
         """Give up the index but leave the hosts running (the CLI); a later down() removes them."""
         self._lock.release()
