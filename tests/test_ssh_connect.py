@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -87,3 +88,40 @@ def test_bastion_direct_tcpip(sshd):
         assert a._bastion is b._bastion  # one bastion connection shared
     with pytest.raises(KeyError, match="n3"):
         Fleet().get("n3")
+
+
+def test_a_host_that_stops_answering_is_a_lost_link_not_a_channel_limit(sshd):
+    # A powered-off host looks alive to TCP until keepalives fail: a channel request then gets no
+    # answer at all. That must read as a lost link (the step may be retried on a new connection),
+    # not as sshd refusing channels.
+    import os
+    import signal
+
+    from installers.ssh import ConnectionLostError
+    from tests.support.ssh_jobs import wait_until
+
+    c = Connection(sshd.target(connect_timeout=2))
+    try:
+        c.connect()
+        ours = [p for p in _descendants(sshd.proc.pid)]
+        assert ours, "no sshd process serves our connection"
+        for pid in ours:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionLostError, match="did not answer a request for a channel"):
+                c.run_job(job("echo unreachable"))
+            assert time.monotonic() - t0 < 10
+            assert not c._transport_alive()  # dropped: the next try reconnects
+        finally:
+            for pid in ours:
+                os.kill(pid, signal.SIGCONT)
+        assert wait_until(lambda: c.run_job(job("echo back")).tail == ["back"], 20)
+    finally:
+        c.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    kids = [int(p) for p in out]
+    return kids + [d for k in kids for d in _descendants(k)]

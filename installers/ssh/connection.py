@@ -344,6 +344,15 @@ class Connection:
             try:
                 return transport.open_session(timeout=t.connect_timeout)
             except paramiko.SSHException as e:  # ChannelException, or a bare "Unable to open"
+                if "Timeout opening channel" in str(e):
+                    # no answer at all, not a refusal: a powered-off host or a dead link looks
+                    # alive to TCP until keepalives fail. Drop the transport: the next attempt
+                    # reconnects (and says why it cannot) instead of waiting on a dead link.
+                    transport.close()
+                    raise ConnectionLostError(
+                        f"{t.node} ({t.address}) did not answer a request for a channel for "
+                        f"step {step!r} within {t.connect_timeout:g} s: host down or link "
+                        "lost?") from None
                 if not transport.is_active():
                     raise ConnectionLostError(
                         f"connection to {t.node} ({t.address}) lost before step {step!r} "
