@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from tests.e2e_server import KaiServer, process_tree, start_kai_serve
-from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions
+from tests.hosts.mirror import serve_mirror_to
 from tests.test_flows_e2e import (assert_completed, calls, clear_fault, kai_processes, logs,
                                   make_spec, set_fault, start, wait, wait_step_running)
 
@@ -53,21 +53,7 @@ def no_ephemeral_prefect():
 
 @pytest.fixture(scope="module")
 def hosts(clean_hosts):
-    if len(clean_hosts) < HOSTS_NEEDED:
-        pytest.fail(f"these tests need {HOSTS_NEEDED} booted hosts (KAI_TEST_HOSTS)")
-    root = build_mirror()
-    if "mirror" not in clean_hosts._service_procs:
-        clean_hosts.start_service(mirror_service(root))
-    gateway = clean_hosts.bridge.gateway
-
-    def mirror_direct(host):
-        host.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
-                      f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
-
-    clean_hosts.add_provisioner(mirror_direct)
-    clean_hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
-    clean_hosts.mirror_versions = mirror_versions(root)
-    return clean_hosts
+    return serve_mirror_to(clean_hosts, HOSTS_NEEDED)
 
 
 def start_controller(state_dir: Path) -> KaiServer:

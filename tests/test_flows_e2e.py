@@ -27,7 +27,7 @@ import pytest
 
 from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.booted import spec_fragment
-from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions
+from tests.hosts.mirror import serve_mirror_to
 
 pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
 
@@ -40,23 +40,7 @@ RUNS: list[str] = []  # every run of the module, for the secrets sweep at the en
 
 @pytest.fixture(scope="module")
 def hosts(clean_hosts):
-    if len(clean_hosts) < HOSTS_NEEDED:
-        pytest.fail(f"these tests need {HOSTS_NEEDED} booted hosts: set KAI_TEST_HOSTS={HOSTS_NEEDED} "
-                    f"(the Makefile does)")
-    root = build_mirror()
-    if "mirror" not in clean_hosts._service_procs:  # another module may have started it
-        clean_hosts.start_service(mirror_service(root))
-    gateway = clean_hosts.bridge.gateway
-
-    def mirror_direct(host):
-        # the hosts' apt goes through the gateway's Debian-only proxy; the mirror is reached directly
-        host.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
-                      f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
-
-    clean_hosts.add_provisioner(mirror_direct)
-    clean_hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
-    clean_hosts.mirror_versions = mirror_versions(root)
-    return clean_hosts
+    return serve_mirror_to(clean_hosts, HOSTS_NEEDED)
 
 
 @pytest.fixture(scope="module")

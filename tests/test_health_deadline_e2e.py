@@ -15,7 +15,7 @@ import pytest
 from installers.cluster_check import CHECKS
 from installers.plan import DEFAULT_POLICIES
 from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
-from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions
+from tests.hosts.mirror import serve_mirror_to
 from tests.test_flows_e2e import assert_completed, make_spec, start, wait
 
 pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
@@ -31,18 +31,7 @@ VERIFY_MARGIN_S = 10
 @pytest.fixture(scope="module")
 def hosts(clean_hosts):
     """Booted hosts that reach the local mirror (as tests/test_flows_e2e.py sets them up)."""
-    root = build_mirror()
-    if "mirror" not in clean_hosts._service_procs:  # another module may have started it
-        clean_hosts.start_service(mirror_service(root))
-    gateway = clean_hosts.bridge.gateway
-
-    def mirror_direct(h):
-        h.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct", f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
-
-    clean_hosts.add_provisioner(mirror_direct)
-    clean_hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
-    clean_hosts.mirror_versions = mirror_versions(root)
-    return clean_hosts
+    return serve_mirror_to(clean_hosts, None)
 
 
 @pytest.fixture(scope="module")

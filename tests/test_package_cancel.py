@@ -26,6 +26,7 @@ import pytest
 
 from installers.ssh import RemoteJob, build_frame
 from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.hosts.mirror import serve_mirror_to
 from tests.scripts_harness import SCRIPTS_DIR
 
 AGENT = SCRIPTS_DIR / "kai-exec.sh"
@@ -150,24 +151,7 @@ HOSTS_NEEDED = 3
 
 @pytest.fixture(scope="module")
 def pkg_hosts(clean_hosts):
-    from tests.hosts.mirror import MIRROR_PORT, build_mirror, mirror_service, mirror_versions
-
-    if len(clean_hosts) < HOSTS_NEEDED:
-        pytest.fail(f"these tests need {HOSTS_NEEDED} booted hosts (KAI_TEST_HOSTS)")
-    root = build_mirror()
-    if "mirror" not in clean_hosts._service_procs:  # another module may have started it
-        clean_hosts.start_service(mirror_service(root))
-    gateway = clean_hosts.bridge.gateway
-
-    def mirror_direct(host):
-        # the hosts' apt goes through the gateway's Debian-only proxy; the mirror is reached directly
-        host.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
-                      f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
-
-    clean_hosts.add_provisioner(mirror_direct)
-    clean_hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
-    clean_hosts.mirror_versions = mirror_versions(root)
-    return clean_hosts
+    return serve_mirror_to(clean_hosts, HOSTS_NEEDED)
 
 
 class NodeSteps:

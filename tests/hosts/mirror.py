@@ -446,3 +446,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def serve_mirror_to(hosts, needed: int | None = None):
+    """Booted hosts that reach the local mirror: build it (cached), serve it on the hosts' bridge
+    once per session, and let the hosts' apt reach it directly (their proxy forwards only to
+    Debian). Fails, naming the setting, when fewer than `needed` hosts were booted."""
+    import pytest
+
+    if needed is not None and len(hosts) < needed:
+        pytest.fail(f"these tests need {needed} booted hosts: set KAI_TEST_HOSTS={needed} "
+                    "(the Makefile does)")
+    root = build_mirror()
+    if "mirror" not in hosts._service_procs:  # another module may have started it
+        hosts.start_service(mirror_service(root))
+    gateway = hosts.bridge.gateway
+
+    def mirror_direct(host):
+        host.put_file("/etc/apt/apt.conf.d/02kai-mirror-direct",
+                      f'Acquire::http::Proxy::{gateway} "DIRECT";\n')
+
+    hosts.add_provisioner(mirror_direct)
+    hosts.mirror_url = f"http://{gateway}:{MIRROR_PORT}"
+    hosts.mirror_versions = mirror_versions(root)
+    return hosts
