@@ -204,8 +204,7 @@ def build_remote_job(step: Step, job: HostJob, secrets: Mapping[str, str],
                      lock_env: Mapping[str, str] | None = None) -> RemoteJob:
     script = script_text(job.script)
     lib = lib_text()
-    env = dict(job.env)
-    env["KAI_STEP"] = step.name
+    env = dict(job.env)  # KAI_STEP comes from RemoteJob.step (installers/ssh/frame.py)
     env["KAI_STEP_HASH"] = job_hash(job, script, lib)
     # the node lock's inputs name this run: added after the hash, so a rerun still skips done work
     env.update(lock_env or {})
