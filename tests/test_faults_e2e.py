@@ -210,15 +210,17 @@ def test_a_host_powered_off_mid_step_fails_the_step_then_a_rerun_completes(hosts
         wait_until(f"kubeadm join running on {h2.name}", lambda: "kubeadm" in kai_processes(h2), 120)
         t0 = time.monotonic()
         hosts.power_off(h2)
-        st = wait(run_id, timeout=300)
-        fail_s = time.monotonic() - t0
+        try:
+            st = wait(run_id, timeout=300)
+            fail_s = time.monotonic() - t0
+        finally:  # whatever happened, the session's other tests need this host back
+            boot_s = hosts.power_on(h2)
         assert st["state"] == "FAILED", st["state"]
         failure = st["failure"]
         assert failure["step"] == "join-control-planes" and failure["hosts"] == [h2.name], failure
         assert h2.name in failure["message"] and "timed out after 90 s" in failure["message"], failure
         assert fail_s < 90 + 30, f"the step took {fail_s:.0f} s to fail after the power-off"
 
-        boot_s = hosts.power_on(h2)
         clear_fault(h2)
         t1 = time.monotonic()
         rerun = wait(start("ha", spec, lock_wait_s=90), timeout=600)

@@ -112,7 +112,6 @@ def test_a_host_that_stops_answering_is_a_lost_link_not_a_channel_limit(sshd):
             with pytest.raises(ConnectionLostError, match="did not answer a request for a channel"):
                 c.run_job(job("echo unreachable"))
             assert time.monotonic() - t0 < 10
-            assert not c._transport_alive()  # dropped: the next try reconnects
         finally:
             for pid in ours:
                 os.kill(pid, signal.SIGCONT)

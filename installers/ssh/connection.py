@@ -346,9 +346,8 @@ class Connection:
             except paramiko.SSHException as e:  # ChannelException, or a bare "Unable to open"
                 if "Timeout opening channel" in str(e):
                     # no answer at all, not a refusal: a powered-off host or a dead link looks
-                    # alive to TCP until keepalives fail. Drop the transport: the next attempt
-                    # reconnects (and says why it cannot) instead of waiting on a dead link.
-                    transport.close()
+                    # alive to TCP until keepalives fail. The transport is left as it is: other
+                    # threads' jobs on it end by their own timeouts, naming their steps.
                     raise ConnectionLostError(
                         f"{t.node} ({t.address}) did not answer a request for a channel for "
                         f"step {step!r} within {t.connect_timeout:g} s: host down or link "
