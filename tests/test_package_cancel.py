@@ -15,6 +15,7 @@ every package step waits for the package lock and repairs an interrupted databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -217,6 +218,11 @@ def dpkg_running(host) -> str:
     return out if DPKG_TRANSACTION.search(out) else ""
 
 
+def installing(host) -> bool:
+    """apt-get is installing (resolving, downloading) or dpkg is already changing packages."""
+    return bool(dpkg_running(host) or re.search(r"apt-get .*\binstall\b", package_manager_busy(host)))
+
+
 def package_manager_busy(host) -> str:
     return host.exec("pgrep -a -x 'dpkg|apt-get|apt|dpkg-deb' || true", check=False).stdout.strip()
 
@@ -238,14 +244,39 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     return True
 
 
+# A host limited to this share of one CPU while a cancel point is waited for. On an idle machine
+# the stand-in kube packages install in about a second: a cancel point 1.6 s into dpkg fell after
+# the transaction in a fresh-clone CI run. Throttled, every point lands inside dpkg, on a loaded
+# machine and an idle one alike; the cancel itself and the rerun run at full speed.
+THROTTLED_CPU_PERCENT = 10
+
+
+@contextlib.contextmanager
+def cpu_throttled(host, percent: int):
+    """Limit the host's whole cgroup (systemd, sshd, dpkg) to `percent` of one CPU (CFS quota)."""
+    from tests.hosts.network import CGROUP_ROOT
+
+    cg = CGROUP_ROOT / "cpu" / host.cgroup
+    period = int((cg / "cpu.cfs_period_us").read_text())
+    (cg / "cpu.cfs_quota_us").write_text(str(period * percent // 100))
+    try:
+        yield
+    finally:
+        (cg / "cpu.cfs_quota_us").write_text("-1")
+
+
 def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_once: bool) -> dict:
     """Run `step`, cancel it `delay` s after dpkg first ran (when dpkg runs; delay "configure":
     once dpkg configures); then rerun it: at once (it must wait for the transaction itself), or
     once the package manager is idle and the database was checked. Returns the measured figures."""
     host, cancel, box = node.host, threading.Event(), {}
     worker = threading.Thread(target=lambda: box.update(zip(("result", "lines"), node.run(step, cancel))))
+    throttle = contextlib.ExitStack()
     worker.start()
     try:
+        assert wait_until(lambda: installing(host) or not worker.is_alive(), 600), \
+            f"{step}: the package install never started"
+        throttle.enter_context(cpu_throttled(host, THROTTLED_CPU_PERCENT))
         assert wait_until(lambda: dpkg_running(host) or not worker.is_alive(), 600), "dpkg never ran"
         assert worker.is_alive(), f"{step} ended before dpkg ran: {box.get('lines', [])[-20:]}"
         if isinstance(delay, (int, float)):
@@ -263,7 +294,9 @@ def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_
                                    f"{delay} s: {box.get('lines', [])[-20:]}")
         t0 = time.monotonic()
         cancel.set()
+        throttle.close()
     finally:
+        throttle.close()
         worker.join(timeout=120)
     cancelled_s = time.monotonic() - t0
     result, lines = box["result"], box["lines"]
