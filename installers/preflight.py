@@ -2,11 +2,12 @@
 
 One place for the rules, including the cross-host ones (unique hostname/MAC/product_uuid,
 clock skew). `spec.preflight.ignore` turns a named check's errors into warnings, like kubeadm's
---ignore-preflight-errors.
+--ignore-preflight-errors (except a changed Kubernetes version, which only `kai upgrade` may do).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ def _check_node(c: _Collector, spec: ClusterSpec, mode: str, name: str,
         c.add(name, "already_in_cluster", "warning",
               f"node {name} is already a member of this cluster ({facts.get('kubelet_server')}); "
               f"finished steps will be skipped")
+        _check_version_unchanged(c, spec, mode, name, facts)
     elif in_cluster:
         what = ("/etc/kubernetes/kubelet.conf exists" if facts.get("kubeadm_done") == "1"
                 else "/etc/kubernetes/manifests or /var/lib/etcd is not empty")
@@ -145,6 +147,29 @@ def _check_node(c: _Collector, spec: ClusterSpec, mode: str, name: str,
         busy = sorted({int(p) for p in used if p.strip().isdigit() and int(p) in expected})
         if busy:
             c.add(name, "ports", "error", "ports already in use: " + ", ".join(map(str, busy)))
+
+
+# Modes that install packages: run against a member, a changed version would install the new
+# kubelet on every node at once, newer than the API servers (the version-skew policy forbids it).
+_INSTALL_MODES = ("all_in_one", "ha", "add_nodes", "preflight")
+# Errors that `preflight.ignore` cannot turn into warnings: ignoring them breaks the cluster.
+NOT_IGNORABLE = frozenset({"version_change"})
+
+
+def _check_version_unchanged(c: _Collector, spec: ClusterSpec, mode: str, name: str,
+                             facts: Mapping[str, str]) -> None:
+    installed = (facts.get("kubelet_version") or "").removeprefix("v")
+    if mode not in _INSTALL_MODES or not re.fullmatch(r"\d+\.\d+\.\d+", installed):
+        return
+    wanted = spec.kubernetes.full_version
+    if installed != wanted:
+        minor = spec.kubernetes.minor
+        c.add(name, "version_change", "error",
+              f"node {name} is a member of this cluster running kubelet v{installed}, and the spec "
+              f"asks for kubernetes.version {spec.kubernetes.version} (v{wanted}): an install "
+              f"never changes a running cluster's version (its kubelets would be newer than the "
+              f"API servers); run `kai upgrade SPEC --to {minor}`, or set kubernetes.version "
+              f"back to {installed}")
 
 
 def member_of_this_cluster(spec: ClusterSpec, node, facts: Mapping[str, str]) -> bool:
@@ -195,6 +220,7 @@ def evaluate(spec: ClusterSpec, mode: str, facts: Mapping[str, Mapping[str, str]
     _check_unique(c, facts, "product_uuid", "product_uuid_unique", "product_uuid", {"unreadable"})
     _check_clock(c, facts)
     ignored = set(spec.preflight.ignore)
+    ignored -= NOT_IGNORABLE
     return [Finding(f.node, f.check, "warning", f.message + " (ignored: preflight.ignore)")
             if f.severity == "error" and f.check in ignored else f for f in c.findings]
 

@@ -39,7 +39,7 @@ POLLING_STEP_KINDS = ("verify", "health")
 # Names of the checks in installers/preflight.py (here so that the spec can validate `ignore`).
 PREFLIGHT_CHECKS = ("facts", "os", "arch", "cpus", "memory", "disk", "swap", "cgroup", "modules",
                     "binaries", "ports", "hostname_unique", "mac_unique", "product_uuid_unique",
-                    "clock_skew", "systemd", "already_in_cluster")
+                    "clock_skew", "systemd", "already_in_cluster", "version_change")
 
 
 # Control characters (C0, DEL, C1), Unicode line/paragraph separators and lone surrogates: no

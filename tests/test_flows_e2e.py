@@ -199,6 +199,18 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
         assert f"[{h0.name}] {step}: already done" in text, f"{step}: not skipped in the rerun"
     print(f"\nall_in_one: {first_s:.0f} s (init attempts 3); rerun {rerun_s:.0f} s")
 
+    # A version bump on the running cluster is refused by preflight before anything changes: an
+    # install would put the new kubelet beside the old API server (`kai upgrade` is the way).
+    snapshot = "kubelet --version; dpkg-query -W kubelet kubeadm; cat /var/lib/kai/done/* | sha256sum"
+    before = h0.exec(snapshot).stdout
+    st = wait(start("all_in_one", dict(spec, kubernetes={"version": "1.37"})))
+    assert st["state"] == "FAILED" and st["failure"]["step"] == "facts", st["failure"]
+    message = st["failure"]["message"]
+    assert h0.name in message and "v1.36" in message and "kai upgrade SPEC --to 1.37" in message, message
+    assert [s["name"] for s in st["steps"] if s["state"] not in ("PENDING", "SKIPPED", None)] == ["facts"], \
+        st["steps"]
+    assert h0.exec(snapshot).stdout == before, "the refused run changed a package or a done-marker"
+
     st = wait(start("reset", spec))
     assert_completed(st)
     assert h0.exec("test -e /etc/kubernetes/admin.conf", check=False).returncode != 0

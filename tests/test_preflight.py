@@ -146,3 +146,41 @@ def test_member_of_this_cluster_is_a_rerun_not_an_error():
     other = dict(mine, kubelet_server="https://10.9.9.9:6443")  # another cluster's API server
     found = find(evaluate(spec, "all_in_one", facts_for(spec, **{node.name: other})), "already_in_cluster")
     assert [f.severity for f in found] == ["error"] and "kai reset" in found[0].message
+
+
+def _member(spec, node, kubelet_version):
+    return {"kubeadm_done": "1", "kube_manifests_empty": "0", "kubelet_version": kubelet_version,
+            "kubelet_server": f"https://{spec.endpoint()}"}
+
+
+@pytest.mark.parametrize("mode", ["all_in_one", "preflight"])
+def test_a_changed_version_on_a_member_is_refused_naming_kai_upgrade(mode):
+    spec = load_spec(aio(kubernetes={"version": "1.37"}))
+    node = spec.nodes[0]
+    found = find(evaluate(spec, mode, facts_for(spec, **{node.name: _member(spec, node, "v1.36.4")})),
+                 "version_change")
+    assert [f.severity for f in found] == ["error"], found
+    msg = found[0].message
+    assert f"node {node.name}" in msg and "v1.36.4" in msg and "v1.37.1" in msg
+    assert "kai upgrade SPEC --to 1.37" in msg
+
+
+def test_a_patch_change_is_refused_too_and_the_same_version_is_a_plain_rerun():
+    spec = load_spec(ha(kubernetes={"version": "1.36.4"}))
+    facts = facts_for(spec, **{n.name: _member(spec, n, "v1.36.3") for n in spec.nodes})
+    assert {f.node for f in find(evaluate(spec, "ha", facts), "version_change")} == {n.name for n in spec.nodes}
+    same = facts_for(spec, **{n.name: _member(spec, n, "v1.36.4") for n in spec.nodes})
+    assert not find(evaluate(spec, "ha", same), "version_change")
+    # a node with packages but not yet in the cluster (an install stopped before init) may change
+    fresh = facts_for(spec, **{n.name: {"kubelet_version": "v1.36.3"} for n in spec.nodes})
+    assert not find(evaluate(spec, "ha", fresh), "version_change")
+    # reset and rebuild throw the cluster away: the version is theirs to change
+    assert not find(evaluate(spec, "reset", facts), "version_change")
+
+
+def test_the_version_change_cannot_be_ignored():
+    spec = load_spec(aio(kubernetes={"version": "1.37"}, preflight={"ignore": ["version_change"]}))
+    node = spec.nodes[0]
+    found = find(evaluate(spec, "all_in_one", facts_for(spec, **{node.name: _member(spec, node, "v1.36.4")})),
+                 "version_change")
+    assert [f.severity for f in found] == ["error"]
