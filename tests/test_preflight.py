@@ -162,7 +162,7 @@ def test_a_changed_version_on_a_member_is_refused_naming_kai_upgrade(mode):
     assert [f.severity for f in found] == ["error"], found
     msg = found[0].message
     assert f"node {node.name}" in msg and "v1.36.4" in msg and "v1.37.1" in msg
-    assert "kai upgrade SPEC --to 1.37" in msg
+    assert "set kubernetes.version back to 1.36.4" in msg and "rebuild the cluster at 1.37" in msg
 
 
 def test_a_patch_change_is_refused_too_and_the_same_version_is_a_plain_rerun():
