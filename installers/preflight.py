@@ -2,7 +2,7 @@
 
 One place for the rules, including the cross-host ones (unique hostname/MAC/product_uuid,
 clock skew). `spec.preflight.ignore` turns a named check's errors into warnings, like kubeadm's
---ignore-preflight-errors (except a changed Kubernetes version, which only `kai upgrade` may do).
+--ignore-preflight-errors (except a changed Kubernetes version, which only an upgrade may do).
 """
 
 from __future__ import annotations

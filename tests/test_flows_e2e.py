@@ -200,7 +200,7 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
     print(f"\nall_in_one: {first_s:.0f} s (init attempts 3); rerun {rerun_s:.0f} s")
 
     # A version bump on the running cluster is refused by preflight before anything changes: an
-    # install would put the new kubelet beside the old API server (`kai upgrade` is the way).
+    # install would put the new kubelet beside the old API server (an upgrade is the way).
     snapshot = "kubelet --version; dpkg-query -W kubelet kubeadm; cat /var/lib/kai/done/* | sha256sum"
     before = h0.exec(snapshot).stdout
     st = wait(start("all_in_one", dict(spec, kubernetes={"version": "1.37"})))
