@@ -331,6 +331,25 @@ def test_dropped_connection_kills_remote_tree_and_is_reported(conn):
     assert conn.run_job(job("echo again")).tail == ["again"]
 
 
+def test_idle_agents_of_a_dropped_link_are_not_handed_the_next_job(conn):
+    # Seen in CI: the node-lock renewal had left a second, idle agent on a control plane when its
+    # SSH session was killed mid-step. The step's retry took that agent ("ready" before the link
+    # died), its frame hit the closed channel ("Socket is closed"), and with no live transport the
+    # retry failed as a lost connection instead of reconnecting.
+    jobs = [threading.Thread(target=conn.run_job, args=(job("sleep 0.3"),)) for _ in range(2)]
+    for t in jobs:
+        t.start()
+    for t in jobs:
+        t.join(10)
+    assert len(conn._idle) == 2, "two agents ended their jobs and wait idle"
+    transport = conn.connect()
+    transport.sock.shutdown(socket.SHUT_RDWR)  # the link ends; no SSH close
+    assert wait_until(lambda: not transport.is_active(), 5)
+    res = conn.run_job(job("echo reconnected", step="kubeadm-init"))
+    assert res.ok and res.tail == ["reconnected"], res
+    assert conn.connect() is not transport, "the job ran on a new connection"
+
+
 # ----------------------------------------------------------------------------------------------
 # secrets
 # ----------------------------------------------------------------------------------------------

@@ -82,6 +82,11 @@ class Agent:
         c = self.chan
         return not (c.closed or c.eof_received or c.exit_status_ready())
 
+    def link_alive(self) -> bool:
+        """Alive, and so is the connection it runs on (a dropped link leaves a 'ready' agent)."""
+        transport = self.chan.get_transport()
+        return self.alive() and transport is not None and transport.is_active()
+
     def close(self) -> None:
         try:
             self.chan.close()  # EOF: the agent kills what is left of its job and exits

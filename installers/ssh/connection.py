@@ -196,11 +196,6 @@ class Connection:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _transport_alive(self) -> bool:
-        with self._lock:
-            transport = self._client.get_transport() if self._client is not None else None
-        return transport is not None and transport.is_active()
-
     # -- running ------------------------------------------------------------------------------
 
     def run_job(self, job: RemoteJob, on_line: Callable[[str], None] | None = None,
@@ -219,8 +214,10 @@ class Connection:
                 result, stream, clean = agent.run(job, on_line, cancel)
                 started = stream.started
             except (EOFError, OSError, paramiko.SSHException, ConnectionLostError) as e:
-                if reused and not started and self._transport_alive():
-                    continue  # it died after saying it was ready (killed just now): a fresh one
+                if reused and not started:
+                    # it died after saying it was ready (killed just now, or its link dropped):
+                    # a fresh agent, on a new connection if need be (connect() raises if none)
+                    continue
                 if isinstance(e, ConnectionLostError):
                     raise
                 raise ConnectionLostError(
@@ -253,6 +250,9 @@ class Connection:
                 agent = self._idle.pop() if self._idle else None
             if agent is None:
                 break
+            if not agent.link_alive():  # its connection dropped while it waited
+                self._discard(agent)
+                continue
             ready, said = agent.await_ready(IDLE_AGENT_READY_S)
             if ready and not said:
                 return agent
