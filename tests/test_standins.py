@@ -95,6 +95,135 @@ def test_unknown_kind_is_rejected():
         standin_config.load_config(VALID.replace("kind: InitConfiguration", "kind: InitConfig"))
 
 
+@pytest.mark.parametrize("change, field", [
+    # deep inside KubeletConfiguration: authentication.webhook is a KubeletWebhookAuthentication
+    (("cgroupDriver: systemd", "cgroupDriver: systemd\nauthentication: {webhook: {enabled: true, cacheTTL: 2m, ttl: 1m}}"),
+     'unknown field "authentication.webhook.ttl"'),
+    (("cgroupDriver: systemd", "cgroupDriver: systemd\nlogging: {options: {json: {splitStream: true, colour: 1}}}"),
+     'unknown field "logging.options.json.colour"'),
+    (("cgroupDriver: systemd", "cgroupDriver: systemd\nmaxPods: lots"), "maxPods"),
+    (("cgroupDriver: systemd", "cgroupDriver: systemd\nevictionHard: [memory.available]"), "evictionHard"),
+    (("cgroupDriver: systemd", "cgroupDriver: systemd\nFailSwapOn: false"), 'unknown field "FailSwapOn"'),
+    (("mode: nftables", "mode: nftables\nconntrack: {maxPerCore: 0, tcpTimeout: 1s}"),
+     'unknown field "conntrack.tcpTimeout"'),
+    (("mode: nftables", "mode: nftables\nclientConnection: {qps: fast}"), "clientConnection.qps"),
+    (("  taints: []", "  taints: [{key: a, effect: NoSchedule, operator: Exists}]"),
+     'unknown field "nodeRegistration.taints[0].operator"'),
+    (("etcd: {local: {dataDir: /var/lib/etcd}}",
+      "etcd: {local: {dataDir: /var/lib/etcd, extraEnvs: [{name: A, valueFrom: {secretKeyRef: {name: s, key: k, path: p}}}]}}"),
+     'unknown field "etcd.local.extraEnvs[0].valueFrom.secretKeyRef.path"'),
+])
+def test_nested_unknown_or_mistyped_field_is_named(change, field):
+    old, new = change
+    assert old in VALID
+    with pytest.raises(standin_config.ConfigError) as e:
+        standin_config.load_config(VALID.replace(old, new))
+    assert field in str(e.value)
+
+
+def test_nested_known_fields_are_accepted():
+    text = VALID.replace("cgroupDriver: systemd", """cgroupDriver: systemd
+authentication: {webhook: {enabled: true, cacheTTL: 2m0s}, x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}}
+evictionHard: {memory.available: 100Mi}
+reservedMemory: [{numaNode: 0, limits: {memory: 1Gi}}]
+logging: {format: json, verbosity: 2, vmodule: [{filePattern: "kubelet*", verbosity: 4}]}
+registerWithTaints: [{key: a, value: b, effect: NoSchedule}]""").replace("mode: nftables", """mode: nftables
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 24h0m0s}
+clientConnection: {qps: 5.5, burst: 10}""")
+    kinds = standin_config.load_config(text)
+    assert kinds["KubeletConfiguration"]["reservedMemory"][0]["limits"] == {"memory": "1Gi"}
+
+
+UPGRADE_CONFIG = """\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: UpgradeConfiguration
+apply: {kubernetesVersion: v1.37.1, forceUpgrade: true, certificateRenewal: false, SkipPhases: []}
+node: {certificateRenewal: false, etcdUpgrade: true}
+plan: {kubernetesVersion: v1.37.1}
+diff: {contextLines: 3}
+timeouts: {upgradeManifests: 5m0s}
+"""
+
+
+def test_upgrade_configuration_sub_structs_are_checked():
+    assert standin_config.load_config(UPGRADE_CONFIG)["UpgradeConfiguration"]["apply"]["forceUpgrade"] is True
+    # SkipPhases has no json tag in UpgradeApplyConfiguration: the strict decoder wants the Go name
+    with pytest.raises(standin_config.ConfigError, match='unknown field "apply.skipPhases"'):
+        standin_config.load_config(UPGRADE_CONFIG.replace("SkipPhases", "skipPhases"))
+    with pytest.raises(standin_config.ConfigError, match='unknown field "node.kubernetesVersion"'):
+        standin_config.load_config(UPGRADE_CONFIG.replace("node: {", "node: {kubernetesVersion: v1.37.1, "))
+
+
+def _kai_rendered_configs():
+    from installers import kubeadm as kai_kubeadm
+    from installers.spec import load_spec
+    from tests.spec_factory import aio, ha
+
+    out = []
+    spec = load_spec(aio(kubelet={"fail_cgroup_v1": False, "max_pods": 200}))
+    out.append(("aio init", kai_kubeadm.render_init(spec, spec.nodes[0], all_in_one=True)))
+    spec = load_spec(ha())
+    out.append(("ha init", kai_kubeadm.render_init(spec, spec.nodes[0], all_in_one=False)))
+    out += [(f"ha join {n.name}", kai_kubeadm.render_join(spec, n)) for n in spec.nodes[1:]]
+    return out
+
+
+def test_kais_rendered_configs_pass_the_generated_schemas():
+    rendered = _kai_rendered_configs()
+    assert len(rendered) >= 5
+    for what, text in rendered:
+        kinds = standin_config.load_config(text)   # raises, naming the field, on any mismatch
+        assert kinds, what
+
+
+def test_generated_schemas_come_from_the_go_types():
+    """The checked-in table is what gen_schemas.py makes of the saved Go files (when they are here:
+    the Go files are upstream code, kept out of the repository; types/SOURCES.md says how to fetch them)."""
+    import gen_schemas
+    missing = [s.local for s in gen_schemas.SOURCES if not (gen_schemas.TYPES / s.local).exists()]
+    if missing:
+        pytest.skip(f"upstream Go files not saved locally: {missing}")
+    assert gen_schemas.render() == (STANDINS / "standin_schemas.py").read_text()
+
+
+def test_go_struct_parser_follows_encoding_json():
+    import gen_schemas
+    go = """package p
+
+import (
+\tmetav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+type Inner struct {
+\tA string `json:"a,omitempty"`
+\tHidden string `json:"-"`
+}
+
+type Outer struct {
+\tmetav1.TypeMeta `json:",inline"`
+\tInner `json:",inline"`
+\tPtr *Inner `json:"ptr,omitempty"`
+\tList []Inner `json:"list"`
+\tM map[string][]string `json:"m"`
+\tD *metav1.Duration `json:"d"`
+\tMode Mode `json:"mode"`
+\tNoTag []string
+}
+
+type Mode string
+"""
+    meta = gen_schemas.parse_go("package v1\ntype TypeMeta struct {\n\tKind string `json:\"kind,omitempty\"`\n"
+                                "\tAPIVersion string `json:\"apiVersion,omitempty\"`\n}\n",
+                                "k8s.io/apimachinery/pkg/apis/meta/v1")
+    gen = gen_schemas.Generator({"x/p": gen_schemas.parse_go(go, "x/p"), meta.path: meta})
+    gen.struct("x/p.Outer")
+    assert gen.structs["x/p.Outer"] == {
+        "kind": "str", "apiVersion": "str", "a": "str", "ptr": ["ref", "x/p.Inner"],
+        "list": ["list", ["ref", "x/p.Inner"]], "m": ["map", ["list", "str"]], "d": "duration",
+        "mode": "str", "NoTag": ["list", "str"]}
+    assert gen.structs["x/p.Inner"] == {"a": "str"}
+
+
 def test_token_format_and_masking():
     tokens = {pki.new_token() for _ in range(50)}
     assert len(tokens) == 50
