@@ -950,3 +950,111 @@ discovery:
     assert r.returncode == 0, r.stderr
     assert cp.exec("ls /etc/kubernetes/manifests").stdout.strip() == ""
     assert cp.exec("systemctl is-active kubelet", check=False).stdout.strip() != "active"
+
+
+def _apt_minor(h, url: str, minor: str, *pkgs: str) -> None:
+    """Point the host at pkgs.k8s.io's repository for `minor` (the mirror's copy) and install."""
+    h.exec(f"""set -e
+        echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {url}/pkgs.k8s.io/core:/stable:/v{minor}/deb/ /' \
+            > /etc/apt/sources.list.d/kubernetes.list
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {' '.join(pkgs)} >/dev/null
+    """, timeout=300)
+
+
+def _kubectl_on(h, *args: str, check: bool = True, timeout: float = 180):
+    r = h.exec("kubectl --kubeconfig /etc/kubernetes/admin.conf " + " ".join(args), check=False, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stdout}{r.stderr}"
+    return r
+
+
+def _node_versions(admin) -> dict[str, str]:
+    return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
+            for n in admin.get("/api/v1/nodes").json()["items"]}
+
+
+@pytest.mark.hosts
+def test_hosts_upgrade_minor_drain_and_remove_a_node(cluster_hosts, tmp_path):
+    """1.36 -> 1.37 in kubeadm's documented order, then a node removal; the version journals of
+    both hosts must show no moment that broke the skew policy."""
+    hosts, targets, url = cluster_hosts
+    if len(targets) < 2:
+        pytest.fail("this test needs 2 booted hosts (KAI_TEST_HOSTS >= 2)")
+    cp, w = targets
+    new_minor = "1.37"
+    new = __import__("installers.versions", fromlist=["x"]).KUBERNETES_MINORS[new_minor].default_patch
+    pkg = f"{new}-1.1"
+    for h in (cp, w):  # whatever an earlier test left running
+        h.exec("kubeadm reset -f --cleanup-tmp-dir; : > /var/log/kai-standin-versions.jsonl", check=False, timeout=120)
+    cp.put_file("/root/kubeadm.yaml", _host_config(cp))
+    r = cp.exec("kubeadm init --config /root/kubeadm.yaml --skip-token-print --skip-certificate-key-print",
+                check=False, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cp.exec(f"curl -fsS -o /root/flannel.yml {url}/manifests/flannel/v0.27.4/kube-flannel.yml")
+    _kubectl_on(cp, "apply --server-side --force-conflicts -f /root/flannel.yml")
+    token = cp.exec("kubeadm token create --ttl 1h --description kai-test").stdout.strip()
+    ca_hash = pki.ca_cert_hash(pki.load_cert(cp.exec("cat /etc/kubernetes/pki/ca.crt").stdout.encode()))
+    w.put_file("/root/join.yaml", f"""\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+nodeRegistration: {{name: {w.name}, criSocket: unix:///run/containerd/containerd.sock,
+  kubeletExtraArgs: [{{name: node-ip, value: {w.address}}}]}}
+discovery:
+  bootstrapToken: {{token: "{token}", apiServerEndpoint: "{cp.address}:6443", caCertHashes: ["{ca_hash}"]}}
+""", 0o600)
+    r = w.exec("kubeadm join --config /root/join.yaml", check=False, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    admin = _admin_client(cp, tmp_path)
+    _wait(lambda: all(n["status"]["conditions"][0]["status"] == "True"
+                      for n in admin.get("/api/v1/nodes").json()["items"]), 60, "both nodes Ready")
+    cp.put_file("/root/web.yaml", _deployment("web", 2, emptydir=True) + "---\n" + _pdb("web-pdb", "web", 1))
+    _kubectl_on(cp, "apply --server-side --force-conflicts -f /root/web.yaml")
+    assert _node_versions(admin) == {cp.name: "v1.36.4", w.name: "v1.36.4"}
+
+    # control plane: kubeadm first, then `upgrade apply`; the kubelet restarts the API server
+    _apt_minor(cp, url, new_minor, f"kubeadm={pkg}")
+    r = cp.exec("kubeadm upgrade plan", check=False, timeout=120)
+    assert r.returncode == 0 and f"kubeadm upgrade apply v{new}" in r.stdout, r.stdout + r.stderr
+    r = cp.exec("kubeadm upgrade apply v1.38.0 -y", check=False, timeout=120)
+    assert r.returncode != 0 and "kubeadm can upgrade only 1 minor version at a time" in r.stderr
+    t0 = time.monotonic()
+    r = cp.exec(f"kubeadm upgrade apply v{new} -y", check=False, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + cp.journal("kubelet")
+    print(f"kubeadm upgrade apply: {time.monotonic() - t0:.1f}s")
+    assert admin.get("/version").json()["gitVersion"] == f"v{new}"
+    # then its kubelet: drained, upgraded, restarted, uncordoned
+    r = _kubectl_on(cp, f"drain {cp.name} --ignore-daemonsets --delete-emptydir-data --timeout=120s")
+    assert f"node/{cp.name} drained" in r.stdout
+    _apt_minor(cp, url, new_minor, f"kubelet={pkg}", f"kubectl={pkg}")
+    cp.exec("systemctl daemon-reload && systemctl restart kubelet")
+    _kubectl_on(cp, f"uncordon {cp.name}")
+    _wait(lambda: _node_versions(admin)[cp.name] == f"v{new}", 30, "the control plane's kubelet version")
+
+    # worker: drain, kubeadm, `upgrade node`, kubelet, uncordon
+    r = _kubectl_on(cp, f"drain {w.name} --ignore-daemonsets --delete-emptydir-data --timeout=120s")
+    assert f"node/{w.name} drained" in r.stdout
+    _apt_minor(w, url, new_minor, f"kubeadm={pkg}")
+    r = w.exec("kubeadm upgrade node", check=False, timeout=120)
+    assert r.returncode == 0 and "Not a control plane node" in r.stdout, r.stdout + r.stderr
+    _apt_minor(w, url, new_minor, f"kubelet={pkg}", f"kubectl={pkg}")
+    w.exec("systemctl daemon-reload && systemctl restart kubelet")
+    _kubectl_on(cp, f"uncordon {w.name}")
+    _wait(lambda: _node_versions(admin) == {cp.name: f"v{new}", w.name: f"v{new}"}, 30, "both kubelets upgraded")
+    out = _kubectl_on(cp, "get nodes").stdout
+    assert re.search(rf"{w.name}\s+Ready\s+<none>\s+\S+\s+v{new}", out), out
+
+    events = version_skew.read_journals([cp, w])
+    assert {(e.component, e.version) for e in events if e.event == "start"} >= {
+        ("kube-apiserver", "1.36.4"), ("kube-apiserver", new), ("kubelet", "1.36.4"), ("kubelet", new)}
+    assert version_skew.skew_violations(events) == []
+
+    # node removal: drain, reset (stops its kubelet), delete the Node
+    _kubectl_on(cp, f"drain {w.name} --ignore-daemonsets --delete-emptydir-data --timeout=120s")
+    assert w.exec("kubeadm reset -f", check=False, timeout=120).returncode == 0
+    assert w.name in _node_versions(admin)  # reset leaves the Node, like kubeadm's
+    assert f'node "{w.name}" deleted' in _kubectl_on(cp, f"delete node {w.name}").stdout
+    time.sleep(6)  # longer than a heartbeat: a still-running kubelet would have registered it again
+    assert set(_node_versions(admin)) == {cp.name}
+    web = [p for p in admin.get("/api/v1/namespaces/default/pods").json()["items"] if p["metadata"]["labels"].get("app") == "web"]
+    assert {p["spec"]["nodeName"] for p in web} == {cp.name}

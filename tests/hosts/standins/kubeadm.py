@@ -650,20 +650,10 @@ def cmd_reset(a) -> int:
     if not a.force:
         raise Fail("reset needs -f here (no interactive confirmation in the stand-in)")
     say("[reset] Reading configuration from the cluster...")
-    # The kubelet stops first: while it runs it would register the Node again.
+    # Like kubeadm, reset leaves the Node object alone: removing a node ends with
+    # `kubectl delete node` (after this reset stopped the kubelet, which would register it again).
     say("[reset] Stopping the kubelet service")
     sh("systemctl", "stop", "kubelet", check=False)
-    for conf in ("admin.conf", "kubelet.conf"):
-        if (K8S / conf).exists():
-            try:
-                kc = pki.read_kubeconfig((K8S / conf).read_text())
-                name = kubelet_node_name()
-                code, _ = Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=5).request(
-                    "DELETE", f"/api/v1/nodes/{name}")
-                if code == 200:
-                    break
-            except (OSError, ValueError, KeyError) as e:
-                say(f"W0000 [reset] Unable to deregister this node from the cluster: {e}")
     if API_UNIT.exists():
         sh("systemctl", "disable", "--now", API_UNIT.name, check=False)
         API_UNIT.unlink()
@@ -969,15 +959,6 @@ def cmd_upgrade_node(a) -> int:
     say("[upgrade] The configuration for this node was successfully upgraded!\n"
         "[upgrade] Now you should go ahead and upgrade the kubelet package using your package manager.")
     return 0
-
-
-def kubelet_node_name() -> str:
-    flags = (KUBELET_DIR / "kubeadm-flags.env")
-    if flags.exists():
-        m = re.search(r"--hostname-override=(\S+?)[\s\"]", flags.read_text())
-        if m:
-            return m[1]
-    return socket.gethostname().lower()
 
 
 def cmd_version(a) -> int:

@@ -122,10 +122,12 @@ def run(a) -> int:
     threading.Thread(target=StaticPods().watch, args=(stop,), daemon=True).start()
     print(f"kubelet stand-in v{v} for node {name}, API {kc['server']}", file=sys.stderr, flush=True)
     version_event("kubelet", name, v, "start")
+    seen = False  # kubeadm registers the Node; the kubelet only registers it *again*
     try:
         while not stop.is_set():
             vip.sync()
-            heartbeat(Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=4), name, v, a.node_labels)
+            seen = heartbeat(Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=4), name, v,
+                             a.node_labels, seen)
             stop.wait(HEARTBEAT_S)
     finally:
         version_event("kubelet", name, v, "stop")
@@ -134,14 +136,17 @@ def run(a) -> int:
     return 0
 
 
-def heartbeat(api: Api, name: str, v: str, node_labels: str | None) -> None:
-    """Post node status with this kubelet's version; a deleted Node is registered again, as the
-    real kubelet does while it runs (so a node removal must stop the kubelet first)."""
+def heartbeat(api: Api, name: str, v: str, node_labels: str | None, seen: bool) -> bool:
+    """Post node status with this kubelet's version -> whether the Node exists (or existed). A Node
+    deleted under a running kubelet is registered again, as the real kubelet does (so a node
+    removal must stop the kubelet before deleting the Node)."""
     status = {"conditions": [{"type": "Ready"}], "nodeInfo": {"kubeletVersion": f"v{v}"}}
     try:
         code, body = api.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
                                  content_type="application/strategic-merge-patch+json")
-        if code == 404:
+        if code == 200:
+            return True
+        if code == 404 and seen:
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
             labels.update(dict(kv.split("=", 1) for kv in (node_labels or "").split(",") if "=" in kv))
             code, body = api.request("POST", "/api/v1/nodes", {
@@ -149,10 +154,11 @@ def heartbeat(api: Api, name: str, v: str, node_labels: str | None) -> None:
                 "status": {"nodeInfo": {"kubeletVersion": f"v{v}", "operatingSystem": "linux",
                                         "architecture": "amd64"}}})
             print(f"registered node {name} again: {code}", file=sys.stderr, flush=True)
-        elif code != 200:
+        else:
             print(f"node status update failed: {code} {body}", file=sys.stderr, flush=True)
     except OSError as e:
         print(f"node status update failed: {e}", file=sys.stderr, flush=True)
+    return seen
 
 
 class StaticPods:
