@@ -736,6 +736,11 @@ def test_kubeadm_upgrade_plan_apply_and_node(day2, capsys, monkeypatch):
         rc, out, err = _kubeadm(day2, capsys, monkeypatch, "upgrade", "node", "--certificate-renewal=false")
         assert rc == 0, out + err
         assert "Current and new manifests of kube-apiserver are equal, skipping upgrade" in out
+        # going down: one minor is an error only --force skips, as in kubeadm's policy
+        rc, _, err = _kubeadm(day2, capsys, monkeypatch, "upgrade", "apply", "v1.36.4", "-y")
+        assert rc == 1 and "Kubeadm version v1.37.1 can only be used to upgrade to Kubernetes version 1.37" in err
+        assert "Can be bypassed if you pass the --force flag" in err
+        assert admin.get("/version").json()["gitVersion"] == "v1.37.1"
         monkeypatch.setattr(kubeadm_standin, "version", lambda: "1.36.4")  # an old kubeadm refuses
         rc, _, err = _kubeadm(day2, capsys, monkeypatch, "upgrade", "node")
         assert rc == 1 and "upgrade kubeadm first" in err
@@ -1056,5 +1061,7 @@ discovery:
     assert f'node "{w.name}" deleted' in _kubectl_on(cp, f"delete node {w.name}").stdout
     time.sleep(6)  # longer than a heartbeat: a still-running kubelet would have registered it again
     assert set(_node_versions(admin)) == {cp.name}
-    web = [p for p in admin.get("/api/v1/namespaces/default/pods").json()["items"] if p["metadata"]["labels"].get("app") == "web"]
+    web = [p for p in admin.get("/api/v1/namespaces/default/pods").json()["items"]
+           if p["metadata"]["labels"].get("app") == "web"]
     assert {p["spec"]["nodeName"] for p in web} == {cp.name}
+    assert cp.exec("kubeadm reset -f --cleanup-tmp-dir", check=False, timeout=120).returncode == 0
