@@ -27,13 +27,12 @@ class ConfigError(Exception):
     """A config document kubeadm would refuse; the message names the field."""
 
 
-
 # Leaves of the generated schemas -> the YAML values Go's decoder takes for them.
 _NUMBER = (int, float)
 
 
 def _leaf_error(value, leaf: str, path: str) -> str | None:
-    if leaf == "any":
+    if leaf == "any":  # a free-form Go type (runtime.RawExtension, interface{}); none is reachable today
         return None
     if leaf == "duration":
         if not isinstance(value, str) or not _DURATION.match(value):
