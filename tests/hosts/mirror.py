@@ -60,8 +60,9 @@ class MirrorInputs:
 
 
 def standin_files() -> list[Path]:
-    """What the packages install on the hosts (manifests.py is the mirror's, not the hosts')."""
-    return [f for f in sorted(STANDINS.glob("*.py")) if f.name != "manifests.py"]
+    """What the packages install on the hosts (manifests.py is the mirror's and gen_schemas.py
+    the developer's, not the hosts')."""
+    return [f for f in sorted(STANDINS.glob("*.py")) if f.name not in ("manifests.py", "gen_schemas.py")]
 
 
 def sha256_file(path: Path) -> str:

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""kubeadm stand-in: exactly the subcommands kai runs (docs/architecture.md §3), strictly.
+"""kubeadm stand-in: exactly the subcommands kai runs (docs/architecture.md §3), strictly, and the
+day-2 ones: upgrade plan / apply / node (version policy of cmd/kubeadm/app/phases/upgrade/policy.go).
 
 Writes real PKI, kubeconfigs and static pod manifests, and runs the API stand-in as
 kai-standin-apiserver.service. Every invocation is journaled to /var/log/kai-standins.jsonl.
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import yaml  # noqa: E402
 
 import standin_pki as pki  # noqa: E402
-from standin_common import Api, Fail, run_main, version  # noqa: E402
+from standin_common import Api, Fail, parse_version, run_main, version  # noqa: E402
 from standin_config import ConfigError, load_config  # noqa: E402
 
 K8S = Path("/etc/kubernetes")
@@ -649,17 +650,8 @@ def cmd_reset(a) -> int:
     if not a.force:
         raise Fail("reset needs -f here (no interactive confirmation in the stand-in)")
     say("[reset] Reading configuration from the cluster...")
-    for conf in ("admin.conf", "kubelet.conf"):
-        if (K8S / conf).exists():
-            try:
-                kc = pki.read_kubeconfig((K8S / conf).read_text())
-                name = kubelet_node_name()
-                code, _ = Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=5).request(
-                    "DELETE", f"/api/v1/nodes/{name}")
-                if code == 200:
-                    break
-            except (OSError, ValueError, KeyError) as e:
-                say(f"W0000 [reset] Unable to deregister this node from the cluster: {e}")
+    # Like kubeadm, reset leaves the Node object alone: removing a node ends with
+    # `kubectl delete node` (after this reset stopped the kubelet, which would register it again).
     say("[reset] Stopping the kubelet service")
     sh("systemctl", "stop", "kubelet", check=False)
     if API_UNIT.exists():
@@ -684,13 +676,289 @@ def cmd_reset(a) -> int:
     return 0
 
 
-def kubelet_node_name() -> str:
-    flags = (KUBELET_DIR / "kubeadm-flags.env")
-    if flags.exists():
-        m = re.search(r"--hostname-override=(\S+?)[\s\"]", flags.read_text())
-        if m:
-            return m[1]
-    return socket.gethostname().lower()
+# --- upgrade: plan, apply, node -------------------------------------------------------------------
+
+UPGRADED_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+MAX_MINOR_UPGRADE_SKEW = 1     # kubeadm's MaximumAllowedMinorVersionUpgradeSkew
+MAX_MINOR_DOWNGRADE_SKEW = 1   # MaximumAllowedMinorVersionDowngradeSkew
+MAX_MINOR_KUBELET_SKEW = 1     # MaximumAllowedMinorVersionKubeletSkew (what `upgrade apply` checks)
+
+
+def go_bool(text: str) -> bool:
+    """A Go bool flag's value: --certificate-renewal=false."""
+    v = {"1": True, "t": True, "true": True, "T": True, "TRUE": True, "True": True,
+         "0": False, "f": False, "false": False, "F": False, "FALSE": False, "False": False}.get(text)
+    if v is None:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": strconv.ParseBool: parsing "{text}": invalid syntax')
+    return v
+
+
+def read_upgrade_config(path: str | None) -> dict:
+    """The UpgradeConfiguration of --config (other kinds are ignored with a warning, like kubeadm)."""
+    if not path:
+        return {}
+    kinds = read_config(path)
+    for kind, doc in kinds.items():
+        if kind != "UpgradeConfiguration":
+            say(f"[config] WARNING: Ignored configuration document with GroupVersionKind "
+                f"{doc['apiVersion']}, Kind={kind}")
+    cfg = kinds.get("UpgradeConfiguration") or {}
+    for sub in ("apply", "node", "plan"):
+        if (cfg.get(sub) or {}).get("dryRun"):
+            raise Fail(f"{path}: {sub}.dryRun: the stand-in does not implement dry runs")
+    return cfg
+
+
+def upgrade_api(kubeconfig: str | None) -> Api:
+    path = Path(kubeconfig or K8S / "admin.conf")
+    if not kubeconfig and not path.exists() and (K8S / "kubelet.conf").exists():
+        path = K8S / "kubelet.conf"  # `upgrade node` on a worker: the kubelet's credentials
+    try:
+        kc = pki.read_kubeconfig(path.read_text())
+    except OSError as e:
+        raise Fail(f"couldn't create a Kubernetes client from file {str(path)!r}: failed to load "
+                   f"admin kubeconfig: open {path}: no such file or directory") from e
+    return Api(kc["server"], kc["ca"], kc["cert"], kc["key"])
+
+
+def cluster_configuration(api: Api) -> dict:
+    say('[upgrade/config] Reading configuration from the "kubeadm-config" ConfigMap in namespace "kube-system"...')
+    code, cm = api.request("GET", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+    if code != 200:
+        raise Fail(f'[upgrade/config] FATAL: failed to get config map: {code} '
+                   f'{cm.get("message") if isinstance(cm, dict) else cm}')
+    return yaml.safe_load((cm.get("data") or {}).get("ClusterConfiguration") or "") or {}
+
+
+def cluster_version(api: Api) -> str:
+    code, body = api.request("GET", "/version")
+    if code != 200:
+        raise Fail(f"[upgrade/versions] FATAL: Unable to fetch cluster version: {code} {body}")
+    return body["gitVersion"].removeprefix("v")
+
+
+def cluster_nodes(api: Api) -> list[dict]:
+    code, body = api.request("GET", "/api/v1/nodes")
+    if code != 200:
+        raise Fail(f"[upgrade/versions] FATAL: Unable to fetch kubelet versions: {code} {body}")
+    return body["items"]
+
+
+def kubelet_versions(api: Api) -> dict[str, str]:
+    return {n["metadata"]["name"]: ((n.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+            .removeprefix("v") for n in cluster_nodes(api)}
+
+
+def version_policy(target: str, cluster: str, kubeadm_v: str, kubelets: dict[str, str]) -> tuple[list, list]:
+    """kubeadm's EnforceVersionPolicies (cmd/kubeadm/app/phases/upgrade/policy.go) for released
+    versions -> (mandatory errors, errors --force may skip)."""
+    new, cur, own = parse_version(target), parse_version(cluster), parse_version(kubeadm_v)
+    mandatory, skippable = [], []
+    if new[1] > cur[1] + MAX_MINOR_UPGRADE_SKEW:
+        mandatory.append(f'Specified version to upgrade to "v{target}" is too high; kubeadm can upgrade only '
+                         f'{MAX_MINOR_UPGRADE_SKEW} minor version at a time')
+    if new[1] < cur[1] - MAX_MINOR_DOWNGRADE_SKEW:
+        mandatory.append(f'Specified version to downgrade to "v{target}" is too low; kubeadm can downgrade only '
+                         f'{MAX_MINOR_DOWNGRADE_SKEW} minor version at a time')
+    if own < new:
+        if new[1] > own[1]:
+            mandatory.append(f'Specified version to upgrade to "v{target}" is at least one minor release higher '
+                             f'than the kubeadm minor release ({new[1]} > {own[1]}). Such an upgrade is not supported')
+        else:
+            skippable.append(f'Specified version to upgrade to "v{target}" is higher than the kubeadm version '
+                             f'"v{kubeadm_v}". Upgrade kubeadm first using the tool you used to install kubeadm')
+    if own[0] > new[0] or own[1] > new[1]:
+        skippable.append(f"Kubeadm version v{kubeadm_v} can only be used to upgrade to Kubernetes version "
+                         f"{own[0]}.{own[1]}")
+    too_old = sorted({f"v{v}" for v in kubelets.values() if v and new[1] > parse_version(v)[1] + MAX_MINOR_KUBELET_SKEW})
+    if too_old:
+        skippable.append(f"There are kubelets in this cluster that are too old that have these versions "
+                         f"[{' '.join(too_old)}]")
+    return mandatory, skippable
+
+
+def enforce_version_policy(api: Api, target: str, force: bool) -> str:
+    cluster = cluster_version(api)
+    say(f"[upgrade/versions] Cluster version: v{cluster}")
+    say(f"[upgrade/versions] kubeadm version: v{version()}")
+    mandatory, skippable = version_policy(target, cluster, version(), kubelet_versions(api))
+    listed = lambda errs: "".join(f"\t- {e}\n" for e in errs)  # noqa: E731
+    if mandatory:
+        raise Fail("[upgrade/version] FATAL: the --version argument is invalid due to these fatal errors:\n\n"
+                   f"{listed(mandatory)}\nPlease fix the misalignments highlighted above and try upgrading again")
+    if skippable and not force:
+        raise Fail("[upgrade/version] FATAL: the --version argument is invalid due to these errors:\n\n"
+                   f"{listed(skippable)}\nCan be bypassed if you pass the --force flag")
+    if skippable:
+        say(f"[upgrade/version] Found {len(skippable)} potential version compatibility errors but skipping "
+            f"since the --force flag is set: \n\n{listed(skippable)}")
+    return cluster
+
+
+def upgrade_preflight(ignore: list[str]) -> None:
+    say("[preflight] Running pre-flight checks.")
+    ignored = {i.lower() for i in ignore}
+    if os.geteuid() != 0 and not ({"isprivilegeduser", "all"} & ignored):
+        raise Fail("[preflight] Some fatal errors occurred:\n\t[ERROR IsPrivilegedUser]: user is not running as root")
+
+
+def local_api_url() -> str:
+    """This control plane's own API server, from its manifest (the endpoint may be a VIP)."""
+    pod = yaml.safe_load((MANIFESTS / "kube-apiserver.yaml").read_text())
+    args = dict(a.split("=", 1) for a in pod["spec"]["containers"][0]["command"][1:] if "=" in a)
+    return f"https://{args['--advertise-address']}:{args.get('--secure-port', '6443')}"
+
+
+def upgrade_static_pods(target: str, timeout_s: float) -> None:
+    """Rewrite the control-plane manifests to the target version (backups under /etc/kubernetes/tmp);
+    the kubelet restarts the API server from its manifest. Waits until this node's API server
+    answers with the new version; on timeout the old manifests are put back, like kubeadm's rollback."""
+    backup = K8S / "tmp" / f"kubeadm-backup-manifests-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
+    old: dict[Path, str] = {}
+    for comp in UPGRADED_COMPONENTS:
+        manifest = MANIFESTS / f"{comp}.yaml"
+        text = manifest.read_text()
+        pod = yaml.safe_load(text)
+        image = pod["spec"]["containers"][0]["image"]
+        new_image = f"{image.rsplit(':', 1)[0]}:v{target}"
+        if new_image == image:
+            say(f"[upgrade/staticpods] Current and new manifests of {comp} are equal, skipping upgrade")
+            continue
+        backup.mkdir(parents=True, exist_ok=True)
+        (backup / manifest.name).write_text(text)
+        pod["spec"]["containers"][0]["image"] = new_image
+        old[manifest] = text
+        manifest.write_text(yaml.safe_dump(pod, sort_keys=False))
+        say(f'[upgrade/staticpods] Moved new manifest to "{manifest}" and backed up old manifest to '
+            f'"{backup / manifest.name}"')
+    if MANIFESTS / "kube-apiserver.yaml" not in old:
+        return
+    say("[upgrade/staticpods] Waiting for the kubelet to restart the component")
+    say(f"[upgrade/staticpods] This can take up to {int(timeout_s // 60)}m{int(timeout_s % 60)}s")
+    api = Api(local_api_url(), (PKI / "ca.crt").read_bytes(), timeout=3)
+    deadline, seen = time.time() + timeout_s, ""
+    while time.time() < deadline:
+        try:
+            code, body = api.request("GET", "/version")
+            seen = body.get("gitVersion", "") if code == 200 and isinstance(body, dict) else f"{code}"
+            if seen == f"v{target}":
+                say('[upgrade/staticpods] Component "kube-apiserver" upgraded successfully!')
+                return
+        except OSError as e:
+            seen = str(e)
+        time.sleep(0.5)
+    for manifest, text in old.items():
+        manifest.write_text(text)
+    raise Fail("[upgrade/apply] FATAL: couldn't upgrade control plane. kubeadm has tried to recover everything "
+               "into the earlier state. Errors faced: failed to obtain static Pod hash for component "
+               f"kube-apiserver: timed out waiting for the condition (the API server answers {seen!r})")
+
+
+def upgrade_timeout(cfg: dict) -> float:
+    return parse_duration((cfg.get("timeouts") or {}).get("upgradeManifests") or "5m")
+
+
+def cmd_upgrade_plan(a) -> int:
+    cfg = read_upgrade_config(a.config)
+    plan = cfg.get("plan") or {}
+    upgrade_preflight(a.ignore_preflight_errors or plan.get("ignorePreflightErrors") or [])
+    api = upgrade_api(a.kubeconfig)
+    cluster_configuration(api)
+    say("[upgrade] Running cluster health checks")
+    say("[upgrade] Fetching available versions to upgrade to")
+    cluster, own = cluster_version(api), version()
+    target = (a.version or plan.get("kubernetesVersion") or f"v{own}").removeprefix("v")
+    parse_version(target)
+    say(f"[upgrade/versions] Cluster version: v{cluster}")
+    say(f"[upgrade/versions] kubeadm version: v{own}")
+    say(f"[upgrade/versions] Target version: v{target}")
+    say(f"[upgrade/versions] Latest version in the v{'.'.join(cluster.split('.')[:2])} series: v{cluster}\n")
+    if target == cluster:
+        say("Awesome, you're up-to-date! Enjoy!")
+        return 0
+    kubelets = kubelet_versions(api)
+    rows = [("kubelet", n, f"v{v}", f"v{target}") for n, v in sorted(kubelets.items())]
+    say("Components that must be upgraded manually after you have upgraded the control plane with "
+        "'kubeadm upgrade apply':")
+    say(table(("COMPONENT", "NODE", "CURRENT", "TARGET"), rows))
+    say(f"\nUpgrade to the latest version in the v{'.'.join(target.split('.')[:2])} series:\n")
+    cps = sorted(n["metadata"]["name"] for n in cluster_nodes(api)
+                 if "node-role.kubernetes.io/control-plane" in (n["metadata"].get("labels") or {}))
+    rows = [(c, n, f"v{cluster}", f"v{target}") for c in UPGRADED_COMPONENTS for n in cps]
+    rows.append(("kube-proxy", "", f"v{cluster}", f"v{target}"))
+    say(table(("COMPONENT", "NODE", "CURRENT", "TARGET"), rows))
+    say(f"\nYou can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply v{target}\n")
+    return 0
+
+
+def table(header: tuple, rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def cmd_upgrade_apply(a) -> int:
+    cfg = read_upgrade_config(a.config)
+    apply = cfg.get("apply") or {}
+    target = a.version or apply.get("kubernetesVersion")
+    if not target:
+        raise Fail("missing one or more required arguments. Required arguments: [version]")
+    target = target.removeprefix("v")
+    parse_version(target)
+    force = bool(a.force or apply.get("forceUpgrade"))
+    upgrade_preflight(a.ignore_preflight_errors or apply.get("ignorePreflightErrors") or [])
+    if not (MANIFESTS / "kube-apiserver.yaml").exists():
+        raise Fail("[upgrade/apply] FATAL: this is not a control plane node: "
+                   f"{MANIFESTS / 'kube-apiserver.yaml'} does not exist")
+    api = upgrade_api(a.kubeconfig)
+    cluster_cfg = cluster_configuration(api)
+    say("[upgrade] Running cluster health checks")
+    enforce_version_policy(api, target, force)
+    if not (a.yes or force):
+        print("[upgrade] Are you sure you want to proceed? [y/N]: ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise Fail("won't proceed; the user didn't answer (Y|y) in order to continue")
+    say(f'[upgrade/version] You have chosen to change the cluster version to "v{target}"')
+    upgrade_static_pods(target, upgrade_timeout(cfg))
+    cluster_cfg["kubernetesVersion"] = f"v{target}"
+    say('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace')
+    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config?fieldManager=kubeadm&force=true",
+                             {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                              "data": {"ClusterConfiguration": yaml.safe_dump(cluster_cfg)}},
+                             content_type="application/apply-patch+yaml")
+    if code not in (200, 201):
+        raise Fail(f"error execution phase upload-config: {code} {body}")
+    say('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
+    say("[addons] Applied essential addon: CoreDNS")
+    say("[addons] Applied essential addon: kube-proxy")
+    say(f'\n[upgrade] SUCCESS! A control plane node of your cluster was upgraded to "v{target}".\n\n'
+        "[upgrade] Now please proceed with upgrading the rest of the nodes by following the right order.")
+    return 0
+
+
+def cmd_upgrade_node(a) -> int:
+    cfg = read_upgrade_config(a.config)
+    node_cfg = cfg.get("node") or {}
+    upgrade_preflight(a.ignore_preflight_errors or node_cfg.get("ignorePreflightErrors") or [])
+    api = upgrade_api(a.kubeconfig)
+    target = (cluster_configuration(api).get("kubernetesVersion") or "").removeprefix("v")
+    if not target:
+        raise Fail("[upgrade] FATAL: the kubeadm-config ConfigMap has no kubernetesVersion")
+    # What `upgrade apply`'s policy calls unsupported: this kubeadm cannot write a newer minor.
+    if parse_version(target)[:2] > parse_version(version())[:2]:
+        raise Fail(f'[upgrade] FATAL: the cluster version "v{target}" is at least one minor release higher than '
+                   f"the kubeadm version \"v{version()}\": upgrade kubeadm first using the tool you used to install kubeadm")
+    if (MANIFESTS / "kube-apiserver.yaml").exists():
+        say("[upgrade] Upgrading your Static Pod-hosted control plane instance to version "
+            f'"v{target}"...')
+        upgrade_static_pods(target, upgrade_timeout(cfg))
+    else:
+        say("[upgrade] Skipping phase. Not a control plane node.")
+    say('[upgrade] Backing up kubelet config file to "/etc/kubernetes/tmp/kubeadm-kubelet-config.yaml"')
+    say('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
+    say("[upgrade] The configuration for this node was successfully upgraded!\n"
+        "[upgrade] Now you should go ahead and upgrade the kubelet package using your package manager.")
+    return 0
 
 
 def cmd_version(a) -> int:
@@ -726,6 +994,24 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("version", allow_abbrev=False)
     ver.add_argument("-o", "--output", required=True)
     ver.set_defaults(fn=cmd_version)
+    upgrade = sub.add_parser("upgrade", allow_abbrev=False).add_subparsers(dest="upgrade_cmd", required=True)
+    plan = upgrade.add_parser("plan", allow_abbrev=False)
+    plan.add_argument("version", nargs="?")
+    apply = upgrade.add_parser("apply", allow_abbrev=False)
+    apply.add_argument("version", nargs="?")
+    apply.add_argument("-y", "--yes", action="store_true")
+    apply.add_argument("-f", "--force", action="store_true")
+    node = upgrade.add_parser("node", allow_abbrev=False)
+    for sp in (plan, apply, node):
+        sp.add_argument("--config")
+        sp.add_argument("--kubeconfig")
+        sp.add_argument("--ignore-preflight-errors", type=lambda v: v.split(","))
+    for sp in (apply, node):  # accepted, no-ops: the stand-in renews no certificates, keeps etcd
+        for flag in GO_BOOL_FLAGS:
+            sp.add_argument(flag, type=go_bool)
+    plan.set_defaults(fn=cmd_upgrade_plan)
+    apply.set_defaults(fn=cmd_upgrade_apply)
+    node.set_defaults(fn=cmd_upgrade_node)
     return p
 
 
@@ -739,7 +1025,18 @@ def upload_certs_parser() -> argparse.ArgumentParser:
     return p
 
 
+GO_BOOL_FLAGS = ("--certificate-renewal", "--etcd-upgrade")
+
+
+def go_bool_flags(argv: list[str]) -> list[str]:
+    """Go bool flags take no separate value: bare `--etcd-upgrade` is `--etcd-upgrade=true`, and only
+    `--etcd-upgrade=false` turns it off (a following word stays a positional argument)."""
+    return [f"{a}=true" if a in GO_BOOL_FLAGS else a for a in argv]
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["upgrade"]:
+        argv = go_bool_flags(argv)
     if argv[:2] == ["init", "phase"]:
         if argv[2:3] != ["upload-certs"]:
             raise Fail(f"unknown phase {argv[2:3]} (the stand-in implements: init phase upload-certs)")

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""kubectl stand-in: `--kubeconfig F apply --server-side --force-conflicts -f FILE` and `version --client`.
+"""kubectl stand-in: `--kubeconfig F apply --server-side --force-conflicts -f FILE`, `version --client`,
+and the day-2 node commands (kubectl_day2.py): cordon, uncordon, drain, delete node, get nodes.
 
 Each document becomes a real server-side-apply request: PATCH <the object's path>
 ?fieldManager=kubectl&force=true with Content-Type application/apply-patch+yaml."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import urllib.parse
 from pathlib import Path
@@ -16,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import yaml  # noqa: E402
 
+import kubectl_day2 as day2  # noqa: E402
 import standin_pki as pki  # noqa: E402
 from standin_apiserver import resource_path  # noqa: E402
 from standin_common import Api, Fail, run_main, version  # noqa: E402
@@ -31,7 +34,36 @@ def parse(argv):
     apply.add_argument("-f", "--filename", required=True)
     ver = sub.add_parser("version", allow_abbrev=False)
     ver.add_argument("--client", action="store_true", required=True)
+    for name in ("cordon", "uncordon"):
+        sub.add_parser(name, allow_abbrev=False).add_argument("node")
+    drain = sub.add_parser("drain", allow_abbrev=False)
+    drain.add_argument("node")
+    drain.add_argument("--ignore-daemonsets", action="store_true")
+    drain.add_argument("--delete-emptydir-data", action="store_true")
+    drain.add_argument("--force", action="store_true")
+    drain.add_argument("--timeout", type=go_duration, default=0.0)
+    drain.add_argument("--grace-period", type=int, default=-1)
+    delete = sub.add_parser("delete", allow_abbrev=False)
+    delete.add_argument("what", nargs="+", help="node NAME... | node/NAME...")
+    delete.add_argument("--ignore-not-found", action="store_true")
+    get = sub.add_parser("get", allow_abbrev=False)
+    get.add_argument("what", choices=("nodes", "node", "no"))
+    get.add_argument("name", nargs="?")
+    get.add_argument("-o", "--output", choices=("json", "wide"))
     return p.parse_args(argv)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+
+
+def go_duration(text: str) -> float:
+    """A Go duration flag ("90s", "1m30s", "0") -> seconds."""
+    parts = _DURATION_PART.findall(text)
+    if text == "0":
+        return 0.0
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": time: invalid duration "{text}"')
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[b] for a, b in parts)
 
 
 def main(argv) -> int:
@@ -43,6 +75,8 @@ def main(argv) -> int:
         raise Fail("the stand-in needs --kubeconfig (kai always passes it)")
     kc = pki.read_kubeconfig(Path(a.kubeconfig).read_text())
     api = Api(kc["server"], kc["ca"], kc["cert"], kc["key"])
+    if a.command != "apply":
+        return day2.run(api, a)
     try:
         docs = [d for d in yaml.safe_load_all(Path(a.filename).read_text()) if d]
     except (OSError, yaml.YAMLError) as e:

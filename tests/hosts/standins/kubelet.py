@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 """kubelet stand-in: `--version`, and as kubelet.service: healthz on 127.0.0.1:10248, node status
-heartbeats to the API stand-in with kubelet.conf, and the kube-vip static pod's VIP (ip addr add)."""
+heartbeats (with its version) to the API stand-in with kubelet.conf, the kube-vip static pod's VIP
+(ip addr add), and restarts of the API stand-in when its static pod manifest changes. Start and
+stop are written to the version journal (standin_common.version_event)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,11 +22,15 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import yaml  # noqa: E402
 
 import standin_pki as pki  # noqa: E402
-from standin_common import Api, Fail, run_main, version  # noqa: E402
+from standin_apiserver import RUNNING_MANIFEST  # noqa: E402
+from standin_common import Api, Fail, run_main, version, version_event  # noqa: E402
 
 KUBE_VIP = Path("/etc/kubernetes/manifests/kube-vip.yaml")
 APISERVER_MANIFEST = Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
+API_UNIT = Path("/etc/systemd/system/kai-standin-apiserver.service")
+API_STATE = Path("/var/lib/kai-standin-apiserver")
 HEARTBEAT_S = 5.0
+STATIC_POD_CHECK_S = 1.0
 
 
 class Healthz(BaseHTTPRequestHandler):
@@ -103,27 +110,85 @@ def run(a) -> int:
     kc = pki.read_kubeconfig(Path(a.kubeconfig).read_text())
     name, _ = pki.cert_subject(pki.load_cert(kc["cert"]))
     name = name.removeprefix("system:node:")
+    # Read once: a package upgrade replaces the files, but this process stays the old kubelet
+    # until it is restarted -- like the real binary.
+    v = version()
     healthz = ThreadingHTTPServer(("127.0.0.1", 10248), Healthz)
     threading.Thread(target=healthz.serve_forever, daemon=True).start()
     vip = Vip()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"kubelet stand-in v{version()} for node {name}, API {kc['server']}", file=sys.stderr, flush=True)
-    while not stop.is_set():
-        vip.sync()
-        try:
-            code, body = Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=4).request(
-                "PATCH", f"/api/v1/nodes/{name}/status", {"status": {"conditions": [{"type": "Ready"}]}},
-                content_type="application/strategic-merge-patch+json")
-            if code != 200:
-                print(f"node status update failed: {code} {body}", file=sys.stderr, flush=True)
-        except OSError as e:
-            print(f"node status update failed: {e}", file=sys.stderr, flush=True)
-        stop.wait(HEARTBEAT_S)
+    threading.Thread(target=StaticPods().watch, args=(stop,), daemon=True).start()
+    print(f"kubelet stand-in v{v} for node {name}, API {kc['server']}", file=sys.stderr, flush=True)
+    version_event("kubelet", name, v, "start")
+    seen = False  # kubeadm registers the Node; the kubelet only registers it *again*
+    try:
+        while not stop.is_set():
+            vip.sync()
+            seen = heartbeat(Api(kc["server"], kc["ca"], kc["cert"], kc["key"], timeout=4), name, v,
+                             a.node_labels, seen)
+            stop.wait(HEARTBEAT_S)
+    finally:
+        version_event("kubelet", name, v, "stop")
     vip.release()
     healthz.shutdown()
     return 0
+
+
+def heartbeat(api: Api, name: str, v: str, node_labels: str | None, seen: bool) -> bool:
+    """Post node status with this kubelet's version -> whether the Node exists (or existed). A Node
+    deleted under a running kubelet is registered again, as the real kubelet does (so a node
+    removal must stop the kubelet before deleting the Node)."""
+    status = {"conditions": [{"type": "Ready"}], "nodeInfo": {"kubeletVersion": f"v{v}"}}
+    try:
+        code, body = api.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
+                                 content_type="application/strategic-merge-patch+json")
+        if code == 200:
+            return True
+        if code == 404 and seen:
+            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+            labels.update(dict(kv.split("=", 1) for kv in (node_labels or "").split(",") if "=" in kv))
+            code, body = api.request("POST", "/api/v1/nodes", {
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                "status": {"nodeInfo": {"kubeletVersion": f"v{v}", "operatingSystem": "linux",
+                                        "architecture": "amd64"}}})
+            print(f"registered node {name} again: {code}", file=sys.stderr, flush=True)
+        else:
+            print(f"node status update failed: {code} {body}", file=sys.stderr, flush=True)
+    except OSError as e:
+        print(f"node status update failed: {e}", file=sys.stderr, flush=True)
+    return seen
+
+
+class StaticPods:
+    """The part of the kubelet that runs static pods: when kube-apiserver.yaml changes (kubeadm
+    upgrade rewrites it), restart the API stand-in so it runs what the manifest now says. The
+    API stand-in records the hash of the manifest it started from (standin_apiserver.RUNNING_MANIFEST)."""
+
+    def __init__(self):
+        self.restarted_for: str | None = None
+
+    def sync(self) -> None:
+        if not (API_UNIT.exists() and APISERVER_MANIFEST.exists()):
+            return
+        want = hashlib.sha256(APISERVER_MANIFEST.read_bytes()).hexdigest()
+        try:
+            running = (API_STATE / RUNNING_MANIFEST).read_text().strip()
+        except OSError:
+            return  # not started from a manifest yet
+        if want != running and want != self.restarted_for:
+            print("static pod kube-apiserver: manifest changed, restarting it", file=sys.stderr, flush=True)
+            subprocess.run(["systemctl", "restart", API_UNIT.name], capture_output=True)
+            self.restarted_for = want
+
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.sync()
+            except OSError as e:
+                print(f"static pods: {e}", file=sys.stderr, flush=True)
+            stop.wait(STATIC_POD_CHECK_S)
 
 
 def main(argv) -> int:

@@ -13,9 +13,12 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import queue
 import re
+import signal
+import socket
 import ssl
 import sys
 import threading
@@ -30,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import yaml  # noqa: E402
 
 import standin_pki as pki  # noqa: E402
-from standin_common import Api, version  # noqa: E402
+from standin_common import Api, version, version_event  # noqa: E402
 
 CNI_DAEMONSETS = ("calico-node", "kube-flannel-ds", "cilium")
 READY_DELAY_S = 2.0
@@ -40,6 +43,10 @@ CLUSTER_SCOPED = {"namespaces", "nodes", "storageclasses", "clusterroles", "clus
                   "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
                   "apiservices", "csidrivers", "ingressclasses", "runtimeclasses"}
 ADMIN_GROUPS = {"system:masters", "kubeadm:cluster-admins"}
+NODE_READABLE = ("/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+                 "/api/v1/namespaces/kube-system/configmaps/kubelet-config")
+MANIFEST = Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
+RUNNING_MANIFEST = "running-manifest.sha256"  # in --state-dir: what this process was started from
 
 
 def rfc3339(t: float) -> str:
@@ -69,7 +76,7 @@ def resource_path(obj: dict) -> str:
 class State:
     """Flat sections of JSON values, persisted atomically on every write."""
 
-    SECTIONS = ("objects", "times", "heartbeats", "apiservers", "cluster")
+    SECTIONS = ("objects", "times", "heartbeats", "apiservers", "cluster", "placements")
 
     def __init__(self, path: Path):
         self.path = path
@@ -112,6 +119,8 @@ class Cluster:
         self.self_url, self.node_grace_s = self_url, node_grace_s
         self.peer_client = peer_client
         self.outbox: queue.Queue = queue.Queue()
+        self.version = version()
+        self.evictions = threading.Lock()
 
     # --- writes (replicated) ---------------------------------------------------------------------
     def write(self, ops: list[list], replicate: bool = True) -> None:
@@ -206,13 +215,34 @@ class Cluster:
             "lastHeartbeatTime": rfc3339(hb), "lastTransitionTime": rfc3339(hb)}]
         return node
 
+    def unschedulable(self, obj: dict) -> bool:
+        return bool((obj.get("spec") or {}).get("unschedulable"))
+
+    def place(self, pkey: str, spread: int, born: float, ready_nodes: list[str],
+              schedulable: list[str], ops: list) -> tuple[str | None, float, int]:
+        """Where replica `pkey` runs -> (node, born, generation). A placement sticks while its node
+        is Ready (cordoning moves nothing, like the real scheduler); a pod on a node that is gone
+        or NotReady, or evicted, is placed again on a schedulable Ready node (none: Pending)."""
+        p = self.state.get("placements", pkey) or {}
+        gen, born = p.get("gen", 0), p.get("born", born)
+        if p.get("node") in ready_nodes:
+            return p["node"], born, gen
+        if not schedulable:
+            return None, born, gen
+        node = schedulable[(spread + gen) % len(schedulable)]
+        ops.append(["set", "placements", pkey, {**p, "node": node, "gen": gen, "born": born}])
+        return node, born, gen
+
     def pods(self, now: float) -> list[dict]:
         pods = []
         nodes = self.nodes()
         ready_nodes = [n for n, _ in nodes if self.node_ready(n, now)[0]]
+        schedulable = [n for n, o in nodes if n in ready_nodes and not self.unschedulable(o)]
         cni = self.cni_time()
+        ops: list = []
 
-        def pod(name, ns, node, born, host_network, owner=None, labels=None):
+        def pod(name, ns, node, born, host_network, owner=None, labels=None, volumes=None,
+                annotations=None):
             alive = node is not None and self.state.get("heartbeats", node) and \
                 now - self.state.get("heartbeats", node) <= self.node_grace_s
             needs_net = not host_network
@@ -222,8 +252,8 @@ class Cluster:
             ready = bool(runnable and now - born >= READY_DELAY_S)
             p = {"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": name, "namespace": ns, "labels": labels or {},
-                              "creationTimestamp": rfc3339(born)},
-                 "spec": {"nodeName": node, "hostNetwork": host_network},
+                              "annotations": annotations or {}, "creationTimestamp": rfc3339(born)},
+                 "spec": {"nodeName": node, "hostNetwork": host_network, "volumes": volumes or []},
                  "status": {"phase": "Running" if runnable else "Pending",
                             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
             if owner:
@@ -233,41 +263,138 @@ class Cluster:
         def suffix(*parts) -> str:
             return hashlib.sha256("/".join(parts).encode()).hexdigest()[:5]
 
+        def replica(pkey, base, spread, t, ns, host_net, owner, labels, volumes):
+            node, born, gen = self.place(pkey, spread, t, ready_nodes, schedulable, ops)
+            sfx = suffix(*pkey.split("#")) if gen == 0 else suffix(*pkey.split("#"), str(gen))
+            pod(f"{base}-{sfx}", ns, node, born, host_net, owner, labels, volumes,
+                {"kai-standin/placement": pkey})
+
         for name, obj in nodes:
             born = self.state.get("times", f"api/v1/nodes/{name}", now)
             labels = (obj.get("metadata") or {}).get("labels") or {}
             if "node-role.kubernetes.io/control-plane" in labels:
                 for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-                    pod(f"{comp}-{name}", "kube-system", name, born, True, labels={"component": comp})
+                    # static pods: the API holds only their mirror, owned by the Node
+                    pod(f"{comp}-{name}", "kube-system", name, born, True,
+                        {"apiVersion": "v1", "kind": "Node", "name": name}, {"component": comp},
+                        annotations={"kubernetes.io/config.mirror": suffix(comp, name)})
             pod(f"kube-proxy-{suffix('kube-proxy', name)}", "kube-system", name, born, True,
                 {"kind": "DaemonSet", "name": "kube-proxy"}, {"k8s-app": "kube-proxy"})
         # kubeadm's upload-config phase marks the moment the addons (CoreDNS) were created.
         init_t = self.state.get("times", "api/v1/namespaces/kube-system/configmaps/kubeadm-config")
         if init_t:
             for i in range(2):
-                node = ready_nodes[i % len(ready_nodes)] if ready_nodes else None
-                pod(f"coredns-{suffix('coredns', str(i))}", "kube-system", node, init_t, False,
-                    {"kind": "ReplicaSet", "name": "coredns"}, {"k8s-app": "kube-dns"})
+                replica(f"coredns#{i}", "coredns", i, init_t, "kube-system", False,
+                        {"kind": "ReplicaSet", "name": "coredns"}, {"k8s-app": "kube-dns"}, [])
         for key, obj in self.state.items("objects"):
             meta = obj.get("metadata", {})
             t = self.state.get("times", key, now)
-            spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+            ns = meta.get("namespace", "default")
+            if "/pods/" in key:  # a bare Pod: no controller
+                spec = obj.get("spec") or {}
+                want = spec.get("nodeName")
+                if want:
+                    node, born = want, t
+                else:
+                    node, born, _ = self.place(key, 0, t, ready_nodes, schedulable, ops)
+                pod(meta["name"], ns, node, born, bool(spec.get("hostNetwork")), None,
+                    meta.get("labels"), spec.get("volumes"), {"kai-standin/placement": key})
+                continue
+            template = (obj.get("spec") or {}).get("template") or {}
+            spec = template.get("spec") or {}
             host_net = bool(spec.get("hostNetwork"))
-            labels = ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+            labels = (template.get("metadata") or {}).get("labels") or {}
             if "/daemonsets/" in key:
                 for n, _ in nodes:
                     born = max(t, self.state.get("times", f"api/v1/nodes/{n}", t))
-                    pod(f"{meta['name']}-{suffix(key, n)}", meta.get("namespace", "default"), n, born,
-                        host_net, {"kind": "DaemonSet", "name": meta["name"]}, labels)
+                    pod(f"{meta['name']}-{suffix(key, n)}", ns, n, born, host_net,
+                        {"kind": "DaemonSet", "name": meta["name"]}, labels, spec.get("volumes"))
             elif "/deployments/" in key:
                 for i in range((obj.get("spec") or {}).get("replicas", 1)):
-                    node = ready_nodes[i % len(ready_nodes)] if ready_nodes else None
-                    pod(f"{meta['name']}-{suffix(key, str(i))}", meta.get("namespace", "default"), node, t,
-                        host_net, {"kind": "ReplicaSet", "name": meta["name"]}, labels)
+                    replica(f"{key}#{i}", meta["name"], i, t, ns, host_net,
+                            {"kind": "ReplicaSet", "name": meta["name"]}, labels, spec.get("volumes"))
+        if ops:
+            self.write(ops)
         return pods
 
+    # --- evictions and disruption budgets --------------------------------------------------------
+    @staticmethod
+    def selects(selector: dict | None, labels: dict) -> bool:
+        """A LabelSelector (matchLabels + matchExpressions); {} selects everything (policy/v1)."""
+        selector = selector or {}
+        if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+            return False
+        for e in selector.get("matchExpressions") or []:
+            has, val = e["key"] in labels, labels.get(e["key"])
+            ok = {"In": has and val in e.get("values", []), "NotIn": not has or val not in e.get("values", []),
+                  "Exists": has, "DoesNotExist": not has}[e["operator"]]
+            if not ok:
+                return False
+        return True
+
+    def budget(self, pdb: dict, pods: list[dict]) -> dict:
+        """PDB status from the live pods: expected, currentHealthy, desiredHealthy, disruptionsAllowed."""
+        ns = pdb["metadata"].get("namespace", "default")
+        spec = pdb.get("spec") or {}
+        mine = [p for p in pods if p["metadata"]["namespace"] == ns and p["spec"]["nodeName"]
+                and self.selects(spec.get("selector"), p["metadata"].get("labels") or {})]
+        expected = len(mine)
+        healthy = sum(p["status"]["conditions"][0]["status"] == "True" for p in mine)
+
+        def scaled(v) -> int:  # IntOrString, percentages rounded up like the disruption controller
+            if isinstance(v, str) and v.endswith("%"):
+                return math.ceil(int(v[:-1]) * expected / 100)
+            return int(v)
+
+        if spec.get("minAvailable") is not None:
+            desired = scaled(spec["minAvailable"])
+        elif spec.get("maxUnavailable") is not None:
+            desired = max(0, expected - scaled(spec["maxUnavailable"]))
+        else:
+            desired = 0
+        return {"expectedPods": expected, "currentHealthy": healthy, "desiredHealthy": desired,
+                "disruptionsAllowed": max(0, healthy - desired)}
+
+    def evict(self, ns: str, name: str, now: float) -> tuple[int, dict]:
+        """POST .../pods/{name}/eviction: honour the PodDisruptionBudgets, then the pod goes (a
+        controller's replica is placed anew, not Ready for a moment; a bare Pod is deleted)."""
+        # One eviction at a time: the budget read and the pod's removal must not interleave with
+        # another eviction's (the real API server gets this from the PDB's resourceVersion).
+        with self.evictions:
+            return self._evict(ns, name, now)
+
+    def _evict(self, ns: str, name: str, now: float) -> tuple[int, dict]:
+        pods = self.pods(now)
+        pod = next((p for p in pods if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name), None)
+        if pod is None:
+            return 404, status_body(404, "NotFound", f'pods "{name}" not found')
+        pdbs = [(k, o) for k, o in self.state.items("objects")
+                if k.startswith(f"apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/")
+                and self.selects((o.get("spec") or {}).get("selector"), pod["metadata"].get("labels") or {})]
+        if len(pdbs) > 1:
+            return 500, status_body(500, "InternalError", "This pod has more than one PodDisruptionBudget, "
+                                    "which the eviction subresource does not support.")
+        if pdbs:
+            b = self.budget(pdbs[0][1], pods)
+            healthy_pod = pod["status"]["conditions"][0]["status"] == "True"
+            allowed = b["disruptionsAllowed"] >= 1 if healthy_pod else b["currentHealthy"] >= b["desiredHealthy"]
+            if not allowed:
+                body = status_body(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+                body["details"] = {"causes": [{"reason": "DisruptionBudget", "message":
+                                   f"The disruption budget {pdbs[0][1]['metadata']['name']} needs "
+                                   f"{b['desiredHealthy']} healthy pods and has {b['currentHealthy']} currently"}]}
+                return 429, body
+        pkey = pod["metadata"]["annotations"].get("kai-standin/placement")
+        if pkey and "/pods/" in pkey:
+            self.write([["del", "objects", pkey], ["del", "times", pkey], ["del", "placements", pkey]])
+        elif pkey:
+            p = self.state.get("placements", pkey) or {}
+            self.write([["set", "placements", pkey, {"node": None, "gen": p.get("gen", 0) + 1, "born": now}]])
+        # DaemonSet and mirror pods: their controller (the kubelet) recreates them at once.
+        return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     def with_status(self, key: str, obj: dict, pods: list[dict]) -> dict:
-        """DaemonSet/Deployment status computed from the pods they own."""
+        """DaemonSet/Deployment/PodDisruptionBudget status computed from the pods."""
         obj = json.loads(json.dumps(obj))
         name = obj.get("metadata", {}).get("name")
         ns = obj.get("metadata", {}).get("namespace")
@@ -280,7 +407,14 @@ class Cluster:
         elif "/deployments/" in key:
             obj["status"] = {"replicas": len(mine), "readyReplicas": ready, "availableReplicas": ready,
                              "updatedReplicas": len(mine)}
+        elif "/poddisruptionbudgets/" in key:
+            obj["status"] = self.budget(obj, pods)
         return obj
+
+
+def status_body(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -304,8 +438,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def status(self, code: int, reason: str, message: str) -> None:
-        self.send_json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                              "message": message, "reason": reason, "code": code})
+        self.send_json(code, status_body(code, reason, message))
 
     def body(self):
         raw = self.raw_body
@@ -375,7 +508,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in ("/readyz", "/livez", "/healthz"):
             return self._text("ok")
         if method == "GET" and path == "/version":
-            v = version()
+            v = c.version
             major, minor, _ = (v.split(".") + ["0", "0"])[:3]
             return self.send_json(200, {"major": major, "minor": minor, "gitVersion": f"v{v}",
                                         "platform": "linux/amd64"})
@@ -391,6 +524,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._kubeadm_certs(now)
         if path.startswith("/api/v1/nodes"):
             return self._nodes(method, path, now)
+        if method == "GET" and path in NODE_READABLE and (self.node_name or self.is_bootstrap):
+            # kubeadm's RBAC: nodes read kubeadm-config and kubelet-config (join, upgrade node)
+            obj = c.state.get("objects", path.lstrip("/"))
+            if obj is None:
+                return self.status(404, "NotFound", f'configmaps "{path.rsplit("/", 1)[1]}" not found')
+            return self.send_json(200, obj)
         if self.is_bootstrap or self.node_name:
             return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot {method} {path}')
 
@@ -407,6 +546,18 @@ class Handler(BaseHTTPRequestHandler):
             ns = path.split("/")[4] if "/namespaces/" in path else None
             items = [p for p in c.pods(now) if ns is None or p["metadata"]["namespace"] == ns]
             return self.send_json(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/eviction)?", path)
+        if m and method == "POST" and m[3]:
+            body = self.body() or {}
+            if body.get("kind") != "Eviction" or (body.get("metadata") or {}).get("name") != m[2]:
+                return self.status(400, "BadRequest", f"the body is not an Eviction of pod {m[2]!r}")
+            return self.send_json(*c.evict(m[1], m[2], now))
+        if m and method == "GET" and not m[3]:
+            pod = next((p for p in c.pods(now) if p["metadata"]["namespace"] == m[1]
+                        and p["metadata"]["name"] == m[2]), None)
+            if pod is None:
+                return self.status(404, "NotFound", f'pods "{m[2]}" not found')
+            return self.send_json(200, pod)
         key = path.lstrip("/")
         if method == "PATCH":
             return self._apply(key, query, now)
@@ -530,12 +681,21 @@ class Handler(BaseHTTPRequestHandler):
             existing = c.state.get("objects", key)
             if existing and not self.is_admin:
                 return self.status(409, "AlreadyExists", f'nodes "{name}" already exists')
+            obj.setdefault("metadata", {}).setdefault("creationTimestamp", rfc3339(now))
             c.write([["set", "objects", key, obj], ["set", "times", key, now]])
             return self.send_json(201, obj)
         if method == "PATCH" and name and parts[1:] == ["status"] and own:
-            if not c.state.get("objects", f"api/v1/nodes/{name}"):
+            key = f"api/v1/nodes/{name}"
+            obj = c.state.get("objects", key)
+            if not obj:
                 return self.status(404, "NotFound", f'nodes "{name}" not found')
-            c.write([["set", "heartbeats", name, now]])
+            ops = [["set", "heartbeats", name, now]]
+            info = ((self.body() or {}).get("status") or {}).get("nodeInfo")
+            if info and {**obj.get("status", {}).get("nodeInfo", {}), **info} != obj.get("status", {}).get("nodeInfo"):
+                obj = json.loads(json.dumps(obj))
+                obj.setdefault("status", {}).setdefault("nodeInfo", {}).update(info)
+                ops.append(["set", "objects", key, obj])  # e.g. kubeletVersion after an upgrade
+            c.write(ops)
             return self.send_json(200, {"kind": "Node", "metadata": {"name": name}})
         if method == "PATCH" and name and not parts[1:] and self.is_admin:
             key = f"api/v1/nodes/{name}"
@@ -582,6 +742,19 @@ class TLSServer(ThreadingHTTPServer):
                 pass
 
 
+def manifest_version(manifest: Path, state_dir: Path) -> str | None:
+    """The version of the kube-apiserver image in the static pod manifest this process runs
+    (what kubeadm wrote, and `kubeadm upgrade` rewrites); records the manifest's hash so the
+    kubelet stand-in can tell when the manifest changed under a running server."""
+    try:
+        text = manifest.read_text()
+        image = yaml.safe_load(text)["spec"]["containers"][0]["image"]
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return None
+    (state_dir / RUNNING_MANIFEST).write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+    return image.rsplit(":", 1)[1].removeprefix("v")
+
+
 def serve(args) -> TLSServer:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -601,6 +774,7 @@ def serve(args) -> TLSServer:
     cluster = Cluster(state, Path(args.ca).read_bytes(),
                       Path(args.ca_key).read_bytes() if args.ca_key else None,
                       args.endpoint, args.self_url, args.node_grace, peer_client)
+    cluster.version = manifest_version(Path(args.manifest), state_dir) or version()
     if args.self_url and args.name:
         cluster.write([["set", "apiservers", args.name, args.self_url]])
     threading.Thread(target=cluster.replicator, daemon=True).start()
@@ -632,12 +806,23 @@ def parse_args(argv):
     p.add_argument("--join-from", help="peer URL to copy the state from on first start")
     p.add_argument("--node-grace", type=float, default=40.0, help="seconds without heartbeat -> NotReady")
     p.add_argument("--require-client-cert", action="store_true")
+    p.add_argument("--manifest", default=str(MANIFEST), help="the static pod manifest: its image tag is the version")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    server = serve(parse_args(sys.argv[1:] if argv is None else argv))
-    print(f"serving on {server.server_address}", file=sys.stderr, flush=True)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    server = serve(args)
+    v, node = server.RequestHandlerClass.cluster.version, args.name or socket.gethostname()
+    version_event("kube-apiserver", node, v, "start")
+
+    def stop(*_):
+        version_event("kube-apiserver", node, v, "stop")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"serving v{v} on {server.server_address}", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0
 

@@ -67,6 +67,36 @@ def journal(tool: str, argv: list[str], rc: int, started: float, path: Path = JO
         print(f"warning: cannot write journal {path}: {e}", file=sys.stderr)
 
 
+# --- the version journal ---------------------------------------------------------------------------
+# One line per moment a versioned component starts or stops on this host, so a test can replay
+# every host's journal in time order and check the version-skew policy at each step
+# (tests/hosts/version_skew.py). The hosts share the machine's clock (containers, one kernel).
+VERSIONS_JOURNAL = Path("/var/log/kai-standin-versions.jsonl")
+
+
+def version_event(component: str, node: str, version_: str, event: str,
+                  path: Path | None = None) -> None:
+    """Append {time, host, node, component, version, event: start|stop}; never fails the caller."""
+    rec = {"time": time.time(), "host": socket.gethostname(), "node": node, "component": component,
+           "version": version_.removeprefix("v"), "event": event, "pid": os.getpid()}
+    path = path or Path(os.environ.get("KAI_STANDIN_VERSIONS_JOURNAL") or VERSIONS_JOURNAL)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+    except OSError as e:
+        print(f"warning: cannot write version journal {path}: {e}", file=sys.stderr)
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """"v1.36.4" / "1.36.4" / "1.36" -> (1, 36, 4); raises Fail naming the text otherwise."""
+    parts = text.strip().removeprefix("v").split("-")[0].split(".")
+    if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() for p in parts):
+        raise Fail(f'couldn\'t parse version "{text}": illegal version string')
+    major, minor, patch = (int(p) for p in (parts + ["0"])[:3])
+    return major, minor, patch
+
+
 FAULTS = Path("/etc/kai-standin/faults.json")
 
 
