@@ -161,8 +161,8 @@ def overview_rows() -> list[str]:
     """The modes table of docs/architecture.md (a test keeps the doc equal to this)."""
     rows = ["| mode | flow | plan | aliases | what |", "|---|---|---|---|---|"]
     for m in MODES:
-        plan = "its own" if m.has_plan else " then ".join(
-            "the install mode" if part == INSTALL else f"`{part}`'s" for part in m.runs)
+        plan = "its own" if m.has_plan else ", then ".join(
+            "the install mode's" if part == INSTALL else f"{part}'s" for part in m.runs)
         aliases = ", ".join(f"`{a}`" for a in m.aliases) or "—"
         rows.append(f"| {m.name} | `{m.flow}` | {plan} | {aliases} | {m.description} |")
     return rows
