@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from installers import kubeadm, modes, render, scripts_store, step_kinds
 from installers import versions as V
-from installers.step_kinds import DEFAULT_MAX_RETRY_DELAY_S, StepPolicy  # noqa: F401 (re-exported)
+from installers.step_kinds import StepPolicy  # defined with the kinds' default policies
 from installers.spec import (ClusterSpec, KubeVipEndpoint, Node, SpecError, spec_warnings,
                              validate_for_mode)
 
