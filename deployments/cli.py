@@ -59,7 +59,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # --- init --------------------------------------------------------------------------------------
 
 def _init_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=modes.new_cluster_names(), default="all_in_one")
+    p.add_argument("--mode", choices=modes.with_aliases(modes.new_cluster_names()),
+                   default="all_in_one", metavar="MODE",
+                   help=f"{' | '.join(modes.new_cluster_names())} (aliases accepted)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
@@ -67,6 +69,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 @command("init", "write a commented sample cluster spec")(_init_args)
 def cmd_init(args: argparse.Namespace) -> int:
     from installers.samples import sample_spec
+    args.mode = modes.canonical_mode(args.mode)
     text = sample_spec(args.mode)
     if args.output:
         out = Path(args.output)
@@ -85,7 +88,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="cluster spec (YAML)")
     p.add_argument("--mode", default=None,
-                   help=f"{' | '.join(modes.planned_names())} (default: {modes.DEFAULT_RULE})")
+                   help=f"{' | '.join(modes.planned_names())} (aliases accepted; "
+                        f"default: {modes.DEFAULT_RULE})")
     p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")

@@ -85,7 +85,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     spec, code = _load(args.spec)
     if spec is None:
         return code
-    mode = args.mode or modes.default_mode(spec)
+    mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec)
     problems = validate_for_mode(spec, mode)
     if problems:
         for p in problems:
@@ -356,13 +356,15 @@ def register(command) -> None:
     def hosts_args(p):
         p.add_argument("action", choices=["check"])
         _spec_arg(p)
-        p.add_argument("--mode", default=None,
-                       choices=[m.name for m in modes.MODES if m.installs and m.has_plan])
+        installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
+        p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
+                       help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
 
     def install_args(p):
         _spec_arg(p)
         p.add_argument("--mode", default=None,
-                       help=f"{' | '.join(modes.names())} (default: {modes.DEFAULT_RULE})")
+                       help=f"{' | '.join(modes.names())} (aliases accepted; "
+                            f"default: {modes.DEFAULT_RULE})")
         p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
         p.add_argument("--detach", action="store_true", help="print the run id and return")
 

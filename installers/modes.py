@@ -92,6 +92,11 @@ def accepted_names() -> tuple[str, ...]:
     return tuple(_CANONICAL)
 
 
+def with_aliases(selected: Sequence[str]) -> tuple[str, ...]:
+    """The selected modes, each followed by its aliases: a CLI option's choices."""
+    return tuple(name for mode in selected for name in (mode, *get(mode).aliases))
+
+
 def planned_names() -> tuple[str, ...]:
     """Modes build_plan knows."""
     return tuple(m.name for m in MODES if m.has_plan)

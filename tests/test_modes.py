@@ -129,6 +129,22 @@ def test_kai_plan_accepts_every_planned_name(capsys, name):
     assert out.startswith(f"kai plan: mode {modes.canonical_mode(name)}, ")
 
 
+@pytest.mark.parametrize("argv", [["init"], ["hosts", "check", "s.yaml"], ["install", "s.yaml"]],
+                         ids=lambda argv: argv[0])
+def test_every_cli_mode_option_takes_the_aliases_of_its_modes(argv):
+    from deployments.cli import build_parser
+
+    parser = build_parser()
+    option = next(a for a in parser._subparsers._group_actions[0].choices[argv[0]]._actions
+                  if a.dest == "mode")
+    offered = set(option.choices) if option.choices else set(modes.accepted_names())
+    for mode in modes.MODES:
+        if mode.name in offered:
+            for alias in mode.aliases:
+                assert parser.parse_args([*argv, "--mode", alias]).mode == alias  # canonicalised later
+                assert modes.canonical_mode(alias) == mode.name
+
+
 def test_kai_plan_defaults_to_add_nodes_when_nodes_are_named(capsys):
     assert main(["plan", str(ROOT / "examples" / "ha.yaml"), "--nodes", "worker-2"]) == 0
     assert capsys.readouterr().out.startswith("kai plan: mode add_nodes, ")
