@@ -40,8 +40,8 @@ class Mode:
     name: str
     description: str
     aliases: tuple[str, ...] = ()   # also accepted (REST path, CLI): the old service's names, dashes
-    new_cluster: bool = False       # builds a whole cluster on blank hosts: what default_mode,
-                                    # rebuild and `kai init` choose from
+    new_cluster: bool = False       # builds a whole cluster on blank hosts: what rebuild and
+                                    # `kai init` choose from
     installs: bool = False          # puts Kubernetes on hosts (`kai hosts check --mode` choices)
     takes_nodes: bool = False       # its flow takes NODES_PARAM
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
