@@ -23,12 +23,13 @@ from starlette.exceptions import HTTPException
 
 from deployments import control, legacy
 from deployments.status_cache import StatusCache
+from installers import modes
 from installers.spec import SpecError
 
 log = logging.getLogger("kai.api")
 PREFIX = "/api/v1/installation"
-ModeName = Literal["all_in_one", "all-in-one", "ha", "ha_secure", "add_nodes", "reset", "rebuild",
-                   "preflight", "health"]
+# every name the mode table accepts, aliases included: what `GET /modes` advertises is accepted
+ModeName = Literal[modes.accepted_names()]  # type: ignore[valid-type]
 LevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
                     "debug", "info", "warning", "error", "critical"]
 
@@ -39,7 +40,7 @@ class StartRequest(BaseModel):
     nodes: list[str] | None = Field(None, description="add_nodes: names of the nodes to add")
     lock_wait_s: float | None = Field(None, ge=0, le=3600,
                                       description="how long to wait for busy hosts before refusing")
-    rebuild_mode: Literal["auto", "all_in_one", "ha"] = "auto"
+    rebuild_mode: Literal[modes.install_choices()] = "auto"  # type: ignore[valid-type]
 
 
 class ApiError(Exception):

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from installers import modes
+
 EXIT_OK = 0
 EXIT_INVALID = 2
 
@@ -57,7 +59,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # --- init --------------------------------------------------------------------------------------
 
 def _init_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("all_in_one", "ha"), default="all_in_one")
+    p.add_argument("--mode", choices=modes.with_aliases(modes.new_cluster_names()),
+                   default="all_in_one", metavar="MODE",
+                   help=f"{' | '.join(modes.new_cluster_names())} (aliases accepted)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
@@ -65,6 +69,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 @command("init", "write a commented sample cluster spec")(_init_args)
 def cmd_init(args: argparse.Namespace) -> int:
     from installers.samples import sample_spec
+    args.mode = modes.canonical_mode(args.mode)
     text = sample_spec(args.mode)
     if args.output:
         out = Path(args.output)
@@ -83,8 +88,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="cluster spec (YAML)")
     p.add_argument("--mode", default=None,
-                   help="all_in_one | ha | add_nodes | reset | preflight "
-                        "(default: all_in_one for one node, else ha)")
+                   help=f"{' | '.join(modes.planned_names())} (aliases accepted; "
+                        f"default: {modes.DEFAULT_RULE})")
     p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")
@@ -102,9 +107,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return _problems_to_stderr(exc.problems)
     if problems or spec is None:
         return _problems_to_stderr(problems)
-    mode = args.mode or ("all_in_one" if len(spec.nodes) == 1 else "ha")
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     try:
+        mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec, nodes)
         plan = build_plan(spec, mode, nodes=nodes)
     except SpecError as exc:
         return _problems_to_stderr(exc.problems)
@@ -148,6 +153,14 @@ def format_policy(step) -> str:
             f"({order}); {waits}; {bound}")
 
 
+def format_runs(step) -> str:
+    """Which task runs the step and which script it runs on the hosts (installers/step_kinds.py)."""
+    from installers import step_kinds
+
+    kind = step_kinds.get(step.kind)
+    return f"runs: {kind.script or 'on the controller'} (task {kind.task})"
+
+
 def format_plan(plan, *, scripts: bool = False) -> str:
     from installers.plan import read_script
 
@@ -159,6 +172,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
         lines.append(f"{i}. {phase.name} — {phase.title}")
         for step in phase.steps:
             lines.append(f"   - {step.name} [{step.kind}] {step.title}")
+            lines.append(f"     {format_runs(step)}")
             lines.append(f"     {format_policy(step)}")
             if not step.jobs:
                 lines.append("     hosts: controller (no host script)")

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from installers import modes
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_SERVER = 0, 1, 2, 3
 
 
@@ -83,7 +85,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     spec, code = _load(args.spec)
     if spec is None:
         return code
-    mode = args.mode or ("all_in_one" if len(spec.nodes) == 1 else "ha")
+    mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec)
     problems = validate_for_mode(spec, mode)
     if problems:
         for p in problems:
@@ -169,7 +171,7 @@ def _start_and_follow(spec_path: str, mode: str | None, nodes: list[str] | None,
     from deployments import control
     from installers.spec import SpecError
 
-    mode = mode or ("add_nodes" if nodes else "all_in_one" if len(spec.nodes) == 1 else "ha")
+    mode = modes.canonical_mode(mode) if mode else modes.default_mode(spec, nodes)
     try:
         run_id = control.start(mode, spec.model_dump(mode="json"), nodes=nodes)
     except SpecError as exc:
@@ -354,12 +356,15 @@ def register(command) -> None:
     def hosts_args(p):
         p.add_argument("action", choices=["check"])
         _spec_arg(p)
-        p.add_argument("--mode", choices=["all_in_one", "ha", "add_nodes"], default=None)
+        installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
+        p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
+                       help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
 
     def install_args(p):
         _spec_arg(p)
-        p.add_argument("--mode", default=None, help="all_in_one | ha | add_nodes | rebuild | preflight "
-                                                    "(default: all_in_one for one node, else ha)")
+        p.add_argument("--mode", default=None,
+                       help=f"{' | '.join(modes.names())} (aliases accepted; "
+                            f"default: {modes.DEFAULT_RULE})")
         p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
         p.add_argument("--detach", action="store_true", help="print the run id and return")
 

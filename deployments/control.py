@@ -17,26 +17,10 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+from installers import modes as mode_table
 from installers import versions as V
 from installers.spec import SpecError, collect_problems, validate_for_mode
 
-# The old service's names (and dashed spellings) for kai's modes.
-MODE_ALIASES = {
-    "all-in-one": "all_in_one",
-    "allinone": "all_in_one",
-    "ha_secure": "ha",
-    "ha-secure": "ha",
-    "add-nodes": "add_nodes",
-}
-DESCRIPTIONS = {
-    "all_in_one": "a single node that is control plane and worker at once",
-    "ha": "three or more control planes behind kube-vip or a load balancer, plus workers",
-    "add_nodes": "join the named new nodes of the spec to its running cluster",
-    "reset": "kubeadm reset on every node and remove what kai installed",
-    "rebuild": "reset every node, then install again (all_in_one or ha)",
-    "preflight": "check every host against the spec (read-only)",
-    "health": "verify a running cluster (read-only)",
-}
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 # not final: started, or due to start (a run created through the API is SCHEDULED until a runner
 # picks it up)
@@ -58,18 +42,13 @@ class NotServed(RuntimeError):
 
 
 def mode_names() -> list[str]:
-    """The modes `kai serve` deploys (= flows.MODES; a test keeps the two equal — importing the
-    flows here would cost the API every flow's imports)."""
-    return list(DESCRIPTIONS)
+    """The modes `kai serve` deploys (the mode table, as flows.MODES — read here without
+    importing the flows, which would cost the API every flow's imports)."""
+    return list(mode_table.names())
 
 
-def canonical_mode(mode: str) -> str:
-    """'all-in-one' → 'all_in_one', 'ha_secure' → 'ha'; unknown modes raise SpecError."""
-    name = MODE_ALIASES.get(mode, mode)
-    if name not in DESCRIPTIONS:
-        raise SpecError([f"mode: unknown mode {mode!r} (known: {', '.join(DESCRIPTIONS)}; "
-                         f"aliases: {', '.join(MODE_ALIASES)})"])
-    return name
+canonical_mode = mode_table.canonical_mode  # 'all-in-one' → 'all_in_one'; unknown names raise SpecError
+flow_parameters = mode_table.flow_parameters
 
 
 # --- validation & start ------------------------------------------------------------------------
@@ -84,32 +63,16 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
         parsed, problems = collect_problems(spec)
     except SpecError as exc:
         raise SpecError([p if p.startswith("spec") else f"spec: {p}" for p in exc.problems]) from None
-    if parsed is not None:  # mode rules too, so that one answer lists every problem
-        check_mode = mode
-        if mode == "rebuild":
-            check_mode = rebuild_mode if rebuild_mode != "auto" else (
-                "all_in_one" if len(parsed.nodes) == 1 else "ha")
-        if check_mode != "health":  # health reads a cluster of any shape
-            problems = problems + [p for p in validate_for_mode(parsed, check_mode, nodes)
+    if parsed is not None:  # mode rules too (rebuild: its install mode's), one answer for all
+        for part in mode_table.plan_sequence(mode, parsed, rebuild_mode):
+            problems = problems + [p for p in validate_for_mode(parsed, part, nodes)
                                    if p not in problems]
-    if nodes is not None and mode != "add_nodes":
+    if nodes is not None and not mode_table.get(mode).takes_nodes:
         problems = [p for p in problems if not p.startswith("nodes: a list of nodes")]
         problems.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
     if problems or parsed is None:
         raise SpecError(problems or ["spec: invalid"])
     return mode, parsed.model_dump(mode="json")
-
-
-def flow_parameters(mode: str, spec_json: dict, nodes: list[str] | None, lock_wait_s: float | None,
-                    rebuild_mode: str = "auto") -> dict:
-    params: dict[str, Any] = {"spec": spec_json}
-    if mode == "add_nodes":
-        params["nodes"] = list(nodes or [])
-    if mode == "rebuild":
-        params["mode"] = rebuild_mode
-    if lock_wait_s is not None and mode != "health":
-        params["lock_wait_s"] = lock_wait_s
-    return params
 
 
 def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: float | None = None,
@@ -162,26 +125,15 @@ def planned_steps(mode: str, params: dict) -> list[str]:
 def _planned_steps(mode: str, params_json: str) -> tuple[str, ...]:
     """Building a 50-node plan costs ~50 ms of CPU; a run's parameters do not change while it is
     polled, so each is planned once (keyed by the parameters themselves, not by the run id)."""
-    from installers.plan import build_plan
+    from installers.plan import run_plans
     from installers.spec import load_spec
 
     params = json.loads(params_json)
     try:
         spec = load_spec(params.get("spec") or {})
-        if mode == "rebuild":
-            install = params.get("mode", "auto")
-            if install == "auto":
-                install = "all_in_one" if len(spec.nodes) == 1 else "ha"
-            return _names(build_plan(spec, "reset")) + _names(build_plan(spec, install))
-        if mode == "health":
-            return ("kubeconfig", "verify")
-        return _names(build_plan(spec, mode, nodes=params.get("nodes")))
+        return tuple(step.name for plan in run_plans(spec, mode, params) for step in plan.steps())
     except Exception:  # noqa: BLE001 - an unreadable spec only costs the step total
         return ()
-
-
-def _names(plan) -> tuple[str, ...]:
-    return tuple(step.name for step in plan.steps())
 
 
 def _latest_artifacts(client, run_id: UUID) -> dict[str, Any]:
@@ -444,9 +396,8 @@ def cancel(run_id: str | UUID) -> str:
 def modes() -> dict:
     """Modes kai serves, with the supported versions, CNIs and defaults (from versions.py)."""
     return {
-        "modes": [{"name": m, "description": DESCRIPTIONS.get(m, ""),
-                   "aliases": sorted(a for a, t in MODE_ALIASES.items() if t == m)}
-                  for m in mode_names()],
+        "modes": [{"name": m.name, "description": m.description, "aliases": sorted(m.aliases)}
+                  for m in mode_table.MODES],
         "kubernetes_versions": [
             {"minor": k.minor, "default_patch": k.default_patch, "pause_image": k.pause_image,
              "default": k.minor == V.DEFAULT_KUBERNETES_MINOR}

@@ -467,10 +467,10 @@ def run_runner() -> None:
     """Serve a deployment per mode (typed parameter forms come from the flows' signatures)."""
     from prefect import serve as prefect_serve
 
-    from deployments.control import DESCRIPTIONS
     from flows import MODES
+    from installers import modes
 
-    deployments = [flow.to_deployment(name=mode, tags=["kai"], description=DESCRIPTIONS.get(mode))
+    deployments = [flow.to_deployment(name=mode, tags=["kai"], description=modes.get(mode).description)
                    for mode, flow in MODES.items()]
     prefect_serve(*deployments, print_starting_message=False, pause_on_shutdown=False)
 

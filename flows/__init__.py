@@ -1,19 +1,18 @@
-"""One Prefect flow per mode. MODES is what the control surface serves and `GET /modes` lists."""
+"""One Prefect flow per mode: `flows/<mode>.py`, function `<mode>` (the table: installers/modes.py).
 
-from flows.add_nodes import add_nodes
-from flows.all_in_one import all_in_one
-from flows.ha import ha
-from flows.health import health
-from flows.preflight import preflight
-from flows.rebuild import rebuild
-from flows.reset import reset
+MODES is what `kai serve` deploys; `GET /modes` and the REST API read the table itself, so they
+need not import the flows.
+"""
 
-MODES = {
-    "all_in_one": all_in_one,
-    "ha": ha,
-    "add_nodes": add_nodes,
-    "reset": reset,
-    "rebuild": rebuild,
-    "preflight": preflight,
-    "health": health,
-}
+import importlib
+
+from installers import modes
+
+
+def flow_of(mode: str):
+    """The Prefect flow of a mode, loaded from its entrypoint in the mode table."""
+    path, _, name = modes.get(mode).flow.partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+
+MODES = {name: flow_of(name) for name in modes.names()}

@@ -21,17 +21,15 @@ from tasks.verify import verify
 def add_nodes(spec: ClusterSpec, nodes: list[str], lock_wait_s: float = 30) -> dict:
     """Add the named nodes of the spec to its running cluster."""
     with kai_run(spec, "add_nodes", nodes=nodes, lock_wait_s=lock_wait_s) as (run, plan):
-        has = {step.name for step in plan.steps()}
-        preflight(plan.step("facts"))
-        os_prep(plan.step("os-prep"))
-        runtime(plan.step("runtime"))
-        kube_packages(plan.step("kube-packages"))
-        join_credentials(plan.step("join-credentials"))
-        if "join-control-planes" in has:
-            join(plan.step("join-control-planes"))
-        if "kube-vip-join" in has:
-            kube_vip(plan.step("kube-vip-join"))
-        if "join-workers" in has:
-            join(plan.step("join-workers"))
-        kubeconfig(plan.step("kubeconfig"))
-        return verify(plan.step("verify"))
+        # plan.get: None (the task does nothing) for a step the plan has not, e.g. join-workers
+        # when only control planes are added
+        preflight(plan.get("facts"))
+        os_prep(plan.get("os-prep"))
+        runtime(plan.get("runtime"))
+        kube_packages(plan.get("kube-packages"))
+        join_credentials(plan.get("join-credentials"))
+        join(plan.get("join-control-planes"))
+        kube_vip(plan.get("kube-vip-join"))
+        join(plan.get("join-workers"))
+        kubeconfig(plan.get("kubeconfig"))
+        return verify(plan.get("verify"))

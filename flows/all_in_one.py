@@ -15,13 +15,12 @@ from tasks.verify import verify
 def all_in_one(spec: ClusterSpec, lock_wait_s: float = 30) -> dict:
     """Install a single-node cluster (the node is schedulable: `taints: []` at init)."""
     with kai_run(spec, "all_in_one", lock_wait_s=lock_wait_s) as (run, plan):
-        preflight(plan.step("facts"))
-        os_prep(plan.step("os-prep"))
-        runtime(plan.step("runtime"))
-        kube_packages(plan.step("kube-packages"))
-        kubeadm_init(plan.step("kubeadm-init"))
-        kubeconfig(plan.step("kubeconfig"))
-        cni(plan.step("cni"))
-        if run.spec.storage.local_path:
-            storage(plan.step("storage"))
-        return verify(plan.step("verify"))
+        preflight(plan.get("facts"))
+        os_prep(plan.get("os-prep"))
+        runtime(plan.get("runtime"))
+        kube_packages(plan.get("kube-packages"))
+        kubeadm_init(plan.get("kubeadm-init"))
+        kubeconfig(plan.get("kubeconfig"))
+        cni(plan.get("cni"))
+        storage(plan.get("storage"))  # None (nothing runs) when the spec turns storage off
+        return verify(plan.get("verify"))

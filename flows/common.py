@@ -40,7 +40,7 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
 
-from installers import redact
+from installers import modes, redact
 from installers.plan import Plan, build_plan
 from installers.settings import KaiSettings
 from installers.spec import ClusterSpec, SpecError, load_spec, validate_for_mode
@@ -71,14 +71,16 @@ def kai_run(
     *,
     nodes: list[str] | None = None,
     lock_wait_s: float = 30,
-    lock: bool = True,
 ) -> Iterator[tuple[RunContext, Plan]]:
+    """The frame of a flow run (module doc). Whether it locks its hosts is the mode's
+    (installers/modes.py: read-only health does not)."""
     logger = get_run_logger()
     redact.install()
     spec = load_spec(spec if isinstance(spec, dict) else spec.model_dump(mode="json"))
     problems = validate_for_mode(spec, mode, nodes)
     if problems:
         raise SpecError(problems)
+    lock = modes.get(mode).locks_hosts
     plan = build_plan(spec, mode, nodes=nodes)
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
-from installers import kubeadm, render, scripts_store
-from installers.backoff import capped_exponential
+from installers import kubeadm, modes, render, scripts_store, step_kinds
 from installers import versions as V
+from installers.step_kinds import StepPolicy  # defined with the kinds' default policies
 from installers.spec import (ClusterSpec, KubeVipEndpoint, Node, SpecError, spec_warnings,
                              validate_for_mode)
 
@@ -23,38 +24,6 @@ TOKEN_TTL = "1h"   # short-lived join tokens, one per operation
 SECRET_JOIN_TOKEN = "KAI_JOIN_TOKEN"
 SECRET_CA_CERT_HASH = "KAI_CA_CERT_HASH"
 SECRET_CERTIFICATE_KEY = "KAI_CERTIFICATE_KEY"
-
-
-DEFAULT_MAX_RETRY_DELAY_S = 60.0
-
-
-@dataclass(frozen=True)
-class StepPolicy:
-    """How long a step may take before it fails. Every step ends in bounded time: a retrying step
-    after (retries + 1) attempts of at most timeout_s with capped waits between them, a polling
-    step (deadline_s set: verify, health) when its deadline passes."""
-
-    retries: int            # extra attempts after the first
-    retry_delay_s: float    # first backoff; doubles each retry…
-    timeout_s: float        # per attempt, per host (a polling step: per look at the cluster)
-    max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S  # …up to this wait
-    deadline_s: float | None = None  # polling steps: look until healthy or this long, no retries
-
-    @property
-    def polling(self) -> bool:
-        return self.deadline_s is not None
-
-    def retry_delays(self) -> list[float]:
-        """The waits before each retry (installers.backoff: capped exponential)."""
-        return capped_exponential(self.retry_delay_s, self.retries, self.max_retry_delay_s)
-
-    def time_bound_s(self, hosts_in_sequence: int = 1) -> float:
-        """The longest the step can take before it fails. A polling step's last look may start
-        just before the deadline and is itself bounded by timeout_s."""
-        if self.deadline_s is not None:
-            return self.deadline_s + self.timeout_s
-        attempts = self.retries + 1
-        return attempts * self.timeout_s * max(1, hosts_in_sequence) + sum(self.retry_delays())
 
 
 @dataclass(frozen=True)
@@ -69,6 +38,9 @@ class HostJob:
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a plan: a kind (a row of installers/step_kinds.py — which task runs it, which
+    node script it runs) applied to its hosts, one job each (none: controller-side)."""
+
     name: str
     kind: str
     title: str
@@ -99,33 +71,23 @@ class Plan:
         return [s for ph in self.phases for s in ph.steps]
 
     def step(self, name: str) -> Step:
+        if (found := self.get(name)) is None:
+            raise KeyError(name)
+        return found
+
+    def get(self, name: str) -> Step | None:
+        """The step, or None when this spec's plan has none of that name (a flow passes it to its
+        task all the same: a task given None does nothing — tasks/step_task.py)."""
         for s in self.steps():
             if s.name == name:
                 return s
-        raise KeyError(name)
+        return None
 
     def nodes_touched(self) -> set[str]:
         return {j.node for s in self.steps() for j in s.jobs}
 
 
-DEFAULT_POLICIES: dict[str, StepPolicy] = {
-    "facts": StepPolicy(1, 5, 30),
-    "os_prep": StepPolicy(2, 5, 120),
-    "runtime": StepPolicy(3, 10, 600),
-    "kube_packages": StepPolicy(3, 10, 600),
-    "kube_vip": StepPolicy(2, 5, 120),
-    "kubeadm_init": StepPolicy(1, 30, 900),
-    "join_credentials": StepPolicy(2, 5, 120),
-    "join": StepPolicy(2, 30, 900),
-    "kubeconfig": StepPolicy(2, 5, 60),
-    "cni": StepPolicy(3, 10, 600),
-    "storage": StepPolicy(3, 10, 300),
-    # Polling steps: no retries, a deadline. An install's verify waits for nodes to turn Ready
-    # after the CNI is up; a scheduled health run must report a broken cluster quickly.
-    "verify": StepPolicy(0, 0, 10, deadline_s=600),
-    "health": StepPolicy(0, 0, 10, deadline_s=120),
-    "reset": StepPolicy(1, 10, 600),
-}
+DEFAULT_POLICIES: dict[str, StepPolicy] = {k.name: k.policy for k in step_kinds.STEP_KINDS}
 
 
 def policy_for(spec: ClusterSpec, kind: str) -> StepPolicy:
@@ -175,14 +137,15 @@ def job_hash(job: HostJob, script_text: str | None = None, lib_text: str | None 
 
 # --- jobs per kind -----------------------------------------------------------------------------
 
-def _job(node: Node, script: str, env: dict[str, str] | None = None,
+def _job(kind: str, node: Node, env: dict[str, str] | None = None,
          files: dict[str, str] | None = None, secret_env: tuple[str, ...] = ()) -> HostJob:
-    return HostJob(node=node.name, address=node.address, script=script, env=dict(env or {}),
-                   files=dict(files or {}), secret_env=secret_env)
+    """One host's job for a step of `kind`: its script is the kind's (installers/step_kinds.py)."""
+    return HostJob(node=node.name, address=node.address, script=step_kinds.script_of(kind),
+                   env=dict(env or {}), files=dict(files or {}), secret_env=secret_env)
 
 
 def facts_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _job(node, "facts.sh", {
+    return _job("facts", node, {
         "KAI_MODULES": " ".join(V.REQUIRED_MODULES),
         "KAI_BINARIES": " ".join(V.REQUIRED_BINARIES + V.OPTIONAL_BINARIES),
         "KAI_PORTS": " ".join(str(p) for p in V.ports_for(node.roles, spec.networking.cni)),
@@ -190,7 +153,7 @@ def facts_job(spec: ClusterSpec, node: Node) -> HostJob:
 
 
 def os_prep_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _job(node, "os-prep.sh",
+    return _job("os_prep", node,
                 {"KAI_NODE_NAME": node.name, "KAI_MODULES": " ".join(V.REQUIRED_MODULES)},
                 render.os_prep_files(spec))
 
@@ -200,7 +163,7 @@ def runtime_job(spec: ClusterSpec, node: Node) -> HostJob:
     urls = V.download_urls(spec)
     # "mirror" is a release install whose URLs point at the mirror (contract: release|distro).
     source = "distro" if c.source == "distro" else "release"
-    return _job(node, "containerd.sh", {
+    return _job("runtime", node, {
         "KAI_CONTAINERD_SOURCE": source,
         "KAI_CONTAINERD_VERSION": c.version,
         "KAI_CONTAINERD_URL": urls.containerd,
@@ -216,7 +179,7 @@ def kube_packages_job(spec: ClusterSpec, node: Node) -> HostJob:
     files = {}
     if (dropin := render.proxy_dropin(spec)) is not None:
         files["kubelet-proxy.conf"] = dropin
-    return _job(node, "kube-packages.sh", {
+    return _job("kube_packages", node, {
         "KAI_K8S_MINOR": spec.kubernetes.minor,
         "KAI_K8S_VERSION": spec.kubernetes.full_version,
         "KAI_K8S_REPO": V.download_urls(spec).k8s_repo,
@@ -225,18 +188,18 @@ def kube_packages_job(spec: ClusterSpec, node: Node) -> HostJob:
 
 
 def kube_vip_job(spec: ClusterSpec, node: Node, phase: str) -> HostJob:
-    return _job(node, "kube-vip.sh", {"KAI_KUBE_VIP_PHASE": phase},
+    return _job("kube_vip", node, {"KAI_KUBE_VIP_PHASE": phase},
                 {"kube-vip.yaml": render.kube_vip_manifest(spec, phase)})
 
 
 def kubeadm_init_job(spec: ClusterSpec, node: Node, *, all_in_one: bool, upload_certs: bool) -> HostJob:
-    return _job(node, "kubeadm-init.sh",
+    return _job("kubeadm_init", node,
                 {"KAI_NODE_NAME": node.name, "KAI_UPLOAD_CERTS": "1" if upload_certs else "0"},
                 {"kubeadm.yaml": kubeadm.render_init(spec, node, all_in_one=all_in_one)})
 
 
 def join_credentials_job(spec: ClusterSpec, node: Node, *, need_cert_key: bool) -> HostJob:
-    return _job(node, "join-credentials.sh",
+    return _job("join_credentials", node,
                 {"KAI_TOKEN_TTL": TOKEN_TTL, "KAI_NEED_CERT_KEY": "1" if need_cert_key else "0"})
 
 
@@ -244,19 +207,19 @@ def join_job(spec: ClusterSpec, node: Node) -> HostJob:
     secrets = (SECRET_JOIN_TOKEN, SECRET_CA_CERT_HASH)
     if node.is_control_plane:
         secrets += (SECRET_CERTIFICATE_KEY,)
-    return _job(node, "kubeadm-join.sh",
+    return _job("join", node,
                 {"KAI_NODE_NAME": node.name,
                  "KAI_CONTROL_PLANE": "1" if node.is_control_plane else "0"},
                 {"kubeadm-join.yaml": kubeadm.render_join(spec, node)}, secrets)
 
 
 def kubeconfig_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _job(node, "kubeconfig.sh")
+    return _job("kubeconfig", node)
 
 
 def cni_job(spec: ClusterSpec, node: Node) -> HostJob:
     cni = V.CNIS[spec.networking.cni]
-    return _job(node, "cni.sh", {
+    return _job("cni", node, {
         "KAI_CNI": cni.name,
         "KAI_CNI_VERSION": cni.version,
         "KAI_CNI_MANIFEST_URL": V.download_urls(spec).cni_manifest,
@@ -267,14 +230,14 @@ def cni_job(spec: ClusterSpec, node: Node) -> HostJob:
 
 
 def storage_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _job(node, "storage.sh",
+    return _job("storage", node,
                 {"KAI_LOCAL_PATH_URL": V.download_urls(spec).local_path,
                  "KAI_LOCAL_PATH_SHA256": V.LOCAL_PATH_SHA256 or ""},
                 {"storageclass.yaml": render.default_storage_class()})
 
 
 def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False) -> HostJob:
-    return _job(node, "reset.sh", {"KAI_RESET_PACKAGES": "1" if remove_packages else "0"})
+    return _job("reset", node, {"KAI_RESET_PACKAGES": "1" if remove_packages else "0"})
 
 
 # --- steps and phases --------------------------------------------------------------------------
@@ -360,51 +323,84 @@ def _verify_phase(spec: ClusterSpec, kind: str = "verify") -> Phase:
                         "API reachable through the endpoint, nodes Ready, system pods running", []),))
 
 
+# --- one planner per mode (installers/modes.py lists the modes; a test keeps the two equal) -----
+
+def _preflight_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    return [_preflight_phase(spec, spec.nodes)]
+
+
+def _all_in_one_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    first = spec.control_planes()[0]
+    return [_preflight_phase(spec, [first]), _prepare_phase(spec, [first]),
+            _control_plane_phase(spec, first, all_in_one=True, upload_certs=False),
+            _kubeconfig_phase(spec, first), _addons_phase(spec, first), _verify_phase(spec)]
+
+
+def _ha_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    first = spec.control_planes()[0]
+    others = [n for n in spec.nodes if n.name != first.name]
+    # control planes first so etcd is whole before workers arrive
+    others.sort(key=lambda n: not n.is_control_plane)
+    phases = [_preflight_phase(spec, spec.nodes), _prepare_phase(spec, spec.nodes),
+              _control_plane_phase(spec, first, all_in_one=False, upload_certs=True)]
+    if others:
+        phases.append(_join_phase(spec, first, others))
+    return phases + [_kubeconfig_phase(spec, first), _addons_phase(spec, first), _verify_phase(spec)]
+
+
+def _add_nodes_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    """Only the named new nodes and the first control plane (read-only work there) are touched."""
+    first = spec.control_planes()[0]
+    new = sorted(nodes, key=lambda n: not n.is_control_plane)
+    return [_preflight_phase(spec, new), _prepare_phase(spec, new),
+            _join_phase(spec, first, new), _kubeconfig_phase(spec, first), _verify_phase(spec)]
+
+
+def _health_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    """Read-only: a fresh admin kubeconfig, then look through the API."""
+    first = spec.control_planes()[0]
+    return [_kubeconfig_phase(spec, first), _verify_phase(spec, kind="health")]
+
+
+def _reset_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    workers = spec.workers()
+    steps = []
+    if workers:
+        steps.append(_step(spec, "reset-workers", "reset", "kubeadm reset on the workers",
+                           [reset_job(spec, n) for n in workers]))
+    steps.append(_step(spec, "reset-control-planes", "reset", "kubeadm reset on the control planes",
+                       [reset_job(spec, n) for n in spec.control_planes()]))
+    return [Phase("reset", "Reset the nodes (workers first)", tuple(steps))]
+
+
+PLANNERS: dict[str, Callable[[ClusterSpec, list[Node]], list[Phase]]] = {
+    "all_in_one": _all_in_one_plan,
+    "ha": _ha_plan,
+    "add_nodes": _add_nodes_plan,
+    "reset": _reset_plan,
+    "preflight": _preflight_plan,
+    "health": _health_plan,
+}
+PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
+                               "(nothing else is touched)"]}
+
+
 def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> Plan:
     """The plan of a mode; raises SpecError when the spec does not suit the mode."""
     problems = validate_for_mode(spec, mode, nodes)
     if problems:
         raise SpecError(problems)
-    warnings = list(spec_warnings(spec))
-    cps = spec.control_planes()
-    first = cps[0]
-    phases: list[Phase]
-    if mode == "preflight":
-        phases = [_preflight_phase(spec, spec.nodes)]
-    elif mode == "all_in_one":
-        phases = [_preflight_phase(spec, [first]), _prepare_phase(spec, [first]),
-                  _control_plane_phase(spec, first, all_in_one=True, upload_certs=False),
-                  _kubeconfig_phase(spec, first), _addons_phase(spec, first), _verify_phase(spec)]
-    elif mode == "ha":
-        others = [n for n in spec.nodes if n.name != first.name]
-        # control planes first so etcd is whole before workers arrive
-        others.sort(key=lambda n: not n.is_control_plane)
-        phases = [_preflight_phase(spec, spec.nodes), _prepare_phase(spec, spec.nodes),
-                  _control_plane_phase(spec, first, all_in_one=False, upload_certs=True)]
-        if others:
-            phases.append(_join_phase(spec, first, others))
-        phases += [_kubeconfig_phase(spec, first), _addons_phase(spec, first), _verify_phase(spec)]
-    elif mode == "add_nodes":
-        new = [spec.node(n) for n in nodes or []]
-        new.sort(key=lambda n: not n.is_control_plane)
-        phases = [_preflight_phase(spec, new), _prepare_phase(spec, new),
-                  _join_phase(spec, first, new), _kubeconfig_phase(spec, first), _verify_phase(spec)]
-        warnings.append("add_nodes: existing nodes' /etc/hosts blocks are not updated "
-                        "(nothing else is touched)")
-    elif mode == "health":  # read-only: a fresh admin kubeconfig, then look through the API
-        phases = [_kubeconfig_phase(spec, first), _verify_phase(spec, kind="health")]
-    elif mode == "reset":
-        workers = spec.workers()
-        steps = []
-        if workers:
-            steps.append(_step(spec, "reset-workers", "reset", "kubeadm reset on the workers",
-                               [reset_job(spec, n) for n in workers]))
-        steps.append(_step(spec, "reset-control-planes", "reset", "kubeadm reset on the control planes",
-                           [reset_job(spec, n) for n in cps]))
-        phases = [Phase("reset", "Reset the nodes (workers first)", tuple(steps))]
-    else:  # validate_for_mode already refused unknown modes
-        raise SpecError([f"mode: unknown mode {mode!r}"])
+    phases = PLANNERS[mode](spec, [spec.node(n) for n in nodes or []])
+    warnings = list(spec_warnings(spec)) + PLAN_WARNINGS.get(mode, [])
     return Plan(mode=mode, cluster=spec.name, phases=tuple(phases), warnings=tuple(warnings))
+
+
+def run_plans(spec: ClusterSpec, mode: str, params: Mapping[str, Any] | None = None) -> list[Plan]:
+    """The plans a run of `mode` goes through, in order, given its flow parameters: one plan, or
+    for a composed mode (rebuild) reset's, then the install's (installers/modes.py)."""
+    params = params or {}
+    return [build_plan(spec, part, nodes=modes.nodes_param(part, params))
+            for part in modes.plan_sequence(mode, spec, params.get(modes.INSTALL_PARAM, modes.AUTO))]
 
 
 def plan_to_dict(plan: Plan) -> dict:

@@ -21,21 +21,19 @@ from urllib.parse import urlsplit
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
                       ValidationError, ValidationInfo, model_validator)
 
+from installers import modes, step_kinds
 from installers import versions as V
 from installers.patterns import FINGERPRINT
 from installers.spec_loading import (MAX_STRING_LENGTH, SHOWN_PATH_CHARS, SpecError, check_data_size,
                                      non_regular_file_kind, one_line, parse_yaml, read_spec_file,
                                      shown)
 
-MODES = ("all_in_one", "ha", "add_nodes", "reset", "preflight", "health")
-STEP_KINDS = ("facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
-              "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "health", "reset")
-StepKind = Literal["facts", "os_prep", "runtime", "kube_packages", "kube_vip", "kubeadm_init",
-                   "join_credentials", "join", "kubeconfig", "cni", "storage", "verify", "health",
-                   "reset"]
+MODES = modes.planned_names()  # the modes with a plan of their own (installers/modes.py)
+STEP_KINDS = step_kinds.names()  # installers/step_kinds.py: kind → task → node script → policy
+StepKind = Literal[STEP_KINDS]  # type: ignore[valid-type]
 # Steps that look at the cluster until it is healthy or their deadline passes (no retries):
 # `verify` ends an install, `health` is the verify step of the health mode (shorter deadline).
-POLLING_STEP_KINDS = ("verify", "health")
+POLLING_STEP_KINDS = tuple(k.name for k in step_kinds.STEP_KINDS if k.polling)
 # Names of the checks in installers/preflight.py (here so that the spec can validate `ignore`).
 PREFLIGHT_CHECKS = ("facts", "os", "arch", "cpus", "memory", "disk", "swap", "cgroup", "modules",
                     "binaries", "ports", "hostname_unique", "mac_unique", "product_uuid_unique",
@@ -705,6 +703,9 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
     p: list[str] = []
     cps = spec.control_planes()
     if mode not in MODES:
+        if mode in modes.names():  # e.g. rebuild: no plan of its own
+            return [f"mode: {mode} has no plan of its own, it runs other modes' plans one after "
+                    f"another (planned modes: {', '.join(MODES)})"]
         return [f"mode: unknown mode {shown(mode)} (known: {', '.join(MODES)})"]
     if mode == "all_in_one":
         if len(spec.nodes) != 1:
@@ -732,7 +733,7 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
                          f"the cluster is built around it")
             if len(set(nodes)) != len(nodes):
                 p.append("nodes: a node is named twice in the list to add")
-    if nodes and mode not in ("add_nodes",):
+    if nodes and not modes.get(mode).takes_nodes:
         p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
     return p
 

@@ -18,7 +18,8 @@ _OUTPUTS = {"token": "KAI_JOIN_TOKEN", "ca_hash": "KAI_CA_CERT_HASH",
 
 @step_task
 def join_credentials(step: Step) -> list[HostOutcome]:
-    """Create a join token (short TTL) and, for control planes, upload certs with a fresh key."""
+    """`join-credentials.sh` on the first control plane: a join token (short TTL) and, for
+    control planes, the certs uploaded with a fresh key; kept in memory for `join`."""
     run = current_run()
 
     def keep(job: HostJob, result: JobResult) -> None:
@@ -33,5 +34,6 @@ def join_credentials(step: Step) -> list[HostOutcome]:
 
 @step_task
 def join(step: Step) -> list[HostOutcome]:
-    """kubeadm join for workers (in parallel) or control planes (one after another)."""
+    """`kubeadm-join.sh` on each host: kubeadm join for workers (in parallel) or control planes
+    (one after another)."""
     return run_node_step(step, secret_env=current_run().secrets)

@@ -23,6 +23,7 @@ def save_private(path: Path, data: bytes) -> None:
 
 @step_task
 def kubeconfig(step: Step) -> str:
+    """`kubeconfig.sh` on the first control plane: admin.conf into the state dir (mode 0600)."""
     run = current_run()
     path = run.cluster_dir / "admin.conf"
 

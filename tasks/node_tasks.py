@@ -1,8 +1,8 @@
 """The node steps that need nothing but their script: one Prefect task per step kind.
 
-Each runs its plan step's static script on every host of the step (see tasks/node_step.py).
-Steps with more to do on the controller side have their own modules: preflight, join, kubeconfig,
-verify.
+Each runs its plan step's static script on every host of the step (see tasks/node_step.py); its
+docstring names the script (the table: installers/step_kinds.py). Steps with more to do on the
+controller side have their own modules: preflight, join, kubeconfig, verify.
 """
 
 from installers.plan import Step
@@ -12,47 +12,51 @@ from tasks.step_task import step_task
 
 @step_task
 def os_prep(step: Step) -> list[HostOutcome]:
-    """Prepare the OS: swap off, kernel modules, sysctl, the /etc/hosts block."""
+    """`os-prep.sh` on each host: swap off, kernel modules, sysctl, the /etc/hosts block."""
     return run_node_step(step)
 
 
 @step_task
 def runtime(step: Step) -> list[HostOutcome]:
-    """Install and configure containerd (config v2/v3, SystemdCgroup, mirrors, proxy)."""
+    """`containerd.sh` on each host: install and configure containerd (config v2/v3,
+    SystemdCgroup, mirrors, proxy)."""
     return run_node_step(step)
 
 
 @step_task
 def kube_packages(step: Step) -> list[HostOutcome]:
-    """Install kubeadm, kubelet and kubectl from pkgs.k8s.io or the mirror, held at the version."""
+    """`kube-packages.sh` on each host: kubeadm, kubelet and kubectl from pkgs.k8s.io or the
+    mirror, held at the version."""
     return run_node_step(step)
 
 
 @step_task
 def kube_vip(step: Step) -> list[HostOutcome]:
-    """Place (or switch) the kube-vip static pod that serves the control-plane VIP."""
+    """`kube-vip.sh` on each host: place (or switch) the kube-vip static pod that serves the
+    control-plane VIP."""
     return run_node_step(step)
 
 
 @step_task
 def kubeadm_init(step: Step) -> list[HostOutcome]:
-    """kubeadm init on the first control plane (tokens and certificate keys never printed)."""
+    """`kubeadm-init.sh` on the first control plane (tokens and certificate keys never printed)."""
     return run_node_step(step)
 
 
 @step_task
 def cni(step: Step) -> list[HostOutcome]:
-    """Apply the pinned CNI manifest from the first control plane."""
+    """`cni.sh` on the first control plane: apply the pinned CNI manifest."""
     return run_node_step(step)
 
 
 @step_task
 def storage(step: Step) -> list[HostOutcome]:
-    """Apply local-path-provisioner and make it the default StorageClass."""
+    """`storage.sh` on the first control plane: local-path-provisioner, the default StorageClass."""
     return run_node_step(step)
 
 
 @step_task
 def reset(step: Step) -> list[HostOutcome]:
-    """kubeadm reset and remove what kai installed (idempotent on a blank node)."""
+    """`reset.sh` on each host: kubeadm reset and remove what kai installed (idempotent on a
+    blank node)."""
     return run_node_step(step)

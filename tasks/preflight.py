@@ -30,6 +30,8 @@ class PreflightFailed(Exception):
 
 @step_task
 def preflight(step: Step) -> dict[str, dict[str, str]]:
+    """Step kind `facts`: `facts.sh` on each host (read-only), then every finding judged at once
+    (installers/preflight.py); raises PreflightFailed listing them."""
     run = current_run()
     logger = get_run_logger()
     facts: dict[str, dict[str, str]] = {}

@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from installers import step_kinds
 from installers import versions as V
 from installers.plan import (DEFAULT_POLICIES, HostJob, Plan, Step, StepPolicy, build_plan, job_hash)
 from installers.spec import SpecError, load_spec
@@ -25,11 +26,6 @@ CONTRACT_ENV = {
     "storage.sh": {"KAI_LOCAL_PATH_URL", "KAI_LOCAL_PATH_SHA256"},
     "reset.sh": {"KAI_RESET_PACKAGES"},
 }
-SCRIPT_OF_KIND = {"facts": "facts.sh", "os_prep": "os-prep.sh", "runtime": "containerd.sh",
-                  "kube_packages": "kube-packages.sh", "kube_vip": "kube-vip.sh",
-                  "kubeadm_init": "kubeadm-init.sh", "join_credentials": "join-credentials.sh",
-                  "join": "kubeadm-join.sh", "kubeconfig": "kubeconfig.sh", "cni": "cni.sh",
-                  "storage": "storage.sh", "reset": "reset.sh"}
 
 
 def shape(plan: Plan):
@@ -138,7 +134,7 @@ def test_bad_mode_or_spec_for_mode_raises():
 def test_env_names_follow_the_script_contract(plan):
     for step in plan.steps():
         for job in step.jobs:
-            assert job.script == SCRIPT_OF_KIND[step.kind]
+            assert job.script == step_kinds.get(step.kind).script
             assert set(job.env) == CONTRACT_ENV[job.script], (step.name, set(job.env))
             assert all(isinstance(v, str) for v in job.env.values())
             assert all(k.startswith("KAI_") for k in job.env)

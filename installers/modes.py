@@ -1,0 +1,173 @@
+"""The modes kai runs: one table, read by everything that names a mode.
+
+A mode is a Prefect flow in `flows/<name>.py` (function `<name>`), served as the deployment
+`<name>/<name>`. From this table come: the spec's mode check and the plan (installers/spec.py,
+installers/plan.py), flows.MODES and `kai serve`'s deployments, `GET /modes`, the names the REST
+path `POST /{mode}/start` accepts (aliases included), the CLI's choices and help, and the default
+mode. prefect.yaml is read by Prefect, so it stays YAML: tests/test_modes.py keeps its deployments
+equal to this table.
+
+Adding a mode (upgrade, remove_nodes, etcd_backup, …): a row here, its flow file, and its plan
+builder in installers/plan.py (`PLANNERS`); tests/test_modes.py and tests/test_flow_order.py name
+whatever is still missing (prefect.yaml entry, flow-order cases).
+
+Prefect-free and model-free (a spec is only read, never imported): the API and the CLI read it
+without importing any flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from installers.spec_loading import SpecError
+
+if TYPE_CHECKING:
+    from installers.spec import ClusterSpec
+
+# In a mode's `runs`: the install mode the run chose (flow parameter `mode`; auto: default_mode).
+INSTALL = "<install>"
+AUTO = "auto"
+# The flow parameters some modes take, by name (control.start sends them, flows declare them).
+NODES_PARAM = "nodes"            # takes_nodes: the names of the nodes to work on
+INSTALL_PARAM = "mode"           # a mode whose `runs` holds INSTALL: which install mode (or auto)
+LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    description: str
+    aliases: tuple[str, ...] = ()   # also accepted (REST path, CLI): the old service's names, dashes
+    new_cluster: bool = False       # builds a whole cluster on blank hosts: what rebuild and
+                                    # `kai init` choose from
+    installs: bool = False          # puts Kubernetes on hosts (`kai hosts check --mode` choices)
+    takes_nodes: bool = False       # its flow takes NODES_PARAM
+    locks_hosts: bool = True        # takes the host locks (read-only health does not)
+    runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
+
+    @property
+    def flow(self) -> str:
+        """The Prefect entrypoint (prefect.yaml, flows.MODES)."""
+        return f"flows/{self.name}.py:{self.name}"
+
+    @property
+    def has_plan(self) -> bool:
+        """build_plan knows the mode (others are composed of such modes' plans)."""
+        return not self.runs
+
+
+MODES: tuple[Mode, ...] = (
+    Mode("all_in_one", "a single node that is control plane and worker at once",
+         aliases=("all-in-one", "allinone"), new_cluster=True, installs=True),
+    Mode("ha", "three or more control planes behind kube-vip or a load balancer, plus workers",
+         aliases=("ha_secure", "ha-secure"), new_cluster=True, installs=True),
+    Mode("add_nodes", "join the named new nodes of the spec to its running cluster",
+         aliases=("add-nodes",), installs=True, takes_nodes=True),
+    Mode("reset", "kubeadm reset on every node and remove what kai installed"),
+    Mode("rebuild", "reset every node, then install again (all_in_one or ha)",
+         runs=("reset", INSTALL)),
+    Mode("preflight", "check every host against the spec (read-only)"),
+    Mode("health", "verify a running cluster (read-only)", locks_hosts=False),
+)
+
+_BY_NAME = {m.name: m for m in MODES}
+_CANONICAL = {**{m.name: m.name for m in MODES}, **{a: m.name for m in MODES for a in m.aliases}}
+
+DEFAULT_RULE = "add_nodes when nodes are named, else all_in_one for one node, else ha"
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_BY_NAME)
+
+
+def get(name: str) -> Mode:
+    """The mode of a canonical name (KeyError otherwise; see canonical_mode)."""
+    return _BY_NAME[name]
+
+
+def accepted_names() -> tuple[str, ...]:
+    """Every name a caller may use: the modes, then their aliases."""
+    return tuple(_CANONICAL)
+
+
+def with_aliases(selected: Sequence[str]) -> tuple[str, ...]:
+    """The selected modes, each followed by its aliases: a CLI option's choices."""
+    return tuple(name for mode in selected for name in (mode, *get(mode).aliases))
+
+
+def planned_names() -> tuple[str, ...]:
+    """Modes build_plan knows."""
+    return tuple(m.name for m in MODES if m.has_plan)
+
+
+def new_cluster_names() -> tuple[str, ...]:
+    return tuple(m.name for m in MODES if m.new_cluster)
+
+
+def install_choices() -> tuple[str, ...]:
+    """The install a rebuild runs after its reset: auto (default_mode) or a new-cluster mode."""
+    return (AUTO,) + new_cluster_names()
+
+
+def canonical_mode(name: str) -> str:
+    """'all-in-one' → 'all_in_one', 'ha_secure' → 'ha'; an unknown name raises SpecError."""
+    try:
+        return _CANONICAL[name]
+    except (KeyError, TypeError):
+        aliases = [a for m in MODES for a in m.aliases]
+        raise SpecError([f"mode: unknown mode {name!r} (known: {', '.join(names())}; "
+                         f"aliases: {', '.join(aliases)})"]) from None
+
+
+def default_mode(spec: ClusterSpec, nodes: Sequence[str] | None = None) -> str:
+    """The mode when none is named: add_nodes when nodes are named, else all_in_one for a
+    one-node spec, else ha."""
+    if nodes:
+        return "add_nodes"
+    return "all_in_one" if len(spec.nodes) == 1 else "ha"
+
+
+def install_mode(spec: ClusterSpec, choice: str = AUTO) -> str:
+    """The install mode a rebuild runs: the choice, or default_mode's for auto."""
+    return default_mode(spec) if choice == AUTO else choice
+
+
+def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[str, ...]:
+    """The planned modes a run of `mode` goes through, in order: the mode itself, or for a
+    composed mode (rebuild) its parts — reset, then the install mode."""
+    m = get(mode)
+    if m.has_plan:
+        return (m.name,)
+    return tuple(install_mode(spec, install) if part == INSTALL else part for part in m.runs)
+
+
+def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
+                    lock_wait_s: float | None = None, install: str = AUTO) -> dict[str, Any]:
+    """The parameters of a flow run of `mode` (only those its flow declares)."""
+    m = get(mode)
+    params: dict[str, Any] = {"spec": spec_json}
+    if m.takes_nodes:
+        params[NODES_PARAM] = list(nodes or [])
+    if INSTALL in m.runs:
+        params[INSTALL_PARAM] = install
+    if lock_wait_s is not None and m.locks_hosts:
+        params[LOCK_WAIT_PARAM] = lock_wait_s
+    return params
+
+
+def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
+    """The node names a run of `mode` was given (None for a mode that takes none)."""
+    return params.get(NODES_PARAM) if get(mode).takes_nodes else None
+
+
+def overview_rows() -> list[str]:
+    """The modes table of docs/architecture.md (a test keeps the doc equal to this)."""
+    rows = ["| mode | flow | plan | aliases | what |", "|---|---|---|---|---|"]
+    for m in MODES:
+        plan = "its own" if m.has_plan else ", then ".join(
+            "the install mode's" if part == INSTALL else f"{part}'s" for part in m.runs)
+        aliases = ", ".join(f"`{a}`" for a in m.aliases) or "—"
+        rows.append(f"| {m.name} | `{m.flow}` | {plan} | {aliases} | {m.description} |")
+    return rows

@@ -1,0 +1,133 @@
+"""The step kinds: one table, kind → Prefect task → node script → default policy.
+
+Every plan step has a kind (installers/plan.py `Step.kind`). The kind says which task in tasks/
+runs the step (a flow calls that task with the step), which static script that task runs on each
+of the step's hosts (installers/scripts/, built by the plan's `<kind>_job`), and how long a step of
+the kind may take by default (the spec's `steps:` block overrides it per kind). The spec's list of
+kinds, the plan's default policies, `kai plan`'s "script:" lines and the "Where is X" table of
+docs/architecture.md all come from here; tests/test_step_kinds.py checks each task's docstring names
+its script and the doc's table matches this one.
+
+Prefect-free: the task is named by its entrypoint, not imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from installers.backoff import capped_exponential
+
+DEFAULT_MAX_RETRY_DELAY_S = 60.0
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How long a step may take before it fails. Every step ends in bounded time: a retrying step
+    after (retries + 1) attempts of at most timeout_s with capped waits between them, a polling
+    step (deadline_s set: verify, health) when its deadline passes."""
+
+    retries: int            # extra attempts after the first
+    retry_delay_s: float    # first backoff; doubles each retry…
+    timeout_s: float        # per attempt, per host (a polling step: per look at the cluster)
+    max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S  # …up to this wait
+    deadline_s: float | None = None  # polling steps: look until healthy or this long, no retries
+
+    @property
+    def polling(self) -> bool:
+        return self.deadline_s is not None
+
+    def retry_delays(self) -> list[float]:
+        """The waits before each retry (installers.backoff: capped exponential)."""
+        return capped_exponential(self.retry_delay_s, self.retries, self.max_retry_delay_s)
+
+    def time_bound_s(self, hosts_in_sequence: int = 1) -> float:
+        """The longest the step can take before it fails. A polling step's last look may start
+        just before the deadline and is itself bounded by timeout_s."""
+        if self.deadline_s is not None:
+            return self.deadline_s + self.timeout_s
+        attempts = self.retries + 1
+        return attempts * self.timeout_s * max(1, hosts_in_sequence) + sum(self.retry_delays())
+
+
+@dataclass(frozen=True)
+class StepKind:
+    name: str
+    task: str                # the Prefect task running a step of this kind: "tasks/<module>.py:<function>"
+    script: str | None       # what that task runs on each host (installers/scripts/); None: controller only
+    policy: StepPolicy       # the default; the spec's `steps.<kind>` overrides it
+    note: str = ""           # where else the kind's logic lives (shown in docs/architecture.md)
+
+    @property
+    def polling(self) -> bool:
+        """Looks at the cluster until it is healthy or the deadline passes (no retries)."""
+        return self.policy.polling
+
+    @property
+    def job(self) -> str | None:
+        """The plan's builder of one host's job for this kind (installers/plan.py)."""
+        return f"{self.name}_job" if self.script else None
+
+    @property
+    def task_module(self) -> str:
+        return self.task.partition(":")[0].removesuffix(".py").replace("/", ".")
+
+    @property
+    def task_function(self) -> str:
+        return self.task.partition(":")[2]
+
+
+STEP_KINDS: tuple[StepKind, ...] = (
+    StepKind("facts", "tasks/preflight.py:preflight", "facts.sh", StepPolicy(1, 5, 30),
+             note="judged in `installers/preflight.py`"),
+    StepKind("os_prep", "tasks/node_tasks.py:os_prep", "os-prep.sh", StepPolicy(2, 5, 120)),
+    StepKind("runtime", "tasks/node_tasks.py:runtime", "containerd.sh", StepPolicy(3, 10, 600)),
+    StepKind("kube_packages", "tasks/node_tasks.py:kube_packages", "kube-packages.sh",
+             StepPolicy(3, 10, 600)),
+    StepKind("kube_vip", "tasks/node_tasks.py:kube_vip", "kube-vip.sh", StepPolicy(2, 5, 120)),
+    StepKind("kubeadm_init", "tasks/node_tasks.py:kubeadm_init", "kubeadm-init.sh",
+             StepPolicy(1, 30, 900)),
+    StepKind("join_credentials", "tasks/join.py:join_credentials", "join-credentials.sh",
+             StepPolicy(2, 5, 120)),
+    StepKind("join", "tasks/join.py:join", "kubeadm-join.sh", StepPolicy(2, 30, 900)),
+    StepKind("kubeconfig", "tasks/kubeconfig.py:kubeconfig", "kubeconfig.sh", StepPolicy(2, 5, 60)),
+    StepKind("cni", "tasks/node_tasks.py:cni", "cni.sh", StepPolicy(3, 10, 600)),
+    StepKind("storage", "tasks/node_tasks.py:storage", "storage.sh", StepPolicy(3, 10, 300)),
+    # Polling steps: no retries, a deadline. An install's verify waits for nodes to turn Ready
+    # after the CNI is up; a scheduled health run must report a broken cluster quickly.
+    StepKind("verify", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=600),
+             note="polls `installers/cluster_check.py`"),
+    StepKind("health", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=120),
+             note="the health mode's verify, its own deadline"),
+    StepKind("reset", "tasks/node_tasks.py:reset", "reset.sh", StepPolicy(1, 10, 600)),
+)
+
+_BY_NAME = {kind.name: kind for kind in STEP_KINDS}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_BY_NAME)
+
+
+def get(name: str) -> StepKind:
+    return _BY_NAME[name]
+
+
+def script_of(kind: str) -> str:
+    """The node script of a host-side kind (a plan job of a controller-only kind is a bug)."""
+    script = _BY_NAME[kind].script
+    if script is None:
+        raise ValueError(f"internal: step kind {kind} runs on the controller, it has no node script")
+    return script
+
+
+def where_is_x_rows() -> list[str]:
+    """The "Where is X" table of docs/architecture.md (a test keeps the doc equal to this)."""
+    rows = ["| step kind | task (`tasks/`) | plan job (`installers/plan.py`) | node script (`installers/scripts/`) |",
+            "|---|---|---|---|"]
+    for k in STEP_KINDS:
+        module = k.task.partition(":")[0].removeprefix("tasks/")
+        note = f" ({k.note})" if k.note else ""
+        job = f"`{k.job}`" if k.job else "— (controller only)"
+        script = f"`{k.script}`" if k.script else "—"
+        rows.append(f"| {k.name} | `{module}` `{k.task_function}`{note} | {job} | {script} |")
+    return rows

@@ -1,0 +1,77 @@
+"""The step-kind table (installers/step_kinds.py) is the one list of kinds: the spec, the plan's
+jobs and policies, the tasks (and their docstrings) and the docs agree with it."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from installers import plan as plan_module
+from installers import step_kinds
+from installers.plan import DEFAULT_POLICIES, build_plan
+from installers.scripts_store import script_text
+from installers.spec import POLLING_STEP_KINDS, STEP_KINDS, ClusterSpec, load_spec
+from tests.spec_factory import aio, ha
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = step_kinds.STEP_KINDS
+
+
+def test_the_spec_and_the_plan_take_the_kinds_from_the_table():
+    assert STEP_KINDS == step_kinds.names()
+    steps = ClusterSpec.model_json_schema()["properties"]["steps"]  # the spec's `steps:` keys
+    assert tuple(steps["propertyNames"]["enum"]) == step_kinds.names()
+    assert set(DEFAULT_POLICIES) == set(step_kinds.names())
+    assert POLLING_STEP_KINDS == ("verify", "health")
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_the_task_exists_and_its_docstring_names_its_script(kind):
+    module = importlib.import_module(kind.task_module)
+    assert (ROOT / kind.task.partition(":")[0]).is_file()
+    wrapper = getattr(module, kind.task_function)
+    assert wrapper.task.name == kind.task_function  # a @step_task: the Prefect task run's name
+    if kind.script:
+        script_text(kind.script)  # the node script exists
+        assert f"`{kind.script}`" in (wrapper.__doc__ or ""), f"{kind.task}: docstring must name {kind.script}"
+        if kind.task_function != kind.name:  # e.g. facts runs task preflight: say so where one looks
+            assert f"`{kind.name}`" in wrapper.__doc__
+        assert callable(getattr(plan_module, kind.job)), kind.job
+    else:
+        assert "controller" in (module.__doc__ or "")
+
+
+def test_every_job_builder_of_the_plan_is_a_kinds():
+    builders = {name for name in vars(plan_module) if name.endswith("_job") and not name.startswith("_")
+                and callable(getattr(plan_module, name)) and name != "job_hash"}
+    assert builders == {k.job for k in KINDS if k.job}
+
+
+def plans():
+    yield build_plan(load_spec(aio()), "all_in_one")
+    yield build_plan(load_spec(ha()), "ha")
+    yield build_plan(load_spec(ha()), "add_nodes", nodes=["cp-3", "worker-2"])
+    yield build_plan(load_spec(ha()), "reset")
+    yield build_plan(load_spec(ha()), "preflight")
+    yield build_plan(load_spec(ha()), "health")
+
+
+@pytest.mark.parametrize("plan", list(plans()), ids=lambda p: p.mode)
+def test_each_jobs_script_is_its_steps_kinds(plan):
+    for step in plan.steps():
+        kind = step_kinds.get(step.kind)
+        assert step.policy == kind.policy
+        assert {job.script for job in step.jobs} <= ({kind.script} if kind.script else set()), step.name
+        assert bool(step.jobs) == bool(kind.script), step.name
+
+
+def test_a_controller_kind_has_no_script():
+    with pytest.raises(ValueError, match="controller"):
+        step_kinds.script_of("verify")
+
+
+def test_the_docs_where_is_x_table_is_the_table():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert "\n".join(step_kinds.where_is_x_rows()) in doc
