@@ -94,7 +94,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 @command("plan", "print what a mode would do, host by host (contacts nothing)")(_plan_args)
 def cmd_plan(args: argparse.Namespace) -> int:
     from installers.plan import build_plan, plan_to_dict
-    from installers.spec import SpecError, collect_problems
+    from installers.spec import SpecError
+    from installers.spec_problems import collect_problems
 
     try:
         spec, problems = collect_problems(args.spec)

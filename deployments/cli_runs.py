@@ -43,7 +43,8 @@ def _need_server() -> int | None:
 
 def _load(path: str):
     """(spec, None) or (None, exit code) with every problem on stderr."""
-    from installers.spec import SpecError, collect_problems
+    from installers.spec import SpecError
+    from installers.spec_problems import collect_problems
 
     try:
         spec, problems = collect_problems(Path(path))

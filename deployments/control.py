@@ -18,7 +18,8 @@ from typing import Any
 from uuid import UUID
 
 from installers import versions as V
-from installers.spec import SpecError, collect_problems, validate_for_mode
+from installers.spec import SpecError, validate_for_mode
+from installers.spec_problems import collect_problems
 
 # The old service's names (and dashed spellings) for kai's modes.
 MODE_ALIASES = {

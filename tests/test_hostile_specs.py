@@ -27,7 +27,8 @@ from pydantic import BaseModel
 from installers import spec_loading
 from installers.patterns import FINGERPRINT
 from installers.plan import build_plan
-from installers.spec import ClusterSpec, SpecError, collect_problems, load_spec
+from installers.spec import ClusterSpec, SpecError, load_spec
+from installers.spec_problems import collect_problems
 from tests.spec_factory import aio
 
 REPO = Path(__file__).resolve().parent.parent
