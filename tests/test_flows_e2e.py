@@ -181,6 +181,9 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
     assert [c["exit_code"] for c in calls(h0, "kubeadm", "init")] == [1, 1, 0]
     info = st["cluster_info"]
     assert info and [n["name"] for n in info["nodes"]] == [h0.name], info
+    # verify's data, not a rendering of it: what the old API's cluster_info is built from
+    assert info["nodes"][0]["created"] and info["nodes"][0]["address"] == h0.address, info
+    assert (info["cni"], info["pod_cidr"]) == ("flannel", "10.244.0.0/16"), info
     kubeconfig = Path(server.state_dir, "clusters", "aio", "admin.conf")
     assert kubeconfig.exists() and (kubeconfig.stat().st_mode & 0o777) == 0o600
     # verify really talked to the API through TLS with the admin client certificate
