@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.booted import spec_fragment
 from tests.hosts.mirror import serve_mirror_to
 
@@ -148,11 +148,11 @@ def kai_processes(host) -> str:
     return out.strip()
 
 
-def install_stuck_in_kubeadm_init(hosts, host, name) -> tuple[dict, str]:
-    """Start an all-in-one install on `host` whose kubeadm init hangs (fault: sleep 120 s);
+def install_stuck_in_kubeadm_init(hosts, host, name, sleep_s: float = 120) -> tuple[dict, str]:
+    """Start an all-in-one install on `host` whose kubeadm init hangs (fault: sleep `sleep_s`);
     return (spec, run id) once the kubeadm-init step is running."""
     spec = make_spec(hosts, [host], name=name)
-    set_fault(host, {"kubeadm init": {"sleep": 120}})
+    set_fault(host, {"kubeadm init": {"sleep": sleep_s}})
     run_id = start("all_in_one", spec)
     wait_step_running(run_id, "kubeadm-init")
     return spec, run_id

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import standin_apiserver  # noqa: E402
 import standin_common  # noqa: E402
 import standin_config  # noqa: E402
 import standin_pki as pki  # noqa: E402
+
+from tests.support.ports import free_port  # noqa: E402
 
 VALID = """\
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -138,12 +139,6 @@ def test_certs_encryption_needs_the_certificate_key():
 
 # --- the API stand-in on 127.0.0.1 -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
@@ -155,7 +150,7 @@ def api(tmp_path_factory):
              "srv.key": pki.key_pem(srv_key), "adm.crt": pki.cert_pem(adm), "adm.key": pki.key_pem(adm_key)}
     for n, b in files.items():
         (d / n).write_bytes(b)
-    port = _free_port()
+    port = free_port()
     args = standin_apiserver.parse_args([
         "--bind", "127.0.0.1", "--port", str(port), "--cert", str(d / "srv.crt"), "--key", str(d / "srv.key"),
         "--ca", str(d / "ca.crt"), "--ca-key", str(d / "ca.key"), "--state-dir", str(d / "state"),
