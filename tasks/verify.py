@@ -23,6 +23,10 @@ from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
 
+# The Prefect artifact (a one-row table) with what verify found, read back as a run's
+# `cluster_info` by deployments/run_status.py (which keeps a copy of the key: a test ties the two).
+FACTS_ARTIFACT_KEY = "cluster-facts"
+
 
 class ClusterUnhealthy(Exception):
     pass
@@ -45,8 +49,7 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
         logger.warning("verify: %s", warning)
     info = cluster_facts(run.spec, report, path)
     run.info.update(info)
-    # the data: one row, read back by deployments/run_status.py (CLUSTER_FACTS_KEY)
-    create_table_artifact([info], key="cluster-facts", description=f"cluster {run.spec.name} (data)")
+    create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
     create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
                              description=f"cluster {run.spec.name}")
     if not outcome.healthy:

@@ -86,7 +86,8 @@ def test_modes_report_the_versions_tables():
 
 
 def test_cluster_info_is_the_verify_steps_data_read_back():
-    """verify publishes its facts as a one-row table artifact; status() returns that row."""
+    """verify publishes its facts as a one-row table artifact; status() returns that row (under
+    the same key: run_status keeps its own copy of it)."""
     from types import SimpleNamespace
     from uuid import uuid4
     import pathlib
@@ -95,7 +96,7 @@ def test_cluster_info_is_the_verify_steps_data_read_back():
 
     from installers.cluster_check import ClusterReport, NodeInfo
     from installers.spec import load_spec
-    from tasks.verify import cluster_facts
+    from tasks.verify import FACTS_ARTIFACT_KEY, cluster_facts
 
     report = ClusterReport(server="https://127.0.0.1:6443", version="v1.36.4",
                            nodes=[NodeInfo("n1", ["control-plane"], True, "v1.36.4", "192.0.2.11",
@@ -108,8 +109,8 @@ def test_cluster_info_is_the_verify_steps_data_read_back():
                           state_type=SimpleNamespace(value="COMPLETED"), state=state,
                           state_name="Completed", total_run_time=None, start_time=None,
                           end_time=None, created=None)
-    published = TableArtifact(key="cluster-facts", table=[facts]).format(_sync=True)
-    artifact = SimpleNamespace(key="cluster-facts", created=None, data=published)
+    published = TableArtifact(key=FACTS_ARTIFACT_KEY, table=[facts]).format(_sync=True)
+    artifact = SimpleNamespace(key=FACTS_ARTIFACT_KEY, created=None, data=published)
     prefect = SimpleNamespace(read_flow_run=lambda run_id: run, read_task_runs=lambda **q: [],
                               read_artifacts=lambda **q: [artifact])
 
