@@ -142,37 +142,14 @@ def status(run_id: str | UUID, client=None) -> dict:
     state = run.state_type.value if run.state_type else "UNKNOWN"
     plan_steps = planned_steps(mode, run.parameters or {})
 
-    steps = []
-    for t in tasks:
-        rows = _table_rows(artifacts[_step_key(t.name)]) if _step_key(t.name) in artifacts else []
-        steps.append({
-            "name": t.name,
-            "state": t.state_type.value if t.state_type else "UNKNOWN",
-            "attempts": t.run_count,
-            "start_time": iso(t.start_time),
-            "end_time": iso(t.end_time),
-            "duration_s": round(t.total_run_time.total_seconds(), 2) if t.total_run_time else None,
-            "message": (t.state.message if t.state and t.state_type and t.state_type.value != "COMPLETED"
-                        else None),
-            "hosts": [{"host": r.get("host"), "address": r.get("address"), "status": r.get("status"),
-                       "seconds": r.get("seconds"), "attempt": r.get("attempt"),
-                       "error": r.get("error") or None} for r in rows],
-        })
+    steps = [_step(t, artifacts) for t in tasks]
     done = sum(1 for s in steps if s["state"] == "COMPLETED")
     total = max(len(plan_steps), len(steps))
     running = [s for s in steps if s["state"] in ("RUNNING", "PENDING", "AWAITINGRETRY", "RETRYING")]
     current = (running[-1]["name"] if running else steps[-1]["name"] if steps else None)
     percent = 100.0 if state == "COMPLETED" else (round(100.0 * done / total, 1) if total else 0.0)
 
-    failure = None
-    if state in ("FAILED", "CRASHED", "CANCELLED"):
-        failed = [s for s in steps if s["state"] in ("FAILED", "CRASHED")]
-        step = failed[-1] if failed else None
-        failure = {
-            "message": run.state.message if run.state else None,
-            "step": step["name"] if step else None,
-            "hosts": [h["host"] for h in step["hosts"] if h["status"] == "FAILED"] if step else [],
-        }
+    failure = _failure(run, steps) if state in ("FAILED", "CRASHED", "CANCELLED") else None
     facts = _table_rows(artifacts[CLUSTER_FACTS_KEY]) if CLUSTER_FACTS_KEY in artifacts else []
     cluster_info = facts[0] if facts else None
     duration = run.total_run_time.total_seconds() if run.total_run_time else None
@@ -199,6 +176,35 @@ def status(run_id: str | UUID, client=None) -> dict:
         "cluster_info": cluster_info,
         "preflight_findings": (_table_rows(artifacts["preflight-findings"])
                                if "preflight-findings" in artifacts else []),
+    }
+
+
+def _step(t, artifacts: dict[str, Any]) -> dict:
+    """One step (task run) with its per-host rows (the step's table artifact)."""
+    rows = _table_rows(artifacts[_step_key(t.name)]) if _step_key(t.name) in artifacts else []
+    return {
+        "name": t.name,
+        "state": t.state_type.value if t.state_type else "UNKNOWN",
+        "attempts": t.run_count,
+        "start_time": iso(t.start_time),
+        "end_time": iso(t.end_time),
+        "duration_s": round(t.total_run_time.total_seconds(), 2) if t.total_run_time else None,
+        "message": (t.state.message if t.state and t.state_type and t.state_type.value != "COMPLETED"
+                    else None),
+        "hosts": [{"host": r.get("host"), "address": r.get("address"), "status": r.get("status"),
+                   "seconds": r.get("seconds"), "attempt": r.get("attempt"),
+                   "error": r.get("error") or None} for r in rows],
+    }
+
+
+def _failure(run, steps: list[dict]) -> dict:
+    """What failed: the run's message, its last failed step and that step's failed hosts."""
+    failed = [s for s in steps if s["state"] in ("FAILED", "CRASHED")]
+    step = failed[-1] if failed else None
+    return {
+        "message": run.state.message if run.state else None,
+        "step": step["name"] if step else None,
+        "hosts": [h["host"] for h in step["hosts"] if h["status"] == "FAILED"] if step else [],
     }
 
 
