@@ -207,6 +207,7 @@ def test_nodes_become_ready_after_cni_and_heartbeat_and_apply_creates_pods(api):
     assert kubelet.patch("/api/v1/nodes/other/status", json={}).status_code == 403
     items = admin.get("/api/v1/nodes").json()["items"]
     assert [n["metadata"]["name"] for n in items] == ["cp-1"]
+    assert items[0]["metadata"]["creationTimestamp"].endswith("Z")  # server-set, like the real one
     ready = items[0]["status"]["conditions"][0]
     assert ready["type"] == "Ready" and ready["status"] == "False"  # no CNI yet
 
