@@ -1,4 +1,5 @@
-"""`kai` command line. One small function per subcommand; each registers itself in `COMMANDS`.
+"""`kai` command line. One small function per subcommand; each registers itself with `@command`
+(deployments/cli_commands.py); the commands that run things are in deployments/cli_runs.py.
 
 Commands that only read a spec (schema, init, plan) import no Prefect and contact nothing.
 Exit codes: 0 ok, 2 invalid spec or arguments (every problem on stderr, one per line).
@@ -11,26 +12,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
 
 from installers import modes
-
-EXIT_OK = 0
-EXIT_INVALID = 2
-
-# name -> (configure parser, run). Others add `hosts`, `install`, `status`, … the same way.
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str):
-    def wrap(configure: Callable[[argparse.ArgumentParser], None]):
-        def register(run: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (configure, run)
-            run.help = help  # type: ignore[attr-defined]
-            return run
-        return register
-    return wrap
+from deployments.cli_commands import (COMMANDS, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK,
+                                      command)
 
 
 def _problems_to_stderr(problems: list[str]) -> int:
@@ -45,7 +30,7 @@ def _schema_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
 
-@command("schema", "print the JSON Schema of the cluster spec")(_schema_args)
+@command("schema", "print the JSON Schema of the cluster spec", _schema_args)
 def cmd_schema(args: argparse.Namespace) -> int:
     from installers.spec import spec_json_schema
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
@@ -66,7 +51,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
-@command("init", "write a commented sample cluster spec")(_init_args)
+@command("init", "write a commented sample cluster spec", _init_args)
 def cmd_init(args: argparse.Namespace) -> int:
     from installers.samples import sample_spec
     args.mode = modes.canonical_mode(args.mode)
@@ -96,10 +81,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
-@command("plan", "print what a mode would do, host by host (contacts nothing)")(_plan_args)
+@command("plan", "print what a mode would do, host by host (contacts nothing)", _plan_args)
 def cmd_plan(args: argparse.Namespace) -> int:
     from installers.plan import build_plan, plan_to_dict
-    from installers.spec import SpecError, collect_problems
+    from installers.spec import SpecError
+    from installers.spec_problems import collect_problems
 
     try:
         spec, problems = collect_problems(args.spec)
@@ -194,10 +180,8 @@ def format_plan(plan, *, scripts: bool = False) -> str:
     return "\n".join(lines)
 
 
-# hosts, install, status, logs, cancel, kubeconfig, reset, serve (deployments/cli_runs.py)
-from deployments.cli_runs import register as _register_run_commands  # noqa: E402
-
-_register_run_commands(command)
+# hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
+from deployments import cli_runs  # noqa: E402,F401
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -210,10 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
         configure(p)
         p.set_defaults(func=run)
     return parser
-
-
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:

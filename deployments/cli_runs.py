@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from installers import modes
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_SERVER = 0, 1, 2, 3
+from deployments.cli_commands import EXIT_FAILED, EXIT_INVALID, EXIT_NO_SERVER, EXIT_OK, command
 
 
 def _fail(code: int, message: str) -> int:
@@ -45,7 +44,8 @@ def _need_server() -> int | None:
 
 def _load(path: str):
     """(spec, None) or (None, exit code) with every problem on stderr."""
-    from installers.spec import SpecError, collect_problems
+    from installers.spec import SpecError
+    from installers.spec_problems import collect_problems
 
     try:
         spec, problems = collect_problems(Path(path))
@@ -79,6 +79,23 @@ def _secret_blocks(spec) -> set[str]:
     return found
 
 
+def _spec_arg(p):
+    p.add_argument("spec", help="cluster spec (YAML)")
+
+
+def _id_arg(p):
+    p.add_argument("id", help="run id")
+
+
+def _hosts_args(p):
+    p.add_argument("action", choices=["check"])
+    _spec_arg(p)
+    installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
+    p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
+                   help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
+
+
+@command("hosts", "SSH to every host (keys verified) and judge the preflight facts", _hosts_args)
 def cmd_hosts(args: argparse.Namespace) -> int:
     from installers.spec import validate_for_mode
 
@@ -255,13 +272,19 @@ def _summary(st: dict) -> int:
     return _fail(EXIT_FAILED, f"{st['mode']} {st['state'].lower()}{where}{hosts}: {message}".rstrip(": "))
 
 
+def _install_args(p):
+    _spec_arg(p)
+    p.add_argument("--mode", default=None,
+                   help=f"{' | '.join(modes.names())} (aliases accepted; "
+                        f"default: {modes.DEFAULT_RULE})")
+    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+    p.add_argument("--detach", action="store_true", help="print the run id and return")
+
+
+@command("install", "start an install and follow its progress and logs", _install_args)
 def cmd_install(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     return _start_and_follow(args.spec, args.mode, nodes, not args.detach)
-
-
-def cmd_reset(args: argparse.Namespace) -> int:
-    return _start_and_follow(args.spec, "reset", None, not args.detach)
 
 
 # --- status / logs / cancel --------------------------------------------------------------------
@@ -282,6 +305,12 @@ def _with_run(fn):
     return wrapper
 
 
+def _status_args(p):
+    _id_arg(p)
+    p.add_argument("--json", action="store_true")
+
+
+@command("status", "show a run's state, steps and per-host results", _status_args)
 @_with_run
 def cmd_status(args: argparse.Namespace) -> int:
     from deployments import control
@@ -303,6 +332,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _logs_args(p):
+    _id_arg(p)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--level", default=None, help="DEBUG | INFO | WARNING | ERROR | CRITICAL")
+    p.add_argument("--limit", type=int, default=200)
+
+
+@command("logs", "show (or follow) a run's logs", _logs_args)
 @_with_run
 def cmd_logs(args: argparse.Namespace) -> int:
     from deployments import control
@@ -318,6 +355,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@command("cancel", "cancel a run", _id_arg)
 @_with_run
 def cmd_cancel(args: argparse.Namespace) -> int:
     from deployments import control
@@ -326,8 +364,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- kubeconfig / serve ------------------------------------------------------------------------
+# --- kubeconfig / reset / serve ----------------------------------------------------------------
 
+@command("kubeconfig", "print the path of the saved admin kubeconfig", _spec_arg)
 def cmd_kubeconfig(args: argparse.Namespace) -> int:
     spec, code = _load(args.spec)
     if spec is None:
@@ -340,61 +379,23 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reset_args(p):
+    _spec_arg(p)
+    p.add_argument("--detach", action="store_true", help="print the run id and return")
+
+
+@command("reset", "reset every node of the spec's cluster", _reset_args)
+def cmd_reset(args: argparse.Namespace) -> int:
+    return _start_and_follow(args.spec, "reset", None, not args.detach)
+
+
+def _serve_args(p):
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--api-host", default=None, help="default KAI_API_HOST (127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=None, help="default KAI_API_PORT (8080)")
+
+
+@command("serve", "Prefect server + a deployment per mode + UI + REST API", _serve_args)
 def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.serve import serve
     return serve(args.prefect_port, args.api_host, args.api_port)
-
-
-# --- registration into deployments/cli.py ------------------------------------------------------
-
-def _spec_arg(p):
-    p.add_argument("spec", help="cluster spec (YAML)")
-
-
-def register(command) -> None:
-    """Add the subcommands through cli.py's `command(name, help)(configure)(run)` decorator."""
-    def hosts_args(p):
-        p.add_argument("action", choices=["check"])
-        _spec_arg(p)
-        installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
-        p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
-                       help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
-
-    def install_args(p):
-        _spec_arg(p)
-        p.add_argument("--mode", default=None,
-                       help=f"{' | '.join(modes.names())} (aliases accepted; "
-                            f"default: {modes.DEFAULT_RULE})")
-        p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
-        p.add_argument("--detach", action="store_true", help="print the run id and return")
-
-    def reset_args(p):
-        _spec_arg(p)
-        p.add_argument("--detach", action="store_true", help="print the run id and return")
-
-    def status_args(p):
-        p.add_argument("id", help="run id")
-        p.add_argument("--json", action="store_true")
-
-    def logs_args(p):
-        p.add_argument("id", help="run id")
-        p.add_argument("-f", "--follow", action="store_true")
-        p.add_argument("--level", default=None, help="DEBUG | INFO | WARNING | ERROR | CRITICAL")
-        p.add_argument("--limit", type=int, default=200)
-
-    def id_args(p):
-        p.add_argument("id", help="run id")
-
-    def serve_args(p):
-        p.add_argument("--prefect-port", type=int, default=4200)
-        p.add_argument("--api-host", default=None, help="default KAI_API_HOST (127.0.0.1)")
-        p.add_argument("--api-port", type=int, default=None, help="default KAI_API_PORT (8080)")
-
-    command("hosts", "SSH to every host (keys verified) and judge the preflight facts")(hosts_args)(cmd_hosts)
-    command("install", "start an install and follow its progress and logs")(install_args)(cmd_install)
-    command("status", "show a run's state, steps and per-host results")(status_args)(cmd_status)
-    command("logs", "show (or follow) a run's logs")(logs_args)(cmd_logs)
-    command("cancel", "cancel a run")(id_args)(cmd_cancel)
-    command("kubeconfig", "print the path of the saved admin kubeconfig")(lambda p: _spec_arg(p))(cmd_kubeconfig)
-    command("reset", "reset every node of the spec's cluster")(reset_args)(cmd_reset)
-    command("serve", "Prefect server + a deployment per mode + UI + REST API")(serve_args)(cmd_serve)

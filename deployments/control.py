@@ -1,36 +1,26 @@
-"""The wrapper: start, status, logs, cancel and modes — on top of Prefect's client, no state of its own.
+"""The wrapper: validate and start, logs, cancel and modes — on top of Prefect's client, no state of its own.
 
-Everything it reports is read back from the Prefect server: the flow run and its states, the task
-runs (one per plan step), the per-step table artifacts (`step-<name>`, one row per host), the
-`cluster-info` markdown artifact and the run's logs. The REST API and the CLI are thin layers over
-these functions, so both report the same thing.
+A run's status (state, progress, steps, cluster facts) is read by run_status.py and re-exported
+here, so that the REST API and the CLI, thin layers over this module, report the same thing.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+from deployments.run_status import (  # noqa: F401 - status & co.: the reads, re-exported
+    FINAL_STATES, UnknownRun, active_run_ids, iso, planned_steps, prefect_client, read_run, run_uuid,
+    status)
 from installers import modes as mode_table
 from installers import versions as V
-from installers.spec import SpecError, collect_problems, validate_for_mode
+from installers.spec import SpecError, validate_for_mode
+from installers.spec_problems import collect_problems
 
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-# not final: started, or due to start (a run created through the API is SCHEDULED until a runner
-# picks it up)
-ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED")
 PAGE = 200  # the Prefect server's largest page (PREFECT_API_DEFAULT_LIMIT)
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-
-
-class UnknownRun(LookupError):
-    """No flow run with this id (REST: 404)."""
 
 
 class RunFinished(Exception):
@@ -95,199 +85,7 @@ def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: 
     return str(run.id)
 
 
-# --- reading a run -----------------------------------------------------------------------------
-
-def _uuid(run_id: str | UUID) -> UUID:
-    try:
-        return run_id if isinstance(run_id, UUID) else UUID(str(run_id))
-    except ValueError:
-        raise UnknownRun(f"no installation {run_id!r} (not a run id)") from None
-
-
-def _read_run(client, run_id: UUID):
-    from prefect.exceptions import ObjectNotFound
-    try:
-        return client.read_flow_run(run_id)
-    except ObjectNotFound:
-        raise UnknownRun(f"no installation {run_id}") from None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat() if value else None
-
-
-def planned_steps(mode: str, params: dict) -> list[str]:
-    """Step names the run will go through, from the same plan the flow builds."""
-    return list(_planned_steps(mode, json.dumps(params, sort_keys=True, default=str)))
-
-
-@functools.lru_cache(maxsize=64)
-def _planned_steps(mode: str, params_json: str) -> tuple[str, ...]:
-    """Building a 50-node plan costs ~50 ms of CPU; a run's parameters do not change while it is
-    polled, so each is planned once (keyed by the parameters themselves, not by the run id)."""
-    from installers.plan import run_plans
-    from installers.spec import load_spec
-
-    params = json.loads(params_json)
-    try:
-        spec = load_spec(params.get("spec") or {})
-        return tuple(step.name for plan in run_plans(spec, mode, params) for step in plan.steps())
-    except Exception:  # noqa: BLE001 - an unreadable spec only costs the step total
-        return ()
-
-
-def _latest_artifacts(client, run_id: UUID) -> dict[str, Any]:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
-    latest: dict[str, Any] = {}
-    for art in sorted(arts, key=lambda a: a.created or datetime.min.replace(tzinfo=timezone.utc)):
-        if art.key:
-            latest[art.key] = art
-    return latest
-
-
-def _table_rows(artifact) -> list[dict]:
-    data = artifact.data
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            return []
-    return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []
-
-
-def parse_cluster_info(markdown: str) -> dict:
-    """The structured parts of the `cluster-info` artifact (tasks/verify.py: render_report)."""
-    info: dict[str, Any] = {"healthy": "— healthy" in markdown.splitlines()[0] if markdown else False}
-    if (m := re.search(r"kubeconfig `([^`]+)`", markdown)):
-        info["kubeconfig_path"] = m.group(1)
-    if (m := re.search(r"API server `([^`]*)` version `([^`]*)`", markdown)):
-        info["server"], info["version"] = m.group(1), m.group(2)
-    nodes, pods = [], {}
-    for line in markdown.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0] not in ("node", "---"):
-            nodes.append({"name": cells[0], "roles": [r for r in cells[1].split(", ") if r],
-                          "ready": cells[2] == "yes", "kubelet_version": cells[3], "address": cells[4]})
-        elif len(cells) == 2 and cells[0] not in ("namespace", "---") and cells[1].isdigit():
-            pods[cells[0]] = int(cells[1])
-    info["nodes"] = nodes
-    info["pod_count_by_namespace"] = pods
-    if (m := re.search(r"Storage classes: (.*)", markdown)):
-        info["storage_classes"] = [] if m.group(1) == "none" else m.group(1).split(", ")
-    return info
-
-
-def prefect_client():
-    """A sync Prefect client (a context manager) to pass to status() and active_run_ids() for
-    many reads: the REST API keeps one open while it serves. A new client costs 30-50 ms of CPU
-    and a CSRF-token round trip before its first read."""
-    from prefect.client.orchestration import get_client
-    return get_client(sync_client=True)
-
-
-def active_run_ids(client, limit: int = 32) -> list[str]:
-    """Ids of the newest `limit` flow runs that are not final and due (runs scheduled for later
-    are left out): one query."""
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterExpectedStartTime,
-                                                FlowRunFilterState, FlowRunFilterStateType)
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    runs = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(
-                any_=[StateType(s) for s in ACTIVE_STATES])),
-            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
-    return [str(run.id) for run in runs]
-
-
-def status(run_id: str | UUID, client=None) -> dict:
-    """Everything known about a run: state, progress, per-step and per-host results, error, info.
-    `client`: an open prefect_client() to read through (else one is opened for this read)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    rid = _uuid(run_id)
-    if client is None:
-        with prefect_client() as client:
-            return status(rid, client)
-    run = _read_run(client, rid)
-    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[rid])),
-                                  sort=TaskRunSort.EXPECTED_START_TIME_ASC)
-    artifacts = _latest_artifacts(client, rid)
-    deployment_mode = next((t.split(":", 1)[1] for t in run.tags if t.startswith("mode:")), None)
-    mode = deployment_mode or run.name
-    state = run.state_type.value if run.state_type else "UNKNOWN"
-    plan_steps = planned_steps(mode, run.parameters or {})
-
-    steps = []
-    for t in tasks:
-        rows = _table_rows(artifacts[_step_key(t.name)]) if _step_key(t.name) in artifacts else []
-        steps.append({
-            "name": t.name,
-            "state": t.state_type.value if t.state_type else "UNKNOWN",
-            "attempts": t.run_count,
-            "start_time": _iso(t.start_time),
-            "end_time": _iso(t.end_time),
-            "duration_s": round(t.total_run_time.total_seconds(), 2) if t.total_run_time else None,
-            "message": (t.state.message if t.state and t.state_type and t.state_type.value != "COMPLETED"
-                        else None),
-            "hosts": [{"host": r.get("host"), "address": r.get("address"), "status": r.get("status"),
-                       "seconds": r.get("seconds"), "attempt": r.get("attempt"),
-                       "error": r.get("error") or None} for r in rows],
-        })
-    done = sum(1 for s in steps if s["state"] == "COMPLETED")
-    total = max(len(plan_steps), len(steps))
-    running = [s for s in steps if s["state"] in ("RUNNING", "PENDING", "AWAITINGRETRY", "RETRYING")]
-    current = (running[-1]["name"] if running else steps[-1]["name"] if steps else None)
-    percent = 100.0 if state == "COMPLETED" else (round(100.0 * done / total, 1) if total else 0.0)
-
-    failure = None
-    if state in ("FAILED", "CRASHED", "CANCELLED"):
-        failed = [s for s in steps if s["state"] in ("FAILED", "CRASHED")]
-        step = failed[-1] if failed else None
-        failure = {
-            "message": run.state.message if run.state else None,
-            "step": step["name"] if step else None,
-            "hosts": [h["host"] for h in step["hosts"] if h["status"] == "FAILED"] if step else [],
-        }
-    cluster_info = None
-    if "cluster-info" in artifacts:
-        cluster_info = parse_cluster_info(artifacts["cluster-info"].data or "")
-    duration = run.total_run_time.total_seconds() if run.total_run_time else None
-    if state == "RUNNING" and run.start_time:
-        duration = (datetime.now(timezone.utc) - run.start_time).total_seconds()
-    return {
-        "id": str(run.id),
-        "name": run.name,
-        "mode": mode,
-        "state": state,
-        "state_name": run.state_name,
-        "final": state in FINAL_STATES,
-        "current_step": current,
-        "steps_done": done,
-        "total_steps": total,
-        "planned_steps": plan_steps,
-        "percent": percent,
-        "duration_s": round(duration, 2) if duration is not None else None,
-        "start_time": _iso(run.start_time),
-        "end_time": _iso(run.end_time),
-        "created": _iso(run.created),
-        "steps": steps,
-        "failure": failure,
-        "cluster_info": cluster_info,
-        "preflight_findings": (_table_rows(artifacts["preflight-findings"])
-                               if "preflight-findings" in artifacts else []),
-    }
-
-
-def _step_key(task_name: str) -> str:
-    return f"step-{task_name}".lower().replace("_", "-")
-
+# --- logs and cancel ---------------------------------------------------------------------------
 
 def _level_number(level: str | int | None) -> int | None:
     if level is None or level == "":
@@ -302,7 +100,7 @@ def _level_number(level: str | int | None) -> int | None:
 
 def _log_entry(log) -> dict:
     return {
-        "timestamp": _iso(log.timestamp),
+        "timestamp": iso(log.timestamp),
         "level": _level_name(log.level),
         "message": log.message,
         "source": log.name,
@@ -325,12 +123,12 @@ def logs(run_id: str | UUID, level: str | int | None = None, limit: int = 200,
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
     from prefect.client.schemas.sorting import LogSort
 
-    rid = _uuid(run_id)
+    rid = run_uuid(run_id)
     min_level = _level_number(level)
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[rid]),
                            level=LogFilterLevel(ge_=min_level) if min_level is not None else None)
     with get_client(sync_client=True) as client:
-        _read_run(client, rid)
+        read_run(client, rid)
         entries = []
         sort = LogSort.TIMESTAMP_DESC if offset is None else LogSort.TIMESTAMP_ASC
         position = offset or 0
@@ -367,7 +165,7 @@ def follow_logs(run_id: str | UUID, level: str | int | None = None,
 def status_state(run_id: str | UUID) -> str:
     from prefect.client.orchestration import get_client
     with get_client(sync_client=True) as client:
-        run = _read_run(client, _uuid(run_id))
+        run = read_run(client, run_uuid(run_id))
     return run.state_type.value if run.state_type else "UNKNOWN"
 
 
@@ -377,9 +175,9 @@ def cancel(run_id: str | UUID) -> str:
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelled, Cancelling
 
-    rid = _uuid(run_id)
+    rid = run_uuid(run_id)
     with get_client(sync_client=True) as client:
-        run = _read_run(client, rid)
+        run = read_run(client, rid)
         state = run.state_type.value if run.state_type else "UNKNOWN"
         if state in FINAL_STATES:
             raise RunFinished(f"installation {rid} already finished ({run.state_name})")

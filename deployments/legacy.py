@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from installers import versions as V
-from installers.spec import SpecError, format_path
+from installers.spec import SpecError
+from installers.spec_problems import format_path
 
 LEGACY_KEYS = {"k8s_version", "pod_cidr", "service_cidr", "cni_provider", "cluster_name",
                "enable_rbac", "enable_monitoring", "host", "master", "node_ip", "masters",

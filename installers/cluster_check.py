@@ -34,7 +34,8 @@ class NodeInfo:
     roles: list[str]
     ready: bool
     kubelet_version: str
-    address: str
+    address: str              # the InternalIP
+    created: str = ""         # metadata.creationTimestamp (RFC 3339): the node's age
 
 
 # The checks of one look at the cluster, in the order they run. Each fails on its own, with its
@@ -67,6 +68,7 @@ class ClusterReport:
 
     def as_dict(self) -> dict:
         return {
+            "healthy": self.healthy,
             "server": self.server,
             "version": self.version,
             "nodes": [vars(n) for n in self.nodes],
@@ -186,7 +188,8 @@ def _check_nodes(look: _Look, report: ClusterReport, want: _Expectations) -> Non
                         if a.get("type") == "InternalIP"), "")
         report.nodes.append(NodeInfo(meta["name"], roles or ["worker"],
                                      _ready(status.get("conditions", [])),
-                                     status.get("nodeInfo", {}).get("kubeletVersion", ""), address))
+                                     status.get("nodeInfo", {}).get("kubeletVersion", ""), address,
+                                     meta.get("creationTimestamp", "")))
     seen = {n.name for n in report.nodes}
     for name in want.nodes:
         if name not in seen:

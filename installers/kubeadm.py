@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import yaml
 
-from installers.spec import KubeVipEndpoint, ClusterSpec, Node, parse_taint
+from installers.spec import KubeVipEndpoint, ClusterSpec, Node
+from installers.spec_values import parse_taint
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"

@@ -12,7 +12,8 @@ import ipaddress
 import yaml
 
 from installers import versions as V
-from installers.spec import ClusterSpec, KubeVipEndpoint, is_node_name, parse_ip
+from installers.spec import ClusterSpec, KubeVipEndpoint
+from installers.spec_values import is_node_name, parse_ip
 
 CERTS_D = "/etc/containerd/certs.d"
 

@@ -3,8 +3,9 @@
 A polling step: it looks at the cluster every few seconds until it is healthy or the step's
 deadline passes (nodes turn Ready only after the CNI is up, so the first looks are expected to find
 problems) — no retries, so a broken cluster is FAILED in bounded time, with a message naming every
-failing check and its last error. Then it publishes the cluster info as a markdown artifact — the
-run's summary in the Prefect UI and the wrapper's `cluster_info`.
+failing check and its last error. Then it publishes what it found twice: as data, a one-row table
+artifact `cluster-facts` (the wrapper's `cluster_info`, deployments/run_status.py), and as the
+markdown artifact `cluster-info`, the run's summary for people in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from functools import partial
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from installers.cluster_check import (POLL_S, ClusterReport, check_cluster, poll_until_healthy,
                                       unhealthy_message)
 from installers.plan import Step
+from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
+
+# The Prefect artifact (a one-row table) with what verify found, read back as a run's
+# `cluster_info` by deployments/run_status.py (which keeps a copy of the key: a test ties the two).
+FACTS_ARTIFACT_KEY = "cluster-facts"
 
 
 class ClusterUnhealthy(Exception):
@@ -41,8 +47,9 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     report = outcome.report
     for warning in report.warnings:
         logger.warning("verify: %s", warning)
-    info = report.as_dict() | {"kubeconfig_path": str(path), "cluster": run.spec.name}
+    info = cluster_facts(run.spec, report, path)
     run.info.update(info)
+    create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
     create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
                              description=f"cluster {run.spec.name}")
     if not outcome.healthy:
@@ -50,6 +57,15 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     logger.info("verify: %d node(s) Ready, %d pods, API %s", len(report.nodes),
                 sum(report.pods_by_namespace.values()), report.version)
     return info
+
+
+def cluster_facts(spec: ClusterSpec, report: ClusterReport, kubeconfig: Path) -> dict:
+    """What the last look found (nodes with roles, readiness, kubelet version, InternalIP and
+    creation time; pods per namespace; API version; storage classes; certificates; problems)
+    and what the spec says of the cluster's networks (CNI, pod and service CIDRs): JSON data."""
+    net = spec.networking
+    return report.as_dict() | {"kubeconfig_path": str(kubeconfig), "cluster": spec.name,
+                               "cni": net.cni, "pod_cidr": net.pod_cidr, "service_cidr": net.service_cidr}
 
 
 def _look(path: Path, expected: list[str], storage_class: str | None, timeout_s: float,

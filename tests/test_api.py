@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from installers import versions as V
-from tests.e2e_server import closed_port, kai_server, wait_final  # noqa: F401
+from tests.support.e2e_server import kai_server, wait_final  # noqa: F401
 from tests.support.netns import netns_node, node_spec, silent_listener  # noqa: F401  (fixture)
+from tests.support.ports import closed_port
 
 pytestmark = pytest.mark.e2e
 P = "/api/v1/installation"

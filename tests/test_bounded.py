@@ -19,6 +19,7 @@ from installers.cluster_check import (CHECKS, NOT_CHECKED, ClusterReport, check_
 from installers.plan import DEFAULT_POLICIES, StepPolicy, build_plan
 from installers.spec import POLLING_STEP_KINDS, STEP_KINDS, SpecError, load_spec
 from tests.spec_factory import aio, ha
+from tests.support.ports import closed_port
 
 HOUR = 3600.0
 
@@ -240,12 +241,6 @@ sys.path.insert(0, str(Path(__file__).parent / "hosts" / "standins"))
 import standin_pki as pki  # noqa: E402
 
 
-def _closed_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _kubeconfig_for(tmp_path: Path, server: str) -> Path:
     ca_key, ca = pki.new_ca()
     key, cert = pki.issue(ca_key, ca, "kubernetes-admin", orgs=("kubeadm:cluster-admins",), client=True)
@@ -256,7 +251,7 @@ def _kubeconfig_for(tmp_path: Path, server: str) -> Path:
 
 
 def test_api_server_down_fails_every_check_with_its_own_error(tmp_path):
-    server = f"https://127.0.0.1:{_closed_loopback_port()}"
+    server = f"https://127.0.0.1:{closed_port()}"
     report = check_cluster(_kubeconfig_for(tmp_path, server), ["node-1"], expect_storage_class="local-path",
                            timeout=5)
     assert not report.healthy and report.unchecked == []
@@ -270,7 +265,7 @@ def test_api_server_down_fails_every_check_with_its_own_error(tmp_path):
 
 
 def test_a_look_past_its_deadline_checks_nothing_and_says_so(tmp_path):
-    server = f"https://127.0.0.1:{_closed_loopback_port()}"
+    server = f"https://127.0.0.1:{closed_port()}"
     report = check_cluster(_kubeconfig_for(tmp_path, server), ["node-1"], deadline=time.monotonic() - 1)
     assert report.unchecked == list(CHECKS) and not report.healthy and report.problems == []
 

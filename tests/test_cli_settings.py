@@ -3,7 +3,7 @@
 Which Prefect server a command uses: PREFECT_API_URL from the environment, else from ./.env, else
 the running `kai serve`'s (<state dir>/serve.json), else a clear error — never a temporary server
 of Prefect's own. The end-to-end tests run the `kai` CLI in a directory whose `.env` names the
-session's real Prefect server (tests/e2e_server.py) with an empty state dir: only the `.env` can
+session's real Prefect server (tests/support/e2e_server.py) with an empty state dir: only the `.env` can
 lead them there. Runs target only a light test host (an address in a network namespace this run creates): a
 closed port there, a silent listener the test owns there, or its sshd.
 """
@@ -23,8 +23,10 @@ import pytest
 import yaml
 
 from installers.settings import NoPrefectServer, resolve_settings
-from tests.e2e_server import closed_port, kai_server, quiet_env  # noqa: F401
+from tests.support.e2e_server import kai_server, quiet_env  # noqa: F401
 from tests.support.netns import netns_node, node_spec, silent_listener  # noqa: F401  (fixture)
+from tests.support.ports import closed_port
+from tests.support.wait import wait_until
 
 KAI = str(Path(sys.executable).parent / "kai")
 MARKUP_OR_ESCAPES = ("[dim]", "[/", "[red]", "[green]", "[yellow]", "\x1b")
@@ -139,16 +141,6 @@ def dotenv_cwd(kai_server, tmp_path):  # noqa: F811
     return cwd, env
 
 
-def wait_for(what: str, check, timeout_s: float = 120, every_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        time.sleep(every_s)
-
-
 def status_json(run_id: str, cwd: Path, env: dict) -> dict:
     result = run_kai("status", run_id, "--json", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
@@ -162,7 +154,7 @@ def test_install_status_logs_cancel_use_the_server_in_dotenv(dotenv_cwd, listene
     assert started.returncode == 0, started.stderr
     run_id = re.fullmatch(r"started preflight run (\S+)\n", started.stdout).group(1)
 
-    wait_for("run RUNNING", lambda: status_json(run_id, cwd, env)["state"] == "RUNNING")
+    wait_until("run RUNNING", lambda: status_json(run_id, cwd, env)["state"] == "RUNNING", 120)
     status = run_kai("status", run_id, cwd=cwd, env=env)
     assert status.returncode == 0 and status.stdout.startswith(f"preflight run {run_id}: RUNNING")
     assert_plain(status.stdout)
@@ -172,11 +164,11 @@ def test_install_status_logs_cancel_use_the_server_in_dotenv(dotenv_cwd, listene
         assert logs.returncode == 0, logs.stderr
         assert_plain(logs.stdout)
         return "preflight on 1 host(s): n1" in logs.stdout
-    wait_for("the flow's first log line", flow_logged)
+    wait_until("the flow's first log line", flow_logged, 120)
 
     cancel = run_kai("cancel", run_id, cwd=cwd, env=env)
     assert (cancel.returncode, cancel.stdout) == (0, f"run {run_id}: cancelling\n"), cancel.stderr
-    wait_for("run CANCELLED", lambda: status_json(run_id, cwd, env)["state"] == "CANCELLED")
+    wait_until("run CANCELLED", lambda: status_json(run_id, cwd, env)["state"] == "CANCELLED", 120)
 
 
 def test_install_following_into_a_pipe_prints_plain_text(dotenv_cwd, netns_node):

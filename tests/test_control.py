@@ -85,23 +85,44 @@ def test_modes_report_the_versions_tables():
     assert m["defaults"]["containerd"] == V.CONTAINERD_DEFAULT
 
 
-def test_cluster_info_is_read_back_from_the_markdown_artifact():
-    from installers.cluster_check import ClusterReport
-    from tasks.verify import render_report
-    import dataclasses
+def test_cluster_info_is_the_verify_steps_data_read_back():
+    """verify publishes its facts as a one-row table artifact; status() returns that row (under
+    the same key: run_status keeps its own copy of it)."""
+    from types import SimpleNamespace
+    from uuid import uuid4
     import pathlib
 
-    fields = {f.name for f in dataclasses.fields(ClusterReport)}
-    report = ClusterReport(**{name: value for name, value in {
-        "server": "https://127.0.0.1:6443", "version": "v1.36.4", "nodes": [],
-        "pods_by_namespace": {"kube-system": 9, "kube-flannel": 1}, "not_ready_pods": [],
-        "storage_classes": ["local-path"], "cert_expiry": {}, "problems": [], "warnings": [],
-    }.items() if name in fields})
-    text = render_report("c1", report, pathlib.Path("/state/clusters/c1/admin.conf"))
-    info = control.parse_cluster_info(text)
-    assert info["kubeconfig_path"] == "/state/clusters/c1/admin.conf"
+    from prefect.artifacts import TableArtifact
+
+    from installers.cluster_check import ClusterReport, NodeInfo
+    from installers.spec import load_spec
+    from tasks.verify import FACTS_ARTIFACT_KEY, cluster_facts
+
+    report = ClusterReport(server="https://127.0.0.1:6443", version="v1.36.4",
+                           nodes=[NodeInfo("n1", ["control-plane"], True, "v1.36.4", "192.0.2.11",
+                                           "2026-12-01T18:00:00Z")],
+                           pods_by_namespace={"kube-system": 9, "kube-flannel": 1},
+                           storage_classes=["local-path"])
+    facts = cluster_facts(load_spec(AIO), report, pathlib.Path("/state/clusters/c1/admin.conf"))
+    rid, state = uuid4(), SimpleNamespace(message=None)
+    run = SimpleNamespace(id=rid, name="calm-fox", tags=["mode:all_in_one"], parameters={},
+                          state_type=SimpleNamespace(value="COMPLETED"), state=state,
+                          state_name="Completed", total_run_time=None, start_time=None,
+                          end_time=None, created=None)
+    published = TableArtifact(key=FACTS_ARTIFACT_KEY, table=[facts]).format(_sync=True)
+    artifact = SimpleNamespace(key=FACTS_ARTIFACT_KEY, created=None, data=published)
+    prefect = SimpleNamespace(read_flow_run=lambda run_id: run, read_task_runs=lambda **q: [],
+                              read_artifacts=lambda **q: [artifact])
+
+    info = control.status(str(rid), prefect)["cluster_info"]
+    assert info["kubeconfig_path"] == "/state/clusters/c1/admin.conf" and info["healthy"] is True
     assert info["pod_count_by_namespace"] == {"kube-system": 9, "kube-flannel": 1}
     assert info["version"] == "v1.36.4" and info["storage_classes"] == ["local-path"]
+    assert (info["cni"], info["pod_cidr"], info["service_cidr"]) == ("calico", "10.244.0.0/16",
+                                                                     "10.96.0.0/12")
+    assert info["nodes"] == [{"name": "n1", "roles": ["control-plane"], "ready": True,
+                              "kubelet_version": "v1.36.4", "address": "192.0.2.11",
+                              "created": "2026-12-01T18:00:00Z"}]
 
 
 # --- the old service's bodies ------------------------------------------------------------------
@@ -369,7 +390,8 @@ def test_a_run_is_planned_once_while_it_is_polled(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(installers.plan, "build_plan", counting)
-    control._planned_steps.cache_clear()
+    from deployments import run_status
+    run_status._planned_steps.cache_clear()
     _, spec = control.validate("all_in_one", AIO)
     first = control.planned_steps("all_in_one", {"spec": spec})
     assert control.planned_steps("all_in_one", {"spec": spec}) == first and first

@@ -29,10 +29,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e_server import KaiServer, process_tree, start_kai_serve
+from tests.support.e2e_server import KaiServer, process_tree, start_kai_serve
 from tests.hosts.mirror import serve_mirror_to
-from tests.test_flows_e2e import (assert_completed, calls, clear_fault, kai_processes, logs,
-                                  make_spec, set_fault, start, wait, wait_step_running)
+from tests.support.wait import wait_until
+from tests.test_flows_e2e import (assert_completed, calls, clear_fault, install_stuck_in_kubeadm_init,
+                                  kai_processes, logs, make_spec, set_fault, start, wait,
+                                  wait_step_running)
 
 pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
 
@@ -96,26 +98,12 @@ def node_lock(host) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def wait_until(what: str, check, timeout_s: float, every_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(every_s)
-
-
 # --- the Prefect server dies or stalls ------------------------------------------------------------
 
 def test_prefect_server_stopped_for_20_s_mid_install_is_survived(hosts, controllers):
     a, h0 = controllers["a"], hosts[0]
     with a.prefect():
-        spec = make_spec(hosts, [h0], name="stalled")
-        set_fault(h0, {"kubeadm init": {"sleep": 25}})
-        run_id = start("all_in_one", spec)
-        wait_step_running(run_id, "kubeadm-init")
+        _, run_id = install_stuck_in_kubeadm_init(hosts, h0, "stalled", sleep_s=25)
         server_pid = prefect_server_pid(a)
         os.kill(server_pid, signal.SIGSTOP)
         try:
@@ -138,10 +126,7 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
 
     a, h1 = controllers["a"], hosts[1]
     with a.prefect():
-        spec = make_spec(hosts, [h1], name="server-killed")
-        set_fault(h1, {"kubeadm init": {"sleep": 240}})
-        run_id = start("all_in_one", spec)
-        wait_step_running(run_id, "kubeadm-init")
+        spec, run_id = install_stuck_in_kubeadm_init(hosts, h1, "server-killed", sleep_s=240)
         old_pid = prefect_server_pid(a)
         t0 = time.monotonic()
         os.kill(old_pid, signal.SIGTERM)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.booted import spec_fragment
 from tests.hosts.mirror import serve_mirror_to
 
@@ -148,11 +148,11 @@ def kai_processes(host) -> str:
     return out.strip()
 
 
-def install_stuck_in_kubeadm_init(hosts, host, name) -> tuple[dict, str]:
-    """Start an all-in-one install on `host` whose kubeadm init hangs (fault: sleep 120 s);
+def install_stuck_in_kubeadm_init(hosts, host, name, sleep_s: float = 120) -> tuple[dict, str]:
+    """Start an all-in-one install on `host` whose kubeadm init hangs (fault: sleep `sleep_s`);
     return (spec, run id) once the kubeadm-init step is running."""
     spec = make_spec(hosts, [host], name=name)
-    set_fault(host, {"kubeadm init": {"sleep": 120}})
+    set_fault(host, {"kubeadm init": {"sleep": sleep_s}})
     run_id = start("all_in_one", spec)
     wait_step_running(run_id, "kubeadm-init")
     return spec, run_id
@@ -181,6 +181,9 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
     assert [c["exit_code"] for c in calls(h0, "kubeadm", "init")] == [1, 1, 0]
     info = st["cluster_info"]
     assert info and [n["name"] for n in info["nodes"]] == [h0.name], info
+    # verify's data, not a rendering of it: what the old API's cluster_info is built from
+    assert info["nodes"][0]["created"] and info["nodes"][0]["address"] == h0.address, info
+    assert (info["cni"], info["pod_cidr"]) == ("flannel", "10.244.0.0/16"), info
     kubeconfig = Path(server.state_dir, "clusters", "aio", "admin.conf")
     assert kubeconfig.exists() and (kubeconfig.stat().st_mode & 0o777) == 0o600
     # verify really talked to the API through TLS with the admin client certificate

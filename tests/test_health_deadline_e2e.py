@@ -14,7 +14,7 @@ import pytest
 
 from installers.cluster_check import CHECKS
 from installers.plan import DEFAULT_POLICIES
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.mirror import serve_mirror_to
 from tests.test_flows_e2e import assert_completed, make_spec, start, wait
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from flows.common import HostsBusy, host_locks, lock_name
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from installers import spec_loading
 from installers.patterns import FINGERPRINT
 from installers.plan import build_plan
-from installers.spec import ClusterSpec, SpecError, collect_problems, load_spec
+from installers.spec import ClusterSpec, SpecError, load_spec
 from tests.spec_factory import aio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -597,7 +597,7 @@ def test_spec_subcommands_refuse_broken_specs_without_a_traceback(tmp_path, brok
 
 
 def test_other_subcommands_fail_cleanly_on_broken_input(tmp_path):
-    from tests.e2e_server import closed_port
+    from tests.support.ports import closed_port
 
     dead_server = {"PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api"}
     cases = [

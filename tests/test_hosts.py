@@ -214,26 +214,27 @@ def test_teardown_and_stale_cleanup_leave_nothing():
 
 # ---- light hosts ----------------------------------------------------------------------------------
 
+def eth0_addresses(h) -> str:
+    """`ip addr` of the host's eth0, over SSH as root (its key, its pinned host key)."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(h.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(h.address, username="root", key_filename=str(h.key_file),
+                   allow_agent=False, look_for_keys=False, timeout=20)
+    try:
+        _, out, _ = client.exec_command("ip -4 -o addr show dev eth0")
+        return out.read().decode()
+    finally:
+        client.close()
+
+
 def test_fifty_light_hosts(light_hosts):
     hosts: LightHosts = light_hosts(50)
     index, state = hosts.index, hosts.state
     print(f"\n50 light hosts up in {hosts.timings['bring_up_s']:.1f}s")
-
-    def run(h):
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(h.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(h.address, username="root", key_filename=str(h.key_file),
-                       allow_agent=False, look_for_keys=False, timeout=20)
-        try:
-            _, out, _ = client.exec_command("ip -4 -o addr show dev eth0")
-            return out.read().decode()
-        finally:
-            client.close()
-
     t0 = time.monotonic()
     with ThreadPoolExecutor(10) as pool:
-        outputs = list(pool.map(run, hosts))
+        outputs = list(pool.map(eth0_addresses, hosts))
     print(f"paramiko command on 50 light hosts: {time.monotonic() - t0:.1f}s")
     for h, out in zip(hosts, outputs):
         assert f" {h.address}/" in out
@@ -259,13 +260,4 @@ def test_light_hosts_work_with_the_cache_under_a_world_writable_dir(light_hosts,
     hosts: LightHosts = light_hosts(2)
     assert hosts.state.is_relative_to(tmp_path)
     for h in hosts:
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(h.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(h.address, username="root", key_filename=str(h.key_file),
-                       allow_agent=False, look_for_keys=False, timeout=20)
-        try:
-            _, out, _ = client.exec_command("ip -4 -o addr show dev eth0")
-            assert f" {h.address}/" in out.read().decode()
-        finally:
-            client.close()
+        assert f" {h.address}/" in eth0_addresses(h)

@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 
 from installers.ssh import RemoteJob, build_frame
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.mirror import serve_mirror_to
 from tests.scripts_harness import SCRIPTS_DIR
+from tests.support.wait import wait_until
 
 AGENT = SCRIPTS_DIR / "kai-exec.sh"
 
@@ -235,15 +236,6 @@ def dpkg_audit(host) -> str:
     return "\n".join(x for x in (audit, check.stdout.strip() if check.returncode else "") if x)
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 # A host limited to this share of one CPU while a cancel point is waited for. On an idle machine
 # the stand-in kube packages install in about a second: a cancel point 1.6 s into dpkg fell after
 # the transaction in a fresh-clone CI run. Throttled, every point lands inside dpkg, on a loaded
@@ -274,10 +266,10 @@ def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_
     throttle = contextlib.ExitStack()
     worker.start()
     try:
-        assert wait_until(lambda: installing(host) or not worker.is_alive(), 600), \
-            f"{step}: the package install never started"
+        wait_until(f"{step}: the package install started", lambda: installing(host) or not worker.is_alive(),
+                   600, 0.1)
         throttle.enter_context(cpu_throttled(host, THROTTLED_CPU_PERCENT))
-        assert wait_until(lambda: dpkg_running(host) or not worker.is_alive(), 600), "dpkg never ran"
+        wait_until("dpkg running", lambda: dpkg_running(host) or not worker.is_alive(), 600, 0.1)
         assert worker.is_alive(), f"{step} ended before dpkg ran: {box.get('lines', [])[-20:]}"
         if isinstance(delay, (int, float)):
             time.sleep(delay)
@@ -289,7 +281,7 @@ def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_
             wanted = dpkg_at_cancel and (delay != "configure" or "--configure" in dpkg_at_cancel)
             return bool(wanted) or not worker.is_alive()
 
-        assert wait_until(dpkg_seen, 120, 0.02), "dpkg ended"
+        wait_until("dpkg at the cancel point (before it ended)", dpkg_seen, 120, 0.02)
         assert worker.is_alive(), (f"{host.name} {step}: the transaction ended before the cancel point "
                                    f"{delay} s: {box.get('lines', [])[-20:]}")
         t0 = time.monotonic()
@@ -306,12 +298,12 @@ def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_
                "cancelled_s": round(cancelled_s, 1),
                "step_waited_for_transaction": any("letting the package manager finish" in ln for ln in lines),
                "pkg_manager_alive_after_cancel": bool(package_manager_busy(host))}
-    no_step_left = wait_until(lambda: not host.exec(
+    wait_until(f"{host.name}: every kai step process ended after the cancel", lambda: not host.exec(
         "grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true", check=False).stdout.strip(), 15, 0.5)
-    assert no_step_left, f"{host.name}: a kai step process outlived the cancel"
     if not rerun_at_once:
         t1 = time.monotonic()
-        assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+        wait_until(lambda: f"the package manager idle (busy: {package_manager_busy(host)})",
+                   lambda: not package_manager_busy(host), 600, 0.5)
         figures["transaction_ended_s_after_cancel"] = round(time.monotonic() - t1, 1)
         audit = dpkg_audit(host)
         assert audit == "", f"{host.name} {step} cancelled {delay} s into dpkg: database left broken:\n{audit}"
@@ -319,7 +311,8 @@ def cancel_inside_dpkg(node: NodeSteps, step: str, delay: float | str, rerun_at_
     t2 = time.monotonic()
     rerun, rerun_lines = node.run(step)
     assert rerun.ok, f"{host.name} {step} rerun failed: {rerun.exit_code}\n" + "\n".join(rerun_lines[-40:])
-    assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+    wait_until(lambda: f"the package manager idle (busy: {package_manager_busy(host)})",
+               lambda: not package_manager_busy(host), 600, 0.5)
     audit = dpkg_audit(host)
     assert audit == "", f"{host.name} {step}: database broken after the rerun:\n{audit}"
     figures.update({
@@ -453,24 +446,25 @@ def test_flow_cancel_inside_dpkg_then_rerun_completes(pkg_hosts, kai_server):  #
             running = any(s["name"] == "kube-packages" and s["state"] == "RUNNING" for s in st["steps"])
             return running and bool(dpkg_running(host))
 
-        assert wait_until(in_kube_packages_dpkg, 600, 0.05), "kube-packages never ran dpkg"
+        wait_until("kube-packages running dpkg", in_kube_packages_dpkg, 600, 0.05)
         dpkg_at_cancel = dpkg_running(host)
         t0 = time.monotonic()
         control.cancel(run_id)
-        assert wait_until(lambda: control.status(run_id)["final"], 120, 0.2)
+        wait_until("the cancelled run final", lambda: control.status(run_id)["final"], 120, 0.2)
         cancelled_s = time.monotonic() - t0
         st = control.status(run_id)
         assert st["state"] == "CANCELLED", st["state"]
-        assert wait_until(lambda: not host.exec("grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true",
-                                                check=False).stdout.strip(), 15, 0.5), "a kai step outlived the cancel"
+        wait_until("every kai step process ended after the cancel", lambda: not host.exec(
+            "grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true", check=False).stdout.strip(), 15, 0.5)
         busy_after = package_manager_busy(host)
-        assert wait_until(lambda: not package_manager_busy(host), 600, 0.5), package_manager_busy(host)
+        wait_until(lambda: f"the package manager idle (busy: {package_manager_busy(host)})",
+                   lambda: not package_manager_busy(host), 600, 0.5)
         audit = dpkg_audit(host)
         assert audit == "", f"dpkg left broken by the cancel:\n{audit}"
 
         t1 = time.monotonic()
         rerun = control.start("all_in_one", spec, lock_wait_s=120)
-        assert wait_until(lambda: control.status(rerun)["final"], 900, 1)
+        wait_until("the rerun final", lambda: control.status(rerun)["final"], 900, 1)
         st = control.status(rerun)
         assert st["state"] == "COMPLETED", (st["state"], st["failure"])
         assert dpkg_audit(host) == ""

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from deployments.control import mode_names
-from tests.e2e_server import ROOT, free_port, quiet_env
+from tests.support.e2e_server import ROOT, quiet_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
 PREFECT = str(Path(sys.executable).parent / "prefect")

@@ -4,6 +4,7 @@ one is left alone; one stuck CANCELLING gets its process SIGTERMed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from prefect import flow
 from deployments.reaper import Reaper
 from flows import run_registry
 from flows.common import host_locks, lock_name
-from tests.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -78,47 +79,50 @@ def test_dead_runs_are_made_final_and_their_hosts_freed(kai_server, tmp_path):  
         assert reaper.reap() == []
 
 
-def test_a_run_stuck_cancelling_gets_its_process_terminated(kai_server, tmp_path):  # noqa: F811
+@contextlib.contextmanager
+def registered_cancelling_run(kai_server, state_dir):  # noqa: F811
+    """A CANCELLING run with a (stand-in) flow process registered in `state_dir`, for the reaper
+    to find → (client, run, process); the process is killed afterwards."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling, Crashed
+    from prefect.states import Cancelling
 
-    said: list[str] = []
-    reaper = Reaper(tmp_path, say=said.append, stuck_cancelling_s=0)
     with kai_server.prefect(), get_client(sync_client=True) as client:
         run = new_run(client, Cancelling())
         proc = flow_process(str(run.id))
         try:
-            run_registry.register(tmp_path, run_registry.RunEntry(str(run.id), proc.pid, None))
-            assert reaper.reap() == []
-            assert proc.wait(timeout=30) == -15, "SIGTERM, as Prefect's runner would send"
-            assert any("no runner stops it: SIGTERM" in line for line in said), said
-            # a flow process reports Crashed when SIGTERMed; the user asked for a cancel
-            client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
-            assert [r.state for r in reaper.reap()] == ["CANCELLED"]
-            assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
+            run_registry.register(state_dir, run_registry.RunEntry(str(run.id), proc.pid, None))
+            yield client, run, proc
         finally:
             proc.kill()
+
+
+def test_a_run_stuck_cancelling_gets_its_process_terminated(kai_server, tmp_path):  # noqa: F811
+    from prefect.states import Crashed
+
+    said: list[str] = []
+    reaper = Reaper(tmp_path, say=said.append, stuck_cancelling_s=0)
+    with registered_cancelling_run(kai_server, tmp_path) as (client, run, proc):
+        assert reaper.reap() == []
+        assert proc.wait(timeout=30) == -15, "SIGTERM, as Prefect's runner would send"
+        assert any("no runner stops it: SIGTERM" in line for line in said), said
+        # a flow process reports Crashed when SIGTERMed; the user asked for a cancel
+        client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
+        assert [r.state for r in reaper.reap()] == ["CANCELLED"]
+        assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
 
 
 def test_a_cancelled_run_that_unregistered_itself_still_ends_cancelled(kai_server, tmp_path):  # noqa: F811
     """A real flow process, SIGTERMed, runs its finally blocks (unregistering itself) and reports
     Crashed on the way out: the reaper follows it up and makes it Cancelled."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling, Crashed
+    from prefect.states import Crashed
 
     reaper = Reaper(tmp_path, say=lambda _: None, stuck_cancelling_s=0)
-    with kai_server.prefect(), get_client(sync_client=True) as client:
-        run = new_run(client, Cancelling())
-        proc = flow_process(str(run.id))
-        try:
-            run_registry.register(tmp_path, run_registry.RunEntry(str(run.id), proc.pid, None))
-            assert reaper.reap() == []
-            proc.wait(timeout=30)
-            run_registry.unregister(tmp_path, str(run.id))
-            assert reaper.reap() == [], "still CANCELLING: nothing reported yet"
-            client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
-            assert [r.state for r in reaper.reap()] == ["CANCELLED"]
-            assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
-            assert reaper.reap() == [] and reaper.terminated == {}
-        finally:
-            proc.kill()
+    with registered_cancelling_run(kai_server, tmp_path) as (client, run, proc):
+        assert reaper.reap() == []
+        proc.wait(timeout=30)
+        run_registry.unregister(tmp_path, str(run.id))
+        assert reaper.reap() == [], "still CANCELLING: nothing reported yet"
+        client.set_flow_run_state(run.id, Crashed(message="SIGTERM"), force=True)
+        assert [r.state for r in reaper.reap()] == ["CANCELLED"]
+        assert client.read_flow_run(run.id).state.type.value == "CANCELLED"
+        assert reaper.reap() == [] and reaper.terminated == {}

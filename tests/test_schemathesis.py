@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from deployments import control
 from deployments.api import create_app
-from tests.e2e_server import kai_server  # noqa: F401
+from tests.support.e2e_server import kai_server  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 LIMITS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),

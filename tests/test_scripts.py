@@ -13,6 +13,7 @@ services): they are exercised on booted test hosts (tests/hosts/), not here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.scripts_harness import SCRIPTS_DIR, ScriptNode, can_sandbox, lib_call
+from tests.support.ports import free_port
 
 OWN_SCRIPTS = ["lib.sh", "facts.sh", "os-prep.sh", "containerd.sh", "kube-packages.sh",
                "kube-vip.sh", "kubeadm-init.sh", "join-credentials.sh", "kubeadm-join.sh",
@@ -252,25 +254,29 @@ FACT_SHAPES = {
 }
 
 
-def test_facts_on_this_machine(node: ScriptNode) -> None:
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
+@contextlib.contextmanager
+def ports_in_use(tcp_host: str = "127.0.0.1"):
+    """A listening TCP socket on tcp_host and a bound UDP one on 127.0.0.1 → (tcp port, udp port),
+    both closed afterwards."""
+    tcp = socket.socket(socket.AF_INET6 if ":" in tcp_host else socket.AF_INET, socket.SOCK_STREAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    free_port = free.getsockname()[1]
-    free.close()
-    tcp_port, udp_port = tcp.getsockname()[1], udp.getsockname()[1]
     try:
-        res = node.run("facts.sh", {
-            "KAI_MODULES": "overlay kai_no_such_module",
-            "KAI_BINARIES": "bash kai-no-such-binary",
-            "KAI_PORTS": f"{tcp_port} {udp_port}/udp {free_port} {tcp_port}/udp 1-1"})
+        tcp.bind((tcp_host, 0))
+        tcp.listen()
+        udp.bind(("127.0.0.1", 0))
+        yield tcp.getsockname()[1], udp.getsockname()[1]
     finally:
         tcp.close()
         udp.close()
+
+
+def test_facts_on_this_machine(node: ScriptNode) -> None:
+    unused_port = free_port()
+    with ports_in_use() as (tcp_port, udp_port):
+        res = node.run("facts.sh", {
+            "KAI_MODULES": "overlay kai_no_such_module",
+            "KAI_BINARIES": "bash kai-no-such-binary",
+            "KAI_PORTS": f"{tcp_port} {udp_port}/udp {unused_port} {tcp_port}/udp 1-1"})
     assert res.returncode == 0, res.stderr
     lines = (node.out / "facts.env").read_text().splitlines()
     facts = dict(ln.split("=", 1) for ln in lines)
@@ -292,18 +298,9 @@ def test_facts_on_this_machine(node: ScriptNode) -> None:
 
 def test_listening_ports_without_ss(tmp_path: Path) -> None:
     """The /proc/net fallback sees the same sockets as ss."""
-    tcp = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    tcp.bind(("::1", 0))
-    tcp.listen()
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp_port, udp_port = tcp.getsockname()[1], udp.getsockname()[1]
-    try:
+    with ports_in_use("::1") as (tcp_port, udp_port):
         proc = lib_call(tmp_path, "kai_listening_ports_proc")
         ss = lib_call(tmp_path, "kai_listening_ports_ss")
-    finally:
-        tcp.close()
-        udp.close()
     assert proc.returncode == 0 and ss.returncode == 0
     for entry in (f"tcp {tcp_port}", f"udp {udp_port}"):
         assert entry in proc.stdout.splitlines() and entry in ss.stdout.splitlines()
@@ -396,12 +393,18 @@ def make_ca() -> tuple[str, str]:
             "sha256:" + hashlib.sha256(spki).hexdigest())
 
 
-@needs_sandbox
-def test_join_credentials(node: ScriptNode) -> None:
+def control_plane_for_join_credentials(node: ScriptNode, kubeadm: str) -> str:
+    """A control plane's CA and admin.conf, and `kubeadm` as the fake's script → the CA's hash."""
     ca_pem, ca_hash = make_ca()
     node.etc("kubernetes/pki/ca.crt", ca_pem)
     node.etc("kubernetes/admin.conf", "admin\n")
-    node.fake("kubeadm", f"""
+    node.fake("kubeadm", kubeadm)
+    return ca_hash
+
+
+@needs_sandbox
+def test_join_credentials(node: ScriptNode) -> None:
+    ca_hash = control_plane_for_join_credentials(node, f"""
 printf '%s\\n' "$*" >> {node.root}/kubeadm.calls
 case "$*" in
   "token create --ttl 1h --description kai join") echo {TOKEN} ;;
@@ -433,10 +436,7 @@ esac
 
 @needs_sandbox
 def test_join_credentials_upload_failure_is_redacted(node: ScriptNode) -> None:
-    ca_pem, _ = make_ca()
-    node.etc("kubernetes/pki/ca.crt", ca_pem)
-    node.etc("kubernetes/admin.conf", "admin\n")
-    node.fake("kubeadm", f"""
+    control_plane_for_join_credentials(node, f"""
 case "$1 $2" in
   "token create") echo {TOKEN} ;;
   "certs certificate-key") echo {CERT_KEY} ;;
@@ -480,24 +480,25 @@ echo "fake kubeadm: unsupported: $*" >&2; exit 64
     assert "admin-kubeconfig" not in got.stdout + got.stderr
 
 
+def kubeadm_init_on_cp1(node: ScriptNode, kubeadm: str):
+    """kubeadm-init.sh on node cp-1 (no certificate upload), `kubeadm` the fake's script."""
+    node.file("kubeadm.yaml", "kind: InitConfiguration\n")
+    node.fake("kubeadm", kubeadm)
+    return node.run("kubeadm-init.sh", {"KAI_NODE_NAME": "cp-1", "KAI_UPLOAD_CERTS": "0"}, sandbox=True)
+
+
 @needs_sandbox
 def test_kubeadm_init_refuses_unknown_control_plane(node: ScriptNode) -> None:
-    node.file("kubeadm.yaml", "kind: InitConfiguration\n")
-    node.fake("kubeadm", 'echo "must not run" >&2; exit 64\n')
     node.etc("kubernetes/admin.conf", "someone else's\n")
-    res = node.run("kubeadm-init.sh", {"KAI_NODE_NAME": "cp-1", "KAI_UPLOAD_CERTS": "0"},
-                   sandbox=True)
+    res = kubeadm_init_on_cp1(node, 'echo "must not run" >&2; exit 64\n')
     assert res.returncode != 0 and "reset this node first" in res.stderr
     assert "must not run" not in res.stderr
 
 
 @needs_sandbox
 def test_kubeadm_init_failure_shows_kubelet_log(node: ScriptNode) -> None:
-    node.file("kubeadm.yaml", "kind: InitConfiguration\n")
-    node.fake("kubeadm", 'echo "[wait-control-plane] timed out"; exit 1\n')
     node.fake("journalctl", 'echo "kubelet: failed to run Kubelet: $*"\n')
-    res = node.run("kubeadm-init.sh", {"KAI_NODE_NAME": "cp-1", "KAI_UPLOAD_CERTS": "0"},
-                   sandbox=True)
+    res = kubeadm_init_on_cp1(node, 'echo "[wait-control-plane] timed out"; exit 1\n')
     assert res.returncode != 0
     assert "[wait-control-plane] timed out" in res.stdout
     assert "kubelet: failed to run Kubelet: -u kubelet -n 50 --no-pager" in res.stdout

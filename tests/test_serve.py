@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deployments.control import mode_names
-from tests.e2e_server import kai_server, process_tree, start_kai_serve  # noqa: F401
+from tests.support.e2e_server import kai_server, process_tree, start_kai_serve  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 

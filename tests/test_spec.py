@@ -5,8 +5,9 @@ from pydantic import ValidationError
 
 from installers import versions as V
 from installers.settings import KaiSettings
-from installers.spec import (ClusterSpec, SpecError, collect_problems, load_spec, spec_json_schema,
-                             spec_warnings, validate_for_mode)
+from installers.spec import (ClusterSpec, SpecError, load_spec, spec_json_schema, spec_warnings,
+                             validate_for_mode)
+from installers.spec_problems import collect_problems
 from tests.spec_factory import aio, ha
 
 

@@ -17,10 +17,11 @@ import pytest
 from installers.ssh import (
     MAX_CHANNELS, MAX_IDLE_AGENTS, ConnectionLostError, build_frame, exec_command,
 )
-from tests.sshd_fixture import sshd  # noqa: F401  (conn needs it)
+from tests.support.sshd_fixture import sshd  # noqa: F401  (conn needs it)
 from tests.support.ssh_jobs import (  # noqa: F401  (conn is a fixture)
-    PPID, agent_pid, conn, job, marker, pids_matching, wait_until,
+    PPID, agent_pid, conn, job, marker, pids_matching,
 )
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sshd
 
@@ -76,7 +77,7 @@ exit 7
     after = conn.run_job(job('echo "$KAI_WORK"; cd "$KAI_WORK" && find . | sort'))
     assert after.tail == [str(work), ".", "./files", "./out"]
     conn.close()
-    assert wait_until(lambda: not work.parent.exists(), 5)
+    wait_until("the job directories removed on close", lambda: not work.parent.exists(), 5, 0.05)
 
 
 def test_connection_is_reused_across_jobs(conn):
@@ -165,7 +166,7 @@ def test_short_jobs_back_to_back_keep_one_agent_and_its_directory(conn):
 def test_a_dead_idle_agent_is_replaced_and_close_ends_agents(conn):
     first = agent_pid(conn.run_job(job(PPID + "true")))
     os.kill(first, 9)
-    assert wait_until(lambda: not os.path.exists(f"/proc/{first}"), 5)
+    wait_until("the killed agent gone", lambda: not os.path.exists(f"/proc/{first}"), 5, 0.05)
     time.sleep(0.2)  # let the channel close reach us, or not: both paths must work
     res = conn.run_job(job(PPID + "echo fine"))
     assert res.ok and res.tail == ["fine"]
@@ -175,8 +176,8 @@ def test_a_dead_idle_agent_is_replaced_and_close_ends_agents(conn):
     root = Path(res.outputs["root"].decode().strip())
     assert root.is_dir() and root.name.startswith("kai.")
     conn.close()
-    assert wait_until(lambda: not os.path.exists(f"/proc/{second}"), 5)  # EOF ended it
-    assert wait_until(lambda: not root.exists(), 5)  # and it removed its directory
+    wait_until("the agent ended by EOF", lambda: not os.path.exists(f"/proc/{second}"), 5, 0.05)
+    wait_until("the agent's directory removed", lambda: not root.exists(), 5, 0.05)
 
 
 def test_agent_whose_directory_vanished_reports_the_job_then_is_replaced(conn, caplog):
@@ -209,12 +210,12 @@ def test_agent_is_not_reused_after_a_cancel(conn):
         r=conn.run_job(job(f'echo "agent=$PPID"; sleep {m}'), on_line=lines.append,
                        cancel=cancel)))
     th.start()
-    assert wait_until(lambda: pids_matching(f"sleep {m}") and lines, 10)
+    wait_until("the job running and talking", lambda: pids_matching(f"sleep {m}") and lines, 10, 0.05)
     agent = int(lines[0].removeprefix("agent="))  # this job's agent, not any other on the machine
     cancel.set()
     th.join(15)
     assert box["r"].cancelled and not conn._idle
-    assert wait_until(lambda: not os.path.exists(f"/proc/{agent}"), 10)  # closed: EOF ended it
+    wait_until("the agent ended by EOF (connection closed)", lambda: not os.path.exists(f"/proc/{agent}"), 10, 0.05)
     res = conn.run_job(job(PPID + "echo after"))
     assert res.tail == ["after"] and agent_pid(res) != agent
 
@@ -269,7 +270,7 @@ def test_timeout_ends_job_and_kills_remote_processes(conn):
     assert res.timed_out and res.exit_code == 124 and not res.ok
     assert time.monotonic() - t0 < 4
     assert res.tail[0] == "started"
-    assert wait_until(lambda: not pids_matching(f"sleep {m}"), 1)
+    wait_until("the timed-out job's processes gone", lambda: not pids_matching(f"sleep {m}"), 1, 0.05)
 
 
 def test_cancel_kills_whole_tree_including_escapees(conn):
@@ -280,10 +281,11 @@ def test_cancel_kills_whole_tree_including_escapees(conn):
     box = {}
     th = threading.Thread(target=lambda: box.update(r=conn.run_job(job(script), cancel=cancel)))
     th.start()
-    assert wait_until(lambda: all(pids_matching(f"sleep {x}") for x in (a, b, c, d)), 5)
+    wait_until("all four sleeps running", lambda: all(pids_matching(f"sleep {x}") for x in (a, b, c, d)), 5, 0.05)
     t0 = time.monotonic()
     cancel.set()
-    assert wait_until(lambda: not any(pids_matching(f"sleep {x}") for x in (a, b, c, d)), 6)
+    wait_until("all four sleeps gone after the cancel",
+               lambda: not any(pids_matching(f"sleep {x}") for x in (a, b, c, d)), 6, 0.05)
     gone_after = time.monotonic() - t0
     th.join(10)
     res = box["r"]
@@ -299,10 +301,10 @@ def test_step_ignoring_term_is_killed_after_grace(conn):
     script = f"trap '' TERM; echo ready; sleep {m}"
     th = threading.Thread(target=lambda: box.update(r=conn.run_job(job(script), cancel=cancel)))
     th.start()
-    assert wait_until(lambda: pids_matching(f"sleep {m}"), 5)
+    wait_until("the job running", lambda: pids_matching(f"sleep {m}"), 5, 0.05)
     cancel.set()
     t0 = time.monotonic()
-    assert wait_until(lambda: not pids_matching(f"sleep {m}"), 7)
+    wait_until("the TERM-ignoring job gone", lambda: not pids_matching(f"sleep {m}"), 7, 0.05)
     assert time.monotonic() - t0 > 3  # it took the KILL after the 5 s TERM grace
     th.join(10)
     assert box["r"].cancelled
@@ -320,13 +322,14 @@ def test_dropped_connection_kills_remote_tree_and_is_reported(conn):
 
     th = threading.Thread(target=run)
     th.start()
-    assert wait_until(lambda: pids_matching(f"sleep {a}") and pids_matching(f"sleep {b}"), 5)
+    wait_until("both jobs running", lambda: pids_matching(f"sleep {a}") and pids_matching(f"sleep {b}"), 5, 0.05)
     conn.connect().sock.shutdown(socket.SHUT_RDWR)  # abrupt: no SSH close, the TCP link just ends
     th.join(10)
     assert "e" in box, box
     msg = str(box["e"])
     assert "node-1" in msg and "runtime" in msg and "lost" in msg and box["e"].retryable
-    assert wait_until(lambda: not pids_matching(f"sleep {a}") and not pids_matching(f"sleep {b}"), 6)
+    wait_until("both jobs gone with the connection",
+               lambda: not pids_matching(f"sleep {a}") and not pids_matching(f"sleep {b}"), 6, 0.05)
     # the Prefect task's retry uses the same Connection: it reconnects
     assert conn.run_job(job("echo again")).tail == ["again"]
 
@@ -376,7 +379,7 @@ def test_secrets_not_on_command_lines_nor_in_logs(conn, caplog):
         job(script, env={"KAI_PUBLIC": "visible"}, secret_env={"KAI_JOIN_TOKEN": secret}),
         on_line=lines.append, cancel=cancel)))
     th.start()
-    assert wait_until(lambda: pids_matching(f"sleep {m}"), 5)
+    wait_until("the job running", lambda: pids_matching(f"sleep {m}"), 5, 0.05)
     cmdlines = _all_cmdlines()
     assert f"sleep {m}" in cmdlines  # the scan sees the job's processes
     assert secret not in cmdlines

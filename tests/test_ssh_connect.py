@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from installers.ssh import ConnectError, Connection, Fleet
-from tests.sshd_fixture import keygen, sshd  # noqa: F401  (fixture)
+from tests.support.sshd_fixture import keygen, sshd  # noqa: F401  (fixture)
 from tests.support.ssh_jobs import job
 
 pytestmark = pytest.mark.sshd
@@ -99,7 +99,7 @@ def test_a_host_that_stops_answering_is_a_lost_link_not_a_channel_limit(sshd):
     import signal
 
     from installers.ssh import ConnectionLostError
-    from tests.support.ssh_jobs import wait_until
+    from tests.support.wait import wait_until
 
     c = Connection(sshd.target(connect_timeout=2))
     try:
@@ -118,7 +118,7 @@ def test_a_host_that_stops_answering_is_a_lost_link_not_a_channel_limit(sshd):
             for pid in ours:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-        assert wait_until(lambda: c.run_job(job("echo back")).tail == ["back"], 20)
+        wait_until("the connection working again", lambda: c.run_job(job("echo back")).tail == ["back"], 20, 0.05)
     finally:
         c.close()
 

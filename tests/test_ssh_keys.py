@@ -9,7 +9,7 @@ import time
 import pytest
 
 from installers.ssh import Connection, HostKeyError
-from tests.sshd_fixture import keygen, sshd  # noqa: F401  (fixture)
+from tests.support.sshd_fixture import keygen, sshd  # noqa: F401  (fixture)
 from tests.support.ssh_jobs import job
 
 pytestmark = pytest.mark.sshd

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from installers.ssh import Connection
-from tests.sshd_fixture import start_sshd
-from tests.support.ssh_jobs import job, marker, pids_matching, wait_until
+from tests.support.sshd_fixture import start_sshd
+from tests.support.ssh_jobs import job, marker, pids_matching
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.sshd
 
@@ -99,8 +100,8 @@ def test_sudo_cancel_kills_remote_tree(sudo_sshd):
         th = threading.Thread(target=lambda: box.update(
             r=c.run_job(job(f"sleep {m} & wait"), cancel=cancel)))
         th.start()
-        assert wait_until(lambda: pids_matching(f"sleep {m}"), 8)
+        wait_until("the job running under sudo", lambda: pids_matching(f"sleep {m}"), 8, 0.05)
         cancel.set()
-        assert wait_until(lambda: not pids_matching(f"sleep {m}"), 6)
+        wait_until("the job under sudo gone after the cancel", lambda: not pids_matching(f"sleep {m}"), 6, 0.05)
         th.join(10)
     assert box["r"].cancelled

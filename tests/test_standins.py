@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import standin_apiserver  # noqa: E402
 import standin_common  # noqa: E402
 import standin_config  # noqa: E402
 import standin_pki as pki  # noqa: E402
+
+from tests.support.ports import free_port  # noqa: E402
 
 VALID = """\
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -269,12 +270,6 @@ def test_certs_encryption_needs_the_certificate_key():
 
 # --- the API stand-in on 127.0.0.1 -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
@@ -286,7 +281,7 @@ def api(tmp_path_factory):
              "srv.key": pki.key_pem(srv_key), "adm.crt": pki.cert_pem(adm), "adm.key": pki.key_pem(adm_key)}
     for n, b in files.items():
         (d / n).write_bytes(b)
-    port = _free_port()
+    port = free_port()
     args = standin_apiserver.parse_args([
         "--bind", "127.0.0.1", "--port", str(port), "--cert", str(d / "srv.crt"), "--key", str(d / "srv.key"),
         "--ca", str(d / "ca.crt"), "--ca-key", str(d / "ca.key"), "--state-dir", str(d / "state"),
@@ -343,6 +338,7 @@ def test_nodes_become_ready_after_cni_and_heartbeat_and_apply_creates_pods(api):
     assert kubelet.patch("/api/v1/nodes/other/status", json={}).status_code == 403
     items = admin.get("/api/v1/nodes").json()["items"]
     assert [n["metadata"]["name"] for n in items] == ["cp-1"]
+    assert items[0]["metadata"]["creationTimestamp"].endswith("Z")  # server-set, like the real one
     ready = items[0]["status"]["conditions"][0]
     assert ready["type"] == "Ready" and ready["status"] == "False"  # no CNI yet
 
@@ -447,7 +443,7 @@ def day2(tmp_path_factory):
                  "srv.crt": pki.cert_pem(srv),
                  "srv.key": pki.key_pem(srv_key)}.items():
         (d / n).write_bytes(b)
-    port = _free_port()
+    port = free_port()
     url = f"https://127.0.0.1:{port}"
     (d / "admin.conf").write_text(pki.kubeconfig(url, pki.cert_pem(ca), "kubernetes-admin", pki.cert_pem(adm),
                                                  pki.key_pem(adm_key)))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from deployments.control import mode_names
-from tests.e2e_server import kai_server  # noqa: F401
+from tests.support.e2e_server import kai_server  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("KAI_TEST_ARTIFACTS", "/tmp/kai-test-artifacts"))

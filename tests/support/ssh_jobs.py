@@ -1,10 +1,9 @@
-"""Helpers for the SSH runner's tests: jobs, remote process lookups, waiting, a connection."""
+"""Helpers for the SSH runner's tests: jobs, remote process lookups, a connection."""
 
 from __future__ import annotations
 
 import random
 import subprocess
-import time
 
 import pytest
 
@@ -34,15 +33,6 @@ def marker() -> int:
 def pids_matching(pattern: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
-
-
-def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture

@@ -681,7 +681,9 @@ class Handler(BaseHTTPRequestHandler):
             existing = c.state.get("objects", key)
             if existing and not self.is_admin:
                 return self.status(409, "AlreadyExists", f'nodes "{name}" already exists')
-            obj.setdefault("metadata", {}).setdefault("creationTimestamp", rfc3339(now))
+            # set by the server, like the real one (a client's value is ignored): the node's age
+            obj.setdefault("metadata", {})["creationTimestamp"] = (existing or {}).get("metadata", {}).get(
+                "creationTimestamp", rfc3339(now))
             c.write([["set", "objects", key, obj], ["set", "times", key, now]])
             return self.send_json(201, obj)
         if method == "PATCH" and name and parts[1:] == ["status"] and own:

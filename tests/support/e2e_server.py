@@ -2,7 +2,7 @@
 a served deployment per mode, and the REST API — started once per test session and stopped with
 SIGTERM at the end (which must leave no process behind).
 
-Use it with `from tests.e2e_server import kai_server  # noqa: F401`. Importing the fixture into
+Use it with `from tests.support.e2e_server import kai_server  # noqa: F401`. Importing the fixture into
 several modules would normally create one instance per module; the singleton below keeps it to one
 server per session whichever module asks first.
 """
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,20 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 START_TIMEOUT_S = 240
 STOP_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port() -> int:
-    """A loopback port where nothing listens (bound and released: nobody else took it since)."""
-    return free_port()
 
 
 def process_tree(pid: int) -> list[int]:

@@ -1,6 +1,6 @@
 """A real OpenSSH server on loopback for tests (Debian's openssh-server, /usr/sbin/sshd).
 
-    from tests.sshd_fixture import sshd  # noqa: F401  (makes the fixture available)
+    from tests.support.sshd_fixture import sshd  # noqa: F401  (makes the fixture available)
 
     def test_x(sshd):
         target = sshd.target(node="n1")            # SSHTarget: root, client key, known_hosts
@@ -25,13 +25,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from tests.support.ports import free_port
+
 SSHD_BIN = "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(path: Path, kind: str = "ed25519") -> paramiko.PKey:
