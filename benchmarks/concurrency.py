@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=1.0, help="seconds each step sleeps")
     p.add_argument("--backends", default="postgres,sqlite")
     p.add_argument("--workers", type=int, default=2, help="Prefect workers on the PostgreSQL stack")
+    p.add_argument("--runner-limit", type=int, default=0,
+                   help="flow runs the SQLite stack's runner executes at once (0: no limit). "
+                        "kai serve ships Prefect's default, 5 (PREFECT_RUNNER_PROCESS_LIMIT)")
     p.add_argument("--poll-interval", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default=None, help="base name of the results (default concurrency-<date>)")
@@ -241,6 +244,8 @@ class Stack:
             self.executors.append(spawn([PY, "-m", "benchmarks.scale_flows", "--serve"],
                                         self.logs / "runner.log",
                                         self.env(PREFECT_RUNNER_POLL_FREQUENCY="2",
+                                                 PREFECT_RUNNER_PROCESS_LIMIT=str(
+                                                     self.args.runner_limit or 10_000),
                                                  KAI_STATE_DIR=str(state))))
         self._wait_deployment()
         api_port = free_port()
@@ -423,7 +428,9 @@ def markdown(results: dict) -> str:
         f"C clusters × {cfg['hosts_per_cluster']} light hosts, `ha` with {cfg['steps']} steps × "
         f"`sleep {cfg['duration_s']:g}`, started at once through kai's REST API; "
         f"{cfg['machine']['cpus']} cores shared. postgres = PostgreSQL + {cfg['workers']} Prefect "
-        "workers; sqlite = kai serve's SQLite server + a serve() runner. Wall: first start request "
+        "workers; sqlite = kai serve's SQLite server + a serve() runner "
+        f"({'≤ ' + str(cfg['runner_limit']) if cfg['runner_limit'] else 'no limit on'} runs at "
+        "once). Wall: first start request "
         "→ last run final (Prefect's timestamp); × C=1: against one cluster alone on the same "
         "backend. CPU in seconds over the round (db: PostgreSQL's processes; SQLite is inside "
         "the server).",
@@ -491,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"config": {"clusters": args.cluster_counts, "hosts_per_cluster": n,
                               "steps": args.steps, "duration_s": args.duration,
                               "workers": args.workers, "backends": args.backend_list,
+                              "runner_limit": args.runner_limit,
                               "started": started, "commit": git_commit(),
                               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "kernel": platform.release()}},

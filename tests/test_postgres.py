@@ -159,7 +159,10 @@ class Worker:
                 stdin=subprocess.DEVNULL, start_new_session=True)
 
     def took(self, run_id: str) -> bool:
-        return f"submitting flow run '{run_id}'" in self.log_path.read_text(errors="replace")
+        """Did this worker start the run? (The worker says so in the run's own logs.)"""
+        from deployments import control
+        needle = f"Worker '{self.name}' submitting flow run '{run_id}'"
+        return any(needle in entry["message"] for entry in control.logs(run_id, limit=50, offset=0))
 
     def kill_machine(self) -> None:
         """The worker's machine dies: the worker and every process below it, at once."""

@@ -252,6 +252,24 @@ FACT_SHAPES = {
 }
 
 
+@needs_sandbox
+@pytest.mark.parametrize("manifests, empty", [
+    ((), "1"),
+    (("kube-vip.yaml",), "1"),  # kai's own, written before kubeadm init: a rerun resumes
+    (("kube-vip.yaml", "kube-apiserver.yaml"), "0"),
+    ((".hidden",), "0"),
+])
+def test_facts_manifests_empty_ignores_only_kais_kube_vip(node: ScriptNode, manifests, empty) -> None:
+    for name in manifests:
+        node.etc(f"kubernetes/manifests/{name}", "kind: Pod\n")
+    setup = "mkdir -p /etc/kubernetes/manifests"
+    res = node.run("facts.sh", {"KAI_MODULES": "", "KAI_BINARIES": "", "KAI_PORTS": ""},
+                   sandbox=True, setup=setup)
+    assert res.returncode == 0, res.stdout + res.stderr
+    facts = dict(line.split("=", 1) for line in (node.out / "facts.env").read_text().splitlines())
+    assert facts["kube_manifests_empty"] == empty, manifests
+
+
 def test_facts_on_this_machine(node: ScriptNode) -> None:
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))
