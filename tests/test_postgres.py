@@ -310,8 +310,9 @@ def test_two_installs_on_two_workers_cancel_refuse_and_a_dead_worker(hosts, work
     # 1. two installs at once, one on each worker (each takes one run at a time)
     t0 = time.monotonic()
     run_aio, run_ha = start("all_in_one", aio), start("ha", ha)
-    wait_step_running(run_aio, "kubeadm-init")
-    wait_step_running(run_ha, "kubeadm-init")
+    for run_id in (run_aio, run_ha):
+        st = wait_step_running(run_id, "kubeadm-init")
+        assert not st["final"], f"{st['mode']} ended {st['state']} early: {st['failure']}"
     both_s = time.monotonic() - t0
     w_aio, w_ha = worker_of(run_aio), worker_of(run_ha)
     assert w_aio is not w_ha, "the two installs ran on one worker"
