@@ -160,9 +160,9 @@ def log_errors(path: Path, since: int = 0) -> tuple[int, int, int]:
 class Postgres:
     """A throwaway PostgreSQL cluster (as tests/test_postgres.py makes it)."""
 
-    def __init__(self, work: Path):
-        self.dir = work / "pg"
-        self.dir.mkdir()
+    def __init__(self):
+        # a directory of its own: the postgres user cannot enter the benchmark's 0700 work dir
+        self.dir = Path(tempfile.mkdtemp(prefix="kai-bench-pg-"))
         pw = pwd.getpwnam("postgres")
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.port = free_port()
@@ -193,6 +193,7 @@ class Postgres:
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Stack:
@@ -230,7 +231,7 @@ class Stack:
                 del os.environ[key]
             os.environ.update(QUIET)
             if self.name == "postgres":
-                self.postgres = Postgres(work)
+                self.postgres = Postgres()
                 os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.postgres.start()
             with open(self.logs / "prefect-server.log", "ab") as log:
                 self.server, self.prefect_api = start_prefect_server(state, port, log)
