@@ -2,12 +2,13 @@
 
 Two machines in miniature on this one: a throwaway PostgreSQL cluster (Debian's packages) on a
 loopback port, a Prefect server on it (services on, host-lock leases on disk — prefect.yaml says
-why), `prefect --no-prompt deploy --all` from prefect.yaml, two `prefect worker start --limit 1`
+why), `prefect --no-prompt deploy --all` from prefect.yaml, two `prefect worker start`
 processes with working and state directories of their own, and `kai serve` pointed at the server
 with PREFECT_API_URL (it finds the modes on the pool and serves only its REST API). Installs go
 through kai's REST API onto booted test hosts:
 
-- an all-in-one (h0) and an HA install (h1–h3) at the same time, one on each worker;
+- an all-in-one (h0) and an HA install (h1–h3) at the same time, one on each worker (the other
+  one paused while a run is placed, so that which worker runs what is certain);
 - the all-in-one cancelled mid-step: Cancelled, no kai process left on h0, its host locks free;
 - a second run aimed at the HA's busy host, picked up by the other worker, refused naming the run
   that holds it;
@@ -154,7 +155,7 @@ class Worker:
                    KAI_NODE_LOCK_LEASE_S=str(NODE_LEASE_S), PREFECT_WORKER_QUERY_SECONDS="2")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", "kai-pool", "--name", name, "--limit", "1"],
+                [PREFECT, "worker", "start", "--pool", "kai-pool", "--name", name],
                 cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -163,6 +164,17 @@ class Worker:
         from deployments import control
         needle = f"Worker '{self.name}' submitting flow run '{run_id}'"
         return any(needle in entry["message"] for entry in control.logs(run_id, limit=50, offset=0))
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The worker takes no new run meanwhile (SIGSTOP; its flow runs go on): which worker
+        runs what is then certain. (`--limit 1` is not: a worker took a second run while its
+        first was still running, 2 times in 4.)"""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def kill_machine(self) -> None:
         """The worker's machine dies: the worker and every process below it, at once."""
@@ -307,15 +319,19 @@ def test_two_installs_on_two_workers_cancel_refuse_and_a_dead_worker(hosts, work
         return wait_until(f"a worker taking {run_id}",
                           lambda: next((w for w in workers if w.took(run_id)), None), 60)
 
-    # 1. two installs at once, one on each worker (each takes one run at a time)
+    # 1. two installs at once, one on each worker (each placed by pausing the other)
     t0 = time.monotonic()
-    run_aio, run_ha = start("all_in_one", aio), start("ha", ha)
+    w_aio, w_ha = workers
+    with w_ha.paused():
+        run_aio = start("all_in_one", aio)
+        assert worker_of(run_aio) is w_aio
+    with w_aio.paused():
+        run_ha = start("ha", ha)
+        assert worker_of(run_ha) is w_ha
     for run_id in (run_aio, run_ha):
         st = wait_step_running(run_id, "kubeadm-init")
         assert not st["final"], f"{st['mode']} ended {st['state']} early: {st['failure']}"
     both_s = time.monotonic() - t0
-    w_aio, w_ha = worker_of(run_aio), worker_of(run_ha)
-    assert w_aio is not w_ha, "the two installs ran on one worker"
 
     # 2. cancel the all-in-one through the REST API: Cancelled, nothing left on h0, h0 free
     t1 = time.monotonic()
@@ -330,9 +346,10 @@ def test_two_installs_on_two_workers_cancel_refuse_and_a_dead_worker(hosts, work
     free_s = time.monotonic() - t1
 
     # 3. a run aimed at the HA's busy host: the free worker takes it, the server's lock refuses it
-    refused_id = start("preflight", ha, lock_wait_s=2)
+    with w_ha.paused():
+        refused_id = start("preflight", ha, lock_wait_s=2)
+        assert worker_of(refused_id) is w_aio
     refused = wait(refused_id, timeout=120)
-    assert worker_of(refused_id) is w_aio, "the refused run must run on the other worker"
     assert refused["state"] == "FAILED", refused["state"]
     name_ha = control.status(run_ha)["name"]
     message = refused["failure"]["message"]
