@@ -8,7 +8,7 @@ KAI := $(VENV)/bin/kai
 APT_PACKAGES := debootstrap systemd-container openssh-server openssh-client zstd shellcheck \
 	iproute2 iptables sudo procps psmisc gnupg dpkg-dev strace postgresql chromium curl ca-certificates
 
-.PHONY: serve test deps venv apt bench
+.PHONY: serve test deps venv apt bench bench-scale
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -38,3 +38,8 @@ test: deps
 
 bench: deps
 	$(VENV)/bin/python -m benchmarks.orchestration $(BENCH_ARGS)
+
+# many clusters at once (issue #15): C clusters x N hosts through the REST API, 2 workers on
+# PostgreSQL vs kai serve's SQLite server side by side; e.g. BENCH_ARGS='--clusters 1,5,20'
+bench-scale: deps
+	$(VENV)/bin/python -m benchmarks.concurrency $(BENCH_ARGS)

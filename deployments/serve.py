@@ -4,8 +4,9 @@ Process tree (every child in its own process group, so that shutdown reaches all
 
     kai serve (this process: supervisor + REST API in a uvicorn thread)
     ├── prefect server start      (unless PREFECT_API_URL points at a server already)
-    └── python -m deployments.serve --runner   (Prefect `serve()`: one deployment per mode)
-        └── flow-run subprocesses
+    └── python -m deployments.serve --runner   (Prefect `serve()`: one deployment per mode;
+        └── flow-run subprocesses                none when a work pool's workers run the modes
+                                                 — scale-out, deployments/scaleout.py)
 
 Ctrl-C / SIGTERM stops the API, then the runner and every flow-run process below it (TERM, then
 KILL after a grace period), then the server — nothing is left behind. Telemetry is off.
@@ -293,6 +294,21 @@ def deployments_ready(expected: list[str], timeout_s: float, runner: subprocess.
     raise RuntimeError(f"deployments not created within {timeout_s:.0f} s: {', '.join(missing)}")
 
 
+def workers_pool(modes: list[str]) -> str | None:
+    """With an external server: the work pool whose workers run the modes (prefect.yaml), or None
+    when kai serve must run them itself. Also makes sure that runs of a dead worker machine end
+    Crashed (deployments/scaleout.py)."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.scaleout import AUTOMATION_NAME, ensure_crash_automation, pool_serving_modes
+
+    with get_client(sync_client=True) as client:
+        pool = pool_serving_modes(client, modes)
+        if pool is not None and ensure_crash_automation(client):
+            log(f"created the automation {AUTOMATION_NAME!r}")
+    return pool
+
+
 def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int | None = None) -> int:
     from installers.settings import SERVE_FILE, resolve_settings
 
@@ -344,9 +360,15 @@ def serve(prefect_port: int = 4200, api_host: str | None = None, api_port: int |
         from deployments.control import mode_names
 
         MODES = mode_names()
-        served.runner = start_runner(runner_log)
+        pool = workers_pool(MODES) if external else None
+        if pool is None:
+            served.runner = start_runner(runner_log)
+        else:
+            log(f"the modes are deployed on work pool {pool!r}: its workers run them; serving "
+                "the REST API only")
         served.api, served.api_thread = start_api(token, api_host, api_port)
-        deployments_ready(list(MODES), 120, served.runner)
+        if served.runner is not None:
+            deployments_ready(list(MODES), 120, served.runner)
         wait_healthy(served.api_url + "/healthz", None, 30, "the REST API")
         served.timings["ready_s"] = time.monotonic() - t0
         (state_dir / SERVE_FILE).write_text(json.dumps({
@@ -383,7 +405,9 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
     health_url = served.prefect_api_url + "/health"
     server = (Supervised("Prefect server", restart_server, served.server)
               if served.server is not None else None)
-    runner = Supervised("runner", restart_runner, served.runner, kill_leftovers=False)
+    # no runner when a work pool's workers run the modes (scale-out)
+    runner = (Supervised("runner", restart_runner, served.runner, kill_leftovers=False)
+              if served.runner is not None else None)
     reaper = Reaper(state_dir, say=log)
     next_reap = 0.0  # at once: runs left behind by an earlier kai serve
     runner_blind = False  # its cancel watcher died with the server it watched
@@ -397,7 +421,7 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
         # Prefect's runner stops watching for cancels for good when the server is away ("flow
         # run cancellation will fail"): replace it once no flow run of it is in flight (killing it
         # earlier would kill those runs; meanwhile the reaper stops cancelled runs itself)
-        if (runner_blind and runner.restart_at is None and not descendants(runner.proc.pid)
+        if (runner is not None and runner_blind and runner.restart_at is None and not descendants(runner.proc.pid)
                 and healthy(health_url)):
             log("replacing the runner: it stopped watching for cancels while the Prefect "
                 "server was away")
@@ -407,11 +431,12 @@ def supervise(served: Served, stop: threading.Event, state_dir: Path, *,
             runner_blind = False
         # a runner that died (e.g. gave up polling during a long outage) starts again only once
         # the server answers, or it would just fail again
-        runner.died()
-        if runner.due() and healthy(health_url):
-            runner.restart()
-            served.runner = runner.proc
-            runner_blind = False  # a fresh runner watches the server it started with
+        if runner is not None:
+            runner.died()
+            if runner.due() and healthy(health_url):
+                runner.restart()
+                served.runner = runner.proc
+                runner_blind = False  # a fresh runner watches the server it started with
         if served.api_thread is not None and not served.api_thread.is_alive():
             log("the REST API stopped (port in use?); stopping")
             return

@@ -254,6 +254,24 @@ FACT_SHAPES = {
 }
 
 
+@needs_sandbox
+@pytest.mark.parametrize("manifests, empty", [
+    ((), "1"),
+    (("kube-vip.yaml",), "1"),  # kai's own, written before kubeadm init: a rerun resumes
+    (("kube-vip.yaml", "kube-apiserver.yaml"), "0"),
+    ((".hidden",), "0"),
+])
+def test_facts_manifests_empty_ignores_only_kais_kube_vip(node: ScriptNode, manifests, empty) -> None:
+    for name in manifests:
+        node.etc(f"kubernetes/manifests/{name}", "kind: Pod\n")
+    setup = "mkdir -p /etc/kubernetes/manifests"
+    res = node.run("facts.sh", {"KAI_MODULES": "", "KAI_BINARIES": "", "KAI_PORTS": ""},
+                   sandbox=True, setup=setup)
+    assert res.returncode == 0, res.stdout + res.stderr
+    facts = dict(line.split("=", 1) for line in (node.out / "facts.env").read_text().splitlines())
+    assert facts["kube_manifests_empty"] == empty, manifests
+
+
 @contextlib.contextmanager
 def ports_in_use(tcp_host: str = "127.0.0.1"):
     """A listening TCP socket on tcp_host and a bound UDP one on 127.0.0.1 → (tcp port, udp port),

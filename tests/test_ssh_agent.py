@@ -347,7 +347,7 @@ def test_idle_agents_of_a_dropped_link_are_not_handed_the_next_job(conn):
     assert len(conn._idle) == 2, "two agents ended their jobs and wait idle"
     transport = conn.connect()
     transport.sock.shutdown(socket.SHUT_RDWR)  # the link ends; no SSH close
-    assert wait_until(lambda: not transport.is_active(), 5)
+    assert wait_until("the transport noticing the link ended", lambda: not transport.is_active(), 5)
     res = conn.run_job(job("echo reconnected", step="kubeadm-init"))
     assert res.ok and res.tail == ["reconnected"], res
     assert conn.connect() is not transport, "the job ran on a new connection"

@@ -99,6 +99,20 @@ dir_empty() { # 1 when the directory is missing or empty, else 0
   if [[ -d $1 ]] && [[ -n $(ls -A "$1" 2>/dev/null) ]]; then echo 0; else echo 1; fi
 }
 
+manifests_empty() { # dir_empty for /etc/kubernetes/manifests, but kai's own kube-vip.yaml does not
+  # count: kube-vip-pre-init writes it before `kubeadm init`, and a run stopped in between must
+  # resume, not be taken for a node of another cluster (that one would hold the control plane's
+  # manifests, etcd data or kubelet.conf too)
+  local entry
+  for entry in /etc/kubernetes/manifests/* /etc/kubernetes/manifests/.[!.]*; do
+    if [[ -e $entry && ${entry##*/} != kube-vip.yaml ]]; then
+      echo 0
+      return
+    fi
+  done
+  echo 1
+}
+
 containerd_version() {
   local bin v
   bin=$(command -v containerd 2>/dev/null || true)
@@ -196,7 +210,7 @@ collect() {
   emit macs "$(macs)"
   emit product_uuid "$(product_uuid)"
   emit time_epoch "$(printf '%(%s)T' -1)"
-  emit kube_manifests_empty "$(dir_empty /etc/kubernetes/manifests)"
+  emit kube_manifests_empty "$(manifests_empty)"
   emit etcd_dir_empty "$(dir_empty /var/lib/etcd)"
   emit containerd_version "$(containerd_version)"
   emit kubelet_version "$(kubelet_version)"
