@@ -953,12 +953,13 @@ discovery:
 
 def _apt_minor(h, url: str, minor: str, *pkgs: str) -> None:
     """Point the host at pkgs.k8s.io's repository for `minor` (the mirror's copy) and install."""
-    h.exec(f"""set -e
+    r = h.exec(f"""set -e
         echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {url}/pkgs.k8s.io/core:/stable:/v{minor}/deb/ /' \
             > /etc/apt/sources.list.d/kubernetes.list
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {' '.join(pkgs)} >/dev/null
-    """, timeout=300)
+    """, timeout=300, check=False)
+    assert r.returncode == 0, f"apt on {h.name} ({minor}: {pkgs}): {r.stdout}{r.stderr}"
 
 
 def _kubectl_on(h, *args: str, check: bool = True, timeout: float = 180):

@@ -208,15 +208,17 @@ class Connection:
             agent = self._ready_agent(job.step, on_line, cancel)
             if isinstance(agent, JobResult):
                 return agent  # no agent could be started (sudo refused, no bash) or cancelled
-            reused = agent.jobs > 0
+            reused, jobs_before = agent.jobs > 0, agent.jobs
             clean, started = False, False
             try:
                 result, stream, clean = agent.run(job, on_line, cancel)
                 started = stream.started
             except (EOFError, OSError, paramiko.SSHException, ConnectionLostError) as e:
-                if reused and not started:
-                    # it died after saying it was ready (killed just now, or its link dropped):
-                    # a fresh agent, on a new connection if need be (connect() raises if none)
+                if reused and agent.jobs == jobs_before:
+                    # the frame never left: the agent died after saying it was ready (killed just
+                    # now, or its link dropped): a fresh agent, on a new connection if need be
+                    # (connect() raises if none). Once the frame is sent, a lost link is the
+                    # step's failure, retried by its policy, never re-run silently here.
                     continue
                 if isinstance(e, ConnectionLostError):
                     raise
