@@ -821,7 +821,8 @@ def cluster_hosts(booted_hosts):
             curl -fsS {url}/pkgs.k8s.io/core:/stable:/v{MINOR}/deb/Release.key | gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
             echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {url}/pkgs.k8s.io/core:/stable:/v{MINOR}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list
             apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubeadm kubelet kubectl >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-change-held-packages kubeadm kubelet kubectl >/dev/null
+            apt-mark hold kubeadm kubelet kubectl >/dev/null
             systemctl enable kubelet
         """, timeout=300)
     print(f"\nprepared {len(targets)} host(s) in {time.monotonic() - t0:.1f}s")
@@ -952,12 +953,16 @@ discovery:
 
 
 def _apt_minor(h, url: str, minor: str, *pkgs: str) -> None:
-    """Point the host at pkgs.k8s.io's repository for `minor` (the mirror's copy) and install."""
+    """Point the host at pkgs.k8s.io's repository for `minor` (the mirror's copy) and install,
+    the documented way: the packages are held (as kai holds them), unheld for the upgrade only."""
+    names = " ".join(p.split("=", 1)[0] for p in pkgs)
     r = h.exec(f"""set -e
         echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {url}/pkgs.k8s.io/core:/stable:/v{minor}/deb/ /' \
             > /etc/apt/sources.list.d/kubernetes.list
         apt-get update -qq
+        apt-mark unhold {names} >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {' '.join(pkgs)} >/dev/null
+        apt-mark hold {names} >/dev/null
     """, timeout=300, check=False)
     assert r.returncode == 0, f"apt on {h.name} ({minor}: {pkgs}): {r.stdout}{r.stderr}"
 
