@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
+from installers import modes
 from installers import versions as V
 from installers.spec import PREFLIGHT_CHECKS, ClusterSpec
 
@@ -151,7 +152,7 @@ def _check_node(c: _Collector, spec: ClusterSpec, mode: str, name: str,
 
 # Modes that install packages: run against a member, a changed version would install the new
 # kubelet on every node at once, newer than the API servers (the version-skew policy forbids it).
-_INSTALL_MODES = ("all_in_one", "ha", "add_nodes", "preflight")
+_INSTALL_MODES = tuple(m.name for m in modes.MODES if m.installs) + ("preflight",)
 # Errors that `preflight.ignore` cannot turn into warnings: ignoring them breaks the cluster.
 NOT_IGNORABLE = frozenset({"version_change"})
 
