@@ -40,7 +40,6 @@ import os
 import platform
 import pwd
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,13 +47,14 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 
 from benchmarks.measure import tree_cpu
 from benchmarks.prefect_server import free_port
+from tests.support.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -135,16 +135,8 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT) -> s
 
 
 def stop(proc: subprocess.Popen | None, grace_s: float = 20) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    if proc is not None:
+        stop_group(proc, grace_s)
 
 
 def log_errors(path: Path, since: int = 0) -> tuple[int, int, int]:

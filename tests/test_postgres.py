@@ -42,8 +42,9 @@ import pytest
 
 from deployments.control import mode_names
 from tests.hosts.mirror import serve_mirror_to
-from tests.support.e2e_server import ROOT, KaiServer, process_tree, quiet_env, start_kai_serve
+from tests.support.e2e_server import ROOT, process_tree, quiet_env, start_kai_serve
 from tests.support.ports import free_port
+from tests.support.processes import stop_group
 from tests.support.wait import wait_until
 from tests.test_flows_e2e import (assert_completed, clear_fault, kai_processes, logs, make_spec,
                                   set_fault, wait, wait_step_running)
@@ -65,17 +66,6 @@ def pg_bin(name: str) -> str:
 def as_postgres(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True,
                           timeout=120, check=True)
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 30) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 # --- fixtures: PostgreSQL, the Prefect server, the deployments, two workers, kai serve -------------

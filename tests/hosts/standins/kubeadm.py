@@ -370,6 +370,20 @@ def create_token(api: Api, ttl_s: float, description: str, token: str | None = N
     return token
 
 
+def upload_config(api, cluster: dict, *, force: bool = False) -> None:
+    """The upload-config phase: ClusterConfiguration into kube-system/kubeadm-config (server-side
+    apply; an upgrade takes the field over with force, as kubeadm does)."""
+    say('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace')
+    query = "?fieldManager=kubeadm" + ("&force=true" if force else "")
+    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config" + query,
+                             {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                              "data": {"ClusterConfiguration": yaml.safe_dump(cluster)}},
+                             content_type="application/apply-patch+yaml")
+    if code not in (200, 201):
+        raise Fail(f"error execution phase upload-config: {code} {body}")
+
+
 def upload_certs(api: Api, certificate_key: str) -> None:
     if not pki.CERT_KEY_RE.match(certificate_key):
         raise Fail("error execution phase upload-certs: error uploading certs: error decoding certificate "
@@ -427,14 +441,7 @@ def cmd_init(a) -> int:
 
     kc = pki.read_kubeconfig((K8S / "super-admin.conf").read_text())
     api = Api(f"https://{address}:{port}", kc["ca"], kc["cert"], kc["key"])
-    say('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace')
-    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config?fieldManager=kubeadm",
-                             {"apiVersion": "v1", "kind": "ConfigMap",
-                              "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
-                              "data": {"ClusterConfiguration": yaml.safe_dump(cluster)}},
-                             content_type="application/apply-patch+yaml")
-    if code not in (200, 201):
-        raise Fail(f"error execution phase upload-config: {code} {body}")
+    upload_config(api, cluster)
     if a.upload_certs:
         key = init.get("certificateKey") or pki.new_certificate_key()
         upload_certs(api, key)
@@ -920,14 +927,7 @@ def cmd_upgrade_apply(a) -> int:
     say(f'[upgrade/version] You have chosen to change the cluster version to "v{target}"')
     upgrade_static_pods(target, upgrade_timeout(cfg))
     cluster_cfg["kubernetesVersion"] = f"v{target}"
-    say('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace')
-    code, body = api.request("PATCH", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config?fieldManager=kubeadm&force=true",
-                             {"apiVersion": "v1", "kind": "ConfigMap",
-                              "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
-                              "data": {"ClusterConfiguration": yaml.safe_dump(cluster_cfg)}},
-                             content_type="application/apply-patch+yaml")
-    if code not in (200, 201):
-        raise Fail(f"error execution phase upload-config: {code} {body}")
+    upload_config(api, cluster_cfg, force=True)
     say('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
     say("[addons] Applied essential addon: CoreDNS")
     say("[addons] Applied essential addon: kube-proxy")
