@@ -31,6 +31,7 @@ import pytest
 
 from tests.support.e2e_server import KaiServer, process_tree, start_kai_serve
 from tests.hosts.mirror import serve_mirror_to
+from tests.support.locks import host_lock_slots, node_lock
 from tests.support.wait import wait_until
 from tests.test_flows_e2e import (assert_completed, calls, clear_fault, install_stuck_in_kubeadm_init,
                                   kai_processes, logs, make_spec, set_fault, start, wait,
@@ -87,17 +88,6 @@ def prefect_server_pid(server: KaiServer) -> int:
     raise AssertionError("kai serve runs no Prefect server")
 
 
-def host_lock_slots(address: str) -> int:
-    from prefect.client.orchestration import get_client
-    with get_client(sync_client=True) as client:
-        return client.read_global_concurrency_limit_by_name(f"kai-host-{address}").active_slots
-
-
-def node_lock(host) -> dict[str, str]:
-    out = host.exec("cat /var/lib/kai/lock 2>/dev/null || true").stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
 # --- the Prefect server dies or stalls ------------------------------------------------------------
 
 def test_prefect_server_stopped_for_20_s_mid_install_is_survived(hosts, controllers):
@@ -122,7 +112,7 @@ def test_prefect_server_killed_mid_install_kai_serve_keeps_serving(hosts, contro
     """The issue's sequence: server killed mid-step, then the run cancelled (it stayed CANCELLING
     for good before: Prefect's runner stops watching for cancels while its server is away)."""
     from deployments import control
-    from deployments.serve import alive
+    from deployments.supervisor import alive
 
     a, h1 = controllers["a"], hosts[1]
     with a.prefect():

@@ -43,6 +43,7 @@ import pytest
 from deployments.control import mode_names
 from tests.hosts.mirror import serve_mirror_to
 from tests.support.e2e_server import ROOT, process_tree, quiet_env, start_kai_serve
+from tests.support.locks import host_lock_slots, node_lock
 from tests.support.ports import free_port
 from tests.support.processes import stop_group
 from tests.support.wait import wait_until
@@ -264,17 +265,6 @@ def ha_spec(hosts, members) -> dict:
     return make_spec(hosts, members, name="scaleout-ha",
                      roles={h.name: ["control-plane"] for h in members},
                      endpoint={"type": "kube_vip", "address": str(subnet[249]), "interface": "eth0"})
-
-
-def host_lock_slots(address: str) -> int:
-    from prefect.client.orchestration import get_client
-    with get_client(sync_client=True) as client:
-        return client.read_global_concurrency_limit_by_name(f"kai-host-{address}").active_slots
-
-
-def node_lock(host) -> dict[str, str]:
-    out = host.exec("cat /var/lib/kai/lock 2>/dev/null || true").stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 @pytest.mark.hosts

@@ -448,7 +448,7 @@ def day2(tmp_path_factory):
                                                  pki.key_pem(adm_key)))
     (d / "manifests").mkdir()
     for comp in kubeadm_standin.UPGRADED_COMPONENTS:
-        cmd = [comp] + ([f"--advertise-address=127.0.0.1", f"--secure-port={port}"] if comp == "kube-apiserver" else [])
+        cmd = [comp] + (["--advertise-address=127.0.0.1", f"--secure-port={port}"] if comp == "kube-apiserver" else [])
         (d / "manifests" / f"{comp}.yaml").write_text(
             kubeadm_standin.static_pod(comp, f"registry.k8s.io/{comp}:v1.36.4", cmd))
     args = standin_apiserver.parse_args([
@@ -513,10 +513,12 @@ def _wait(cond, timeout: float = 15, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _kubectl(day2, capsys, *argv) -> tuple[int, str, str]:
+def _run_standin(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a stand-in's main, as its process would end (run_main's
+    `error:` line for a Fail)."""
     capsys.readouterr()
     try:
-        rc = kubectl_standin.main(["--kubeconfig", str(day2["dir"] / "admin.conf"), *argv])
+        rc = main(argv)
     except standin_common.Fail as e:
         print(f"error: {e}", file=sys.stderr)
         rc = 1
@@ -524,6 +526,11 @@ def _kubectl(day2, capsys, *argv) -> tuple[int, str, str]:
         rc = e.code
     out = capsys.readouterr()
     return rc, out.out, out.err
+
+
+def _kubectl(day2, capsys, *argv) -> tuple[int, str, str]:
+    return _run_standin(kubectl_standin.main, ["--kubeconfig", str(day2["dir"] / "admin.conf"), *argv],
+                        capsys)
 
 
 def _pods(day2, **labels) -> list[dict]:
@@ -650,16 +657,7 @@ def _kubeadm(day2, capsys, monkeypatch, *argv, stdin: str = "") -> tuple[int, st
     monkeypatch.setattr(kubeadm_standin, "PKI", d / "pki")
     monkeypatch.setattr(kubeadm_standin, "MANIFESTS", d / "manifests")
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    capsys.readouterr()
-    try:
-        rc = kubeadm_standin.main(list(argv))
-    except standin_common.Fail as e:
-        print(f"error: {e}", file=sys.stderr)
-        rc = 1
-    except SystemExit as e:
-        rc = e.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
+    return _run_standin(kubeadm_standin.main, list(argv), capsys)
 
 
 def test_kubeadm_upgrade_refuses_unknown_flags_and_bad_bools(day2, capsys, monkeypatch):

@@ -32,12 +32,12 @@ STOP_TIMEOUT_S = 60
 
 
 def process_tree(pid: int) -> list[int]:
-    from deployments.serve import descendants
+    from deployments.supervisor import descendants
     return descendants(pid)
 
 
 def alive(pid: int) -> bool:
-    from deployments.serve import alive as serve_alive
+    from deployments.supervisor import alive as serve_alive
     return serve_alive(pid)
 
 
