@@ -15,11 +15,12 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+from installers.cluster_check import FACTS_ARTIFACT_KEY
+
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 # not final: started, or due to start (a run created through the API is SCHEDULED until a runner
 # picks it up)
 ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED")
-CLUSTER_FACTS_KEY = "cluster-facts"  # the verify step's data artifact (tasks/verify.py)
 
 
 class UnknownRun(LookupError):
@@ -139,7 +140,7 @@ def status(run_id: str | UUID, client=None) -> dict:
     percent = 100.0 if state == "COMPLETED" else (round(100.0 * done / total, 1) if total else 0.0)
 
     failure = _failure(run, steps) if state in ("FAILED", "CRASHED", "CANCELLED") else None
-    facts = _table_rows(artifacts[CLUSTER_FACTS_KEY]) if CLUSTER_FACTS_KEY in artifacts else []
+    facts = _table_rows(artifacts[FACTS_ARTIFACT_KEY]) if FACTS_ARTIFACT_KEY in artifacts else []
     cluster_info = facts[0] if facts else None
     duration = run.total_run_time.total_seconds() if run.total_run_time else None
     if state == "RUNNING" and run.start_time:

@@ -25,6 +25,9 @@ import yaml
 from cryptography import x509
 
 CERT_WARN_DAYS = 30
+# The Prefect artifact (a one-row table) in which verify publishes what it found (tasks/verify.py),
+# read back as a run's `cluster_info` (deployments/run_status.py).
+FACTS_ARTIFACT_KEY = "cluster-facts"
 POLL_S = 3.0  # pause between two looks of a polling step (verify, health)
 
 

@@ -16,16 +16,13 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from installers.cluster_check import (POLL_S, ClusterReport, check_cluster, poll_until_healthy,
+from installers.cluster_check import (FACTS_ARTIFACT_KEY, POLL_S, ClusterReport, check_cluster, poll_until_healthy,
                                       unhealthy_message)
 from installers.plan import Step
 from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
 
-# The Prefect artifact (a one-row table) with what verify found, read back as a run's
-# `cluster_info` by deployments/run_status.py (which keeps a copy of the key: a test ties the two).
-FACTS_ARTIFACT_KEY = "cluster-facts"
 
 
 class ClusterUnhealthy(Exception):
