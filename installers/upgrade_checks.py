@@ -161,7 +161,8 @@ def report_rows(spec: ClusterSpec, target: Target, before: Mapping[str, str], vi
         if state is None:
             cordon = "unknown (API unreachable)"
         elif not state.unschedulable:
-            cordon = "no"
+            cordon = ("draining: about to be cordoned by this upgrade" if node.name in cordoned_by_kai
+                      else "no")
         elif node.name in cordoned_by_kai:
             cordon = "YES: cordoned by this upgrade, not yet uncordoned (rerun the upgrade to finish)"
         else:
@@ -179,11 +180,12 @@ def report_rows(spec: ClusterSpec, target: Target, before: Mapping[str, str], vi
 
 
 def render_report(cluster: str, target: Target, rows: list[dict], note: str) -> str:
-    left = [r["node"] for r in rows if r["cordoned"].startswith("YES")]
+    left = [r["node"] for r in rows if r["cordoned"].startswith(("YES", "draining"))]
     lines = [f"# upgrade of {cluster} to v{target.version}", "", f"_{note}_", ""]
     if left:
-        lines += [f"**Left cordoned by this upgrade: {', '.join(left)}** (rerun the upgrade to finish "
-                  f"it; it uncordons them)", ""]
+        lines += [f"**Cordoned by this upgrade until their upgrade completes: {', '.join(left)}** "
+                  f"(if this run stopped here, rerun the upgrade: it finishes them and uncordons "
+                  f"them)", ""]
     header = list(rows[0]) if rows else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]

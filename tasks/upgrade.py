@@ -109,13 +109,16 @@ def _nodes_of(step: Step, env_key: str) -> list[str]:
 def drain(step: Step, target_version: str) -> list:
     """`upgrade-drain.sh` on the first control plane: cordon and drain the step's nodes
     (PodDisruptionBudgets honoured; a drain that cannot finish names the pod that blocked it).
-    The report names them as cordoned by this upgrade before the drain starts."""
+    The report names them before the drain starts (about to be cordoned) and after it."""
     run = current_run()
     target = _target(target_version)
     nodes = _nodes_of(step, "KAI_DRAIN_NODES")
     run.info.setdefault("upgrade_cordoned", set()).update(nodes)
     publish_report(run, target, f"draining {', '.join(nodes)} (step {step.name})")
-    return run_node_step(step)
+    try:
+        return run_node_step(step)
+    finally:
+        publish_report(run, target, f"after {step.name}")
 
 
 @step_task

@@ -241,4 +241,4 @@ def test_the_report_lists_versions_before_and_after_and_who_cordoned_what():
     assert by["worker-1"]["cordoned"].startswith("YES: cordoned by this upgrade")
     assert by["worker-2"]["cordoned"].startswith("yes (cordoned before the upgrade")
     text = upgrade_checks.render_report("demo-ha", T37, rows, "cancelled")
-    assert "Left cordoned by this upgrade: worker-1" in text and "| cp-1 | control-plane | 1.36.4 | 1.37.1 |" in text
+    assert "Cordoned by this upgrade until their upgrade completes: worker-1**" in text and "| cp-1 | control-plane | 1.36.4 | 1.37.1 |" in text
