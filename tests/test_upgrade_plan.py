@@ -242,3 +242,52 @@ def test_the_report_lists_versions_before_and_after_and_who_cordoned_what():
     assert by["worker-2"]["cordoned"].startswith("yes (cordoned before the upgrade")
     text = upgrade_checks.render_report("demo-ha", T37, rows, "cancelled")
     assert "Cordoned by this upgrade until their upgrade completes: worker-1**" in text and "| cp-1 | control-plane | 1.36.4 | 1.37.1 |" in text
+
+
+# --- the control surface --------------------------------------------------------------------------------
+
+class ValidatingRecorder:
+    """The API's wrapper with the real validation; start records what it was given."""
+    canonical_mode = staticmethod(control.canonical_mode)
+    validate = staticmethod(control.validate)
+    modes = staticmethod(control.modes)
+
+    def __init__(self):
+        self.started: list[dict] = []
+
+    def start(self, mode, spec, **kw):
+        control.validate(mode, spec, kw.get("nodes"), kw.get("rebuild_mode", "auto"), kw.get("to"),
+                         kw.get("max_unavailable"))
+        self.started.append({"mode": mode, **kw})
+        return "00000000-0000-0000-0000-000000000002"
+
+    def prefect_client(self):
+        import contextlib
+        return contextlib.nullcontext("prefect-client")
+
+    def active_run_ids(self, client):
+        return []
+
+
+def test_rest_start_takes_the_target_and_refuses_a_bad_one_naming_the_field():
+    from fastapi.testclient import TestClient
+
+    from deployments.api import create_app
+
+    recorder = ValidatingRecorder()
+    client = TestClient(create_app("t0ken", ctl=recorder))
+    h = {"Authorization": "Bearer t0ken"}
+    r = client.post("/api/v1/installation/upgrade/start", headers=h,
+                    json={"spec": ha(), "to": "1.37", "max_unavailable": 2})
+    assert r.status_code == 202, r.text
+    assert (recorder.started[-1]["to"], recorder.started[-1]["max_unavailable"]) == ("1.37", 2)
+    r = client.post("/api/v1/installation/upgrade/start", headers=h, json={"spec": ha(), "to": "1.35"})
+    assert r.status_code == 422 and r.json()["problems"][0].startswith("to: 1.35.8 is older"), r.text
+    r = client.post("/api/v1/installation/upgrade/start", headers=h, json={"spec": ha(), "max_unavailable": 0})
+    assert r.status_code == 422 and "max_unavailable" in r.text, r.text
+
+
+def test_kai_upgrade_needs_the_target(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["upgrade", str(ROOT / "examples" / "ha.yaml")])
+    assert exc.value.code == 2 and "--to" in capsys.readouterr().err
