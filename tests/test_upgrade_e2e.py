@@ -156,7 +156,8 @@ def test_upgrade_cancelled_mid_workers_then_the_rerun_resumes_and_completes(host
     assert_completed(rerun)
     text = "\n".join(logs(rerun["id"]))
     for host, step in [(cps[0], "upgrade-apply"), (cps[1], "upgrade-control-planes"),
-                       (cps[0], "drain-cp-1"), (cps[2], "kubelet-cp-3"), (cps[0], "drain-workers-1")]:
+                       (cps[0], f"drain-{cps[0].name}"), (cps[2], f"kubelet-{cps[2].name}"),
+                       (cps[0], "drain-workers-1")]:
         assert f"[{host.name}] {step}: already done" in text, \
             f"{step} on {host.name} was not skipped: " + "\n".join(l for l in text.splitlines() if step in l)
     assert f"[{w1.name}] running kubeadm upgrade node" in text, "the rerun did not finish the worker"
