@@ -42,6 +42,10 @@ class StartRequest(BaseModel):
     lock_wait_s: float | None = Field(None, ge=0, le=3600,
                                       description="how long to wait for busy hosts before refusing")
     rebuild_mode: Literal[modes.install_choices()] = "auto"  # type: ignore[valid-type]
+    to: str | None = Field(None, max_length=32,
+                           description="upgrade: the Kubernetes version to move to (\"1.37\", \"1.37.1\")")
+    max_unavailable: int | None = Field(None, ge=1, le=10000,
+                                        description="upgrade: workers upgraded at once (default 1)")
 
 
 class ApiError(Exception):
@@ -158,7 +162,8 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
         prefect_call(legacy.store_secrets, secrets)
     try:
         run_id = prefect_call(ctl.start, canonical, request.spec, nodes=request.nodes,
-                              lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode)
+                              lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode,
+                              to=request.to, max_unavailable=request.max_unavailable)
     except ApiError:
         if secrets:
             legacy.delete_secrets(list(secrets))

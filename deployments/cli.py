@@ -76,6 +76,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
                    help=f"{' | '.join(modes.planned_names())} (aliases accepted; "
                         f"default: {modes.DEFAULT_RULE})")
     p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+    p.add_argument("--to", default=None, help="upgrade: the Kubernetes version to move to (1.37)")
+    p.add_argument("--max-unavailable", type=int, default=None,
+                   help="upgrade: workers upgraded at once (default 1)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -96,7 +99,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     try:
         mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec, nodes)
-        plan = build_plan(spec, mode, nodes=nodes)
+        options = {modes.TARGET_PARAM: args.to, modes.MAX_UNAVAILABLE_PARAM: args.max_unavailable}
+        plan = build_plan(spec, mode, nodes=nodes, **options)
     except SpecError as exc:
         return _problems_to_stderr(exc.problems)
     if args.json:
@@ -182,6 +186,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
 
 # hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
 from deployments import cli_runs  # noqa: E402,F401
+from deployments import cli_upgrade  # noqa: E402,F401  (upgrade)
 
 
 # --- entry point -------------------------------------------------------------------------------

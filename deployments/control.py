@@ -44,7 +44,8 @@ flow_parameters = mode_table.flow_parameters
 # --- validation & start ------------------------------------------------------------------------
 
 def validate(mode: str, spec: Any, nodes: list[str] | None = None,
-             rebuild_mode: str = "auto") -> tuple[str, dict]:
+             rebuild_mode: str = "auto", to: str | None = None,
+             max_unavailable: int | None = None) -> tuple[str, dict]:
     """(canonical mode, spec as JSON) or SpecError with every problem of the spec for this mode."""
     mode = canonical_mode(mode)
     if not isinstance(spec, dict):  # never a path or YAML text here: callers read files themselves
@@ -55,7 +56,8 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
         raise SpecError([p if p.startswith("spec") else f"spec: {p}" for p in exc.problems]) from None
     if parsed is not None:  # mode rules too (rebuild: its install mode's), one answer for all
         for part in mode_table.plan_sequence(mode, parsed, rebuild_mode):
-            problems = problems + [p for p in validate_for_mode(parsed, part, nodes)
+            options = {mode_table.TARGET_PARAM: to, mode_table.MAX_UNAVAILABLE_PARAM: max_unavailable}
+            problems = problems + [p for p in validate_for_mode(parsed, part, nodes, options)
                                    if p not in problems]
     if nodes is not None and not mode_table.get(mode).takes_nodes:
         problems = [p for p in problems if not p.startswith("nodes: a list of nodes")]
@@ -66,13 +68,15 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
 
 
 def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: float | None = None,
-          rebuild_mode: str = "auto", tags: list[str] | None = None) -> str:
-    """Validate (every problem at once), then create a flow run of the mode's deployment → run id."""
+          rebuild_mode: str = "auto", tags: list[str] | None = None, to: str | None = None,
+          max_unavailable: int | None = None) -> str:
+    """Validate (every problem at once), then create a flow run of the mode's deployment → run id.
+    `to` and `max_unavailable`: the upgrade's target (installers/modes.py takes_target)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    mode, spec_json = validate(mode, spec, nodes, rebuild_mode)
-    params = flow_parameters(mode, spec_json, nodes, lock_wait_s, rebuild_mode)
+    mode, spec_json = validate(mode, spec, nodes, rebuild_mode, to, max_unavailable)
+    params = flow_parameters(mode, spec_json, nodes, lock_wait_s, rebuild_mode, to, max_unavailable)
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(f"{mode}/{mode}")

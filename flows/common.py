@@ -71,17 +71,19 @@ def kai_run(
     *,
     nodes: list[str] | None = None,
     lock_wait_s: float = 30,
+    options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[RunContext, Plan]]:
     """The frame of a flow run (module doc). Whether it locks its hosts is the mode's
-    (installers/modes.py: read-only health does not)."""
+    (installers/modes.py: read-only health does not). `options`: the target of a mode that
+    takes one (upgrade: to, max_unavailable)."""
     logger = get_run_logger()
     redact.install()
     spec = load_spec(spec if isinstance(spec, dict) else spec.model_dump(mode="json"))
-    problems = validate_for_mode(spec, mode, nodes)
+    problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)
     lock = modes.get(mode).locks_hosts
-    plan = build_plan(spec, mode, nodes=nodes)
+    plan = build_plan(spec, mode, nodes=nodes, **(options or {}))
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
     touched = sorted({job.node for phase in plan.phases for step in phase.steps for job in step.jobs})

@@ -33,6 +33,8 @@ AUTO = "auto"
 NODES_PARAM = "nodes"            # takes_nodes: the names of the nodes to work on
 INSTALL_PARAM = "mode"           # a mode whose `runs` holds INSTALL: which install mode (or auto)
 LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
+TARGET_PARAM = "to"              # takes_target: the Kubernetes version to move to ("1.37", "1.37.1")
+MAX_UNAVAILABLE_PARAM = "max_unavailable"  # takes_target: workers drained at once (default 1)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Mode:
                                     # `kai init` choose from
     installs: bool = False          # puts Kubernetes on hosts (`kai hosts check --mode` choices)
     takes_nodes: bool = False       # its flow takes NODES_PARAM
+    takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
 
@@ -70,6 +73,8 @@ MODES: tuple[Mode, ...] = (
          runs=("reset", INSTALL)),
     Mode("preflight", "check every host against the spec (read-only)"),
     Mode("health", "verify a running cluster (read-only)", locks_hosts=False),
+    Mode("upgrade", "upgrade the running cluster one minor (or a patch): control planes first, "
+         "then workers in batches", takes_target=True),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -144,12 +149,17 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 
 
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
-                    lock_wait_s: float | None = None, install: str = AUTO) -> dict[str, Any]:
+                    lock_wait_s: float | None = None, install: str = AUTO,
+                    target: str | None = None, max_unavailable: int | None = None) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
     if m.takes_nodes:
         params[NODES_PARAM] = list(nodes or [])
+    if m.takes_target:
+        params[TARGET_PARAM] = target
+        if max_unavailable is not None:
+            params[MAX_UNAVAILABLE_PARAM] = max_unavailable
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -160,6 +170,15 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
 def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
     """The node names a run of `mode` was given (None for a mode that takes none)."""
     return params.get(NODES_PARAM) if get(mode).takes_nodes else None
+
+
+def target_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan options a run of `mode` was given: {"to", "max_unavailable"} for a mode that
+    takes a target (build_plan's keywords), {} for the others."""
+    if not get(mode).takes_target:
+        return {}
+    return {TARGET_PARAM: params.get(TARGET_PARAM),
+            MAX_UNAVAILABLE_PARAM: params.get(MAX_UNAVAILABLE_PARAM)}
 
 
 def overview_rows() -> list[str]:

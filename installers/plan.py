@@ -373,24 +373,32 @@ def _reset_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
     return [Phase("reset", "Reset the nodes (workers first)", tuple(steps))]
 
 
-PLANNERS: dict[str, Callable[[ClusterSpec, list[Node]], list[Phase]]] = {
+# The upgrade mode's planner and job builders (installers/plan_upgrade.py; it imports this module
+# back lazily). Its planner takes the mode's options too: build_plan's keywords.
+from installers.plan_upgrade import (drain_job, uncordon_job, upgrade_facts_job,  # noqa: E402,F401
+                                     upgrade_node_job, upgrade_plan)
+
+PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
     "ha": _ha_plan,
     "add_nodes": _add_nodes_plan,
     "reset": _reset_plan,
     "preflight": _preflight_plan,
     "health": _health_plan,
+    "upgrade": upgrade_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
                                "(nothing else is touched)"]}
 
 
-def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> Plan:
-    """The plan of a mode; raises SpecError when the spec does not suit the mode."""
-    problems = validate_for_mode(spec, mode, nodes)
+def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, **options: Any) -> Plan:
+    """The plan of a mode; raises SpecError when the spec does not suit the mode. `options`: what
+    a mode that takes a target is given (installers/modes.py target_options: to, max_unavailable)."""
+    problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)
-    phases = PLANNERS[mode](spec, [spec.node(n) for n in nodes or []])
+    given = {k: v for k, v in options.items() if v is not None}
+    phases = PLANNERS[mode](spec, [spec.node(n) for n in nodes or []], **given)
     warnings = list(spec_warnings(spec)) + PLAN_WARNINGS.get(mode, [])
     return Plan(mode=mode, cluster=spec.name, phases=tuple(phases), warnings=tuple(warnings))
 
@@ -399,7 +407,8 @@ def run_plans(spec: ClusterSpec, mode: str, params: Mapping[str, Any] | None = N
     """The plans a run of `mode` goes through, in order, given its flow parameters: one plan, or
     for a composed mode (rebuild) reset's, then the install's (installers/modes.py)."""
     params = params or {}
-    return [build_plan(spec, part, nodes=modes.nodes_param(part, params))
+    return [build_plan(spec, part, nodes=modes.nodes_param(part, params),
+                       **modes.target_options(part, params))
             for part in modes.plan_sequence(mode, spec, params.get(modes.INSTALL_PARAM, modes.AUTO))]
 
 

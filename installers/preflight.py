@@ -163,15 +163,18 @@ def _check_version_unchanged(c: _Collector, spec: ClusterSpec, mode: str, name: 
     if mode not in _INSTALL_MODES or not re.fullmatch(r"\d+\.\d+\.\d+", installed):
         return
     wanted = spec.kubernetes.full_version
-    if installed != wanted:  # TODO(#11): name `kai upgrade SPEC --to <minor>` once it exists
+    if installed != wanted:
         minor = spec.kubernetes.minor
+        have = tuple(int(p) for p in installed.split("."))
+        # kubeadm upgrades one minor at a time: name the next step, not a refused jump
+        to = spec.kubernetes.version if int(minor.split(".")[1]) <= have[1] + 1 else f"{have[0]}.{have[1] + 1}"
         c.add(name, "version_change", "error",
               f"node {name} is a member of this cluster running kubelet v{installed}, and the spec "
               f"asks for kubernetes.version {spec.kubernetes.version} (v{wanted}): an install "
               f"never changes a running cluster's version (its kubelets would be newer than the "
-              f"API servers). That is an upgrade (one minor at a time, control planes first), "
-              f"which kai does not do yet: set kubernetes.version back to {installed}, or rebuild "
-              f"the cluster at {minor} (rebuild resets every node: the cluster's state is lost)")
+              f"API servers). That is an upgrade, one minor at a time, control planes first: "
+              f"`kai upgrade SPEC --to {to}`; or set kubernetes.version back to {installed}, or "
+              f"rebuild the cluster at {minor} (rebuild resets every node: the cluster's state is lost)")
 
 
 def member_of_this_cluster(spec: ClusterSpec, node, facts: Mapping[str, str]) -> bool:

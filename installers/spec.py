@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
                       ValidationInfo, model_validator)
@@ -294,8 +294,12 @@ class ClusterSpec(_Model):
         return self.ssh.model_copy(update=over.model_dump(exclude_none=True))
 
 
-def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> list[str]:
-    """Rules that depend on the mode (an argument, not part of the spec)."""
+def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = None,
+                      options: Mapping[str, Any] | None = None) -> list[str]:
+    """Rules that depend on the mode (an argument, not part of the spec); `options` are the
+    target a mode that takes one is given (installers/modes.py target_options)."""
+    from installers import upgrade_rules
+
     p: list[str] = []
     cps = spec.control_planes()
     if mode not in MODES:
@@ -331,6 +335,10 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
                 p.append("nodes: a node is named twice in the list to add")
     if nodes and not modes.get(mode).takes_nodes:
         p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
+    if modes.get(mode).takes_target:
+        p += upgrade_rules.upgrade_problems(spec, options or {})
+    else:
+        p += upgrade_rules.options_for_other_modes(mode, options or {})
     return p
 
 

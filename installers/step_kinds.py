@@ -99,6 +99,17 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("health", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=120),
              note="the health mode's verify, its own deadline"),
     StepKind("reset", "tasks/node_tasks.py:reset", "reset.sh", StepPolicy(1, 10, 600)),
+    # The upgrade mode (flows/upgrade.py, installers/plan_upgrade.py).
+    StepKind("upgrade_facts", "tasks/upgrade.py:upgrade_preflight", "upgrade-facts.sh",
+             StepPolicy(1, 5, 60), note="judged with the API's view in `installers/upgrade_checks.py`"),
+    StepKind("upgrade_node", "tasks/upgrade.py:upgrade_node", "upgrade-node.sh",
+             StepPolicy(1, 20, 900)),
+    # A drain waits for PodDisruptionBudgets: kubectl's --timeout is this timeout less a margin
+    # (installers/plan_upgrade.py), so the error names the pod that blocked it.
+    StepKind("drain", "tasks/upgrade.py:drain", "upgrade-drain.sh", StepPolicy(1, 10, 330)),
+    StepKind("uncordon", "tasks/upgrade.py:uncordon", "upgrade-uncordon.sh", StepPolicy(2, 5, 300)),
+    StepKind("upgrade_report", "tasks/upgrade.py:upgrade_report", None, StepPolicy(1, 5, 60),
+             note="each node's version before/after, nodes left cordoned"),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

@@ -44,13 +44,17 @@ CASES = [
     ("rebuild", ha(endpoint=LB, storage=NO_STORAGE), {"mode": "ha"}),
     ("preflight", ha(), {}),
     ("health", ha(), {}),
+    ("upgrade", ha(), {"to": "1.37"}),                  # 3 control planes, 2 workers one at a time
+    ("upgrade", ha(workers=3), {"to": "1.37", "max_unavailable": 2}),
+    ("upgrade", aio(), {"to": "1.36.5"}),               # a patch; one node, no workers
 ]
 
 
 def case_id(case) -> str:
     mode, spec, params = case
     return f"{mode}-{len(spec['nodes'])}n-{spec.get('control_plane_endpoint', {}).get('type', 'node')}" \
-           f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}"
+           f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}" \
+           f"{params.get('to', '')}{params.get('max_unavailable', '')}"
 
 
 @pytest.fixture
@@ -62,8 +66,8 @@ def recorded(monkeypatch) -> list[tuple[str, str, str]]:
         return {}
 
     @contextlib.contextmanager
-    def plan_only(spec, mode, *, nodes=None, lock_wait_s=30):
-        plan = build_plan(spec, mode, nodes=nodes)
+    def plan_only(spec, mode, *, nodes=None, lock_wait_s=30, options=None):
+        plan = build_plan(spec, mode, nodes=nodes, **(options or {}))
         yield SimpleNamespace(spec=spec, plan=plan), plan
 
     monkeypatch.setattr(step_task, "run_task", record)

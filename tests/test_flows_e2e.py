@@ -210,6 +210,7 @@ def test_all_in_one_with_a_transient_failure_then_rerun_then_reset(hosts, server
     assert st["state"] == "FAILED" and st["failure"]["step"] == "facts", st["failure"]
     message = st["failure"]["message"]
     assert h0.name in message and "v1.36" in message and "an upgrade" in message and "back to 1.36" in message, message
+    assert "`kai upgrade SPEC --to 1.37`" in message, message
     assert [s["name"] for s in st["steps"] if s["state"] not in ("PENDING", "SKIPPED", None)] == ["facts"], \
         st["steps"]
     assert h0.exec(snapshot).stdout == before, "the refused run changed a package or a done-marker"

@@ -42,6 +42,8 @@ def test_each_mode_is_the_flow_its_entrypoint_names():
         assert (modes.NODES_PARAM in takes) == modes.get(name).takes_nodes, name
         assert (modes.LOCK_WAIT_PARAM in takes) == modes.get(name).locks_hosts, name
         assert (modes.INSTALL_PARAM in takes) == (modes.INSTALL in modes.get(name).runs), name
+        for param in (modes.TARGET_PARAM, modes.MAX_UNAVAILABLE_PARAM):
+            assert (param in takes) == modes.get(name).takes_target, name
 
 
 def test_every_planned_mode_has_a_planner():
@@ -123,6 +125,8 @@ def test_kai_plan_accepts_every_planned_name(capsys, name):
     argv = ["plan", str(spec), "--mode", name]
     if modes.get(modes.canonical_mode(name)).takes_nodes:
         argv = ["plan", str(ROOT / "examples" / "ha.yaml"), "--mode", name, "--nodes", "worker-2"]
+    if modes.get(modes.canonical_mode(name)).takes_target:
+        argv += ["--to", "1.37"]
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 0, err

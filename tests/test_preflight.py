@@ -163,6 +163,15 @@ def test_a_changed_version_on_a_member_is_refused_naming_kai_upgrade(mode):
     msg = found[0].message
     assert f"node {node.name}" in msg and "v1.36.4" in msg and "v1.37.1" in msg
     assert "set kubernetes.version back to 1.36.4" in msg and "rebuild the cluster at 1.37" in msg
+    assert "`kai upgrade SPEC --to 1.37`" in msg
+
+
+def test_a_two_minor_jump_names_the_next_minor_as_the_upgrade_step():
+    spec = load_spec(aio(kubernetes={"version": "1.37"}))
+    node = spec.nodes[0]
+    msg = find(evaluate(spec, "all_in_one", facts_for(spec, **{node.name: _member(spec, node, "v1.35.8")})),
+               "version_change")[0].message
+    assert "`kai upgrade SPEC --to 1.36`" in msg, msg
 
 
 def test_a_patch_change_is_refused_too_and_the_same_version_is_a_plain_rerun():

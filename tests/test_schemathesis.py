@@ -30,8 +30,9 @@ class StartsNothing:
     validate = staticmethod(control.validate)
     modes = staticmethod(control.modes)
 
-    def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None):
-        control.validate(mode, spec, nodes, rebuild_mode)
+    def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None,
+              to=None, max_unavailable=None):
+        control.validate(mode, spec, nodes, rebuild_mode, to, max_unavailable)
         return str(uuid.uuid4())
 
 
