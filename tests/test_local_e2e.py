@@ -1,0 +1,124 @@
+"""The local machine as a node, end to end: real Prefect (the session's `kai serve`), the local
+transport (installers/ssh/local.py), every node script, on a booted host acting as "the local
+machine" — the session's KAI_LOCAL_AGENT_COMMAND enters its namespaces (tests/support/
+local_machine.py); nothing runs on the machine running the tests, and the host's sshd is stopped
+for the whole module, so nothing can go over SSH either.
+
+One booted host, in order:
+  the old all-in-one body without a host, through the REST start path: mapped onto a local node
+  at the host's own address (asked of the host); its facts run there; cancelled, nothing left;
+  a spec with `connection: local`: install with kubeadm init hanging → cancel mid-step (the
+  step's process group killed on the host) → rerun completes (done steps skipped), verify's data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.hosts.mirror import serve_mirror_to
+from tests.support.e2e_server import kai_server, wait_final  # noqa: F401  (session fixture)
+from tests.support.local_machine import acting_as_local_machine
+from tests.support.wait import wait_until
+from tests.test_flows_e2e import (assert_completed, assert_no_kai_processes, calls, clear_fault,
+                                  kai_processes, logs, make_spec, set_fault, start, wait,
+                                  wait_step_running)
+
+pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
+
+HOSTS_NEEDED = 1
+P = "/api/v1/installation"
+
+
+@pytest.fixture(scope="module")
+def hosts(clean_hosts):
+    return serve_mirror_to(clean_hosts, HOSTS_NEEDED)
+
+
+@pytest.fixture(scope="module")
+def server(kai_server):  # noqa: F811
+    with kai_server.prefect():
+        yield kai_server
+
+
+@pytest.fixture(scope="module")
+def local_machine(hosts, server):
+    h = hosts[0]
+    h.exec("systemctl stop ssh.service")
+    try:
+        with acting_as_local_machine(server.state_dir, h):
+            yield h
+    finally:
+        h.exec("systemctl start ssh.service", check=False)
+
+
+def step_state(st: dict, name: str) -> str | None:
+    return next((s["state"] for s in st["steps"] if s["name"] == name), None)
+
+
+def test_the_old_body_without_a_host_runs_on_the_local_machine(local_machine, server):
+    h = local_machine
+    body = {"cluster_name": "old-local", "k8s_version": "1.36", "cni_provider": "flannel"}
+    t0 = time.monotonic()
+    with server.client() as c:
+        r = c.post(f"{P}/all_in_one/start", json=body)
+        assert r.status_code == 202, r.text
+        run_id = r.json()["installation_id"]
+        # the node is the local machine, at the address the host itself reported
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            spec = client.read_flow_run(uuid.UUID(run_id)).parameters["spec"]
+        assert spec["nodes"][0]["connection"] == "local", spec["nodes"]
+        assert spec["nodes"][0]["address"] == h.address, spec["nodes"]
+        # its facts step ran on the host through the local transport: then cancel the run
+        st = wait(run_id, timeout=300, until=lambda st: step_state(st, "facts") in ("COMPLETED", "FAILED"))
+        assert step_state(st, "facts") == "COMPLETED", st["failure"]
+        assert c.post(f"{P}/{run_id}/cancel").status_code == 200
+        final = wait_final(c, run_id, 180)
+    assert final["progress"]["status"] == "cancelled", final["progress"]
+    facts = next(r for r in final["progress"]["step_results"] if r["step_name"] == "facts")
+    assert facts["host"] == "master-1" and facts["success"] is True, facts
+    assert_no_kai_processes(h, within_s=20)
+    print(f"\nold body without a host: started, facts on the local machine, cancelled in "
+          f"{time.monotonic() - t0:.0f} s")
+
+
+def test_a_local_node_installs_after_a_cancel_mid_step(local_machine, hosts, server):
+    h = local_machine
+    spec = make_spec(hosts, [h], name="local-aio")
+    del spec["ssh"]  # no SSH settings at all: nothing to connect to, no host key to verify
+    spec["nodes"][0]["connection"] = "local"
+
+    # kubeadm init hangs: cancel mid-step; the step's processes on the host are killed
+    set_fault(h, {"kubeadm init": {"sleep": 300}})
+    t0 = time.monotonic()
+    run_id = start("all_in_one", spec)
+    wait_step_running(run_id, "kubeadm-init")
+    wait_until("kubeadm init running on the host", lambda: "kubeadm" in kai_processes(h), 120, 0.5)
+    from deployments import control
+    control.cancel(run_id)
+    st = wait(run_id, timeout=180)
+    assert st["state"] == "CANCELLED", st["state"]
+    assert_no_kai_processes(h, within_s=20)
+    cancel_s = time.monotonic() - t0
+    lines = "\n".join(logs(run_id))
+    assert f"[{h.name}]" in lines, "the steps' output streamed to Prefect with the host's name"
+    clear_fault(h)
+
+    # the rerun completes: the steps done before the cancel are skipped by their markers
+    t1 = time.monotonic()
+    st = wait(start("all_in_one", spec), timeout=900)
+    install_s = time.monotonic() - t1
+    assert_completed(st)
+    text = "\n".join(logs(st["id"]))
+    for step in ("os-prep", "runtime", "kube-packages"):
+        assert f"[{h.name}] {step}: already done" in text, f"{step}: not skipped in the rerun"
+    assert [c["exit_code"] for c in calls(h, "kubeadm", "init")][-1] == 0
+    info = st["cluster_info"]
+    assert [n["name"] for n in info["nodes"]] == [h.name], info
+    assert info["nodes"][0]["address"] == h.address, info
+    assert not kai_processes(h)
+    print(f"\nlocal node: to kubeadm-init + cancel {cancel_s:.0f} s; rerun to completion "
+          f"{install_s:.0f} s")
