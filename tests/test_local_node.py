@@ -124,3 +124,9 @@ def test_without_a_default_route_the_one_global_address(fake_ip, tmp_path):
         address(fake_ip, tmp_path, ROUTE="", ALL=two)
     with pytest.raises(LocalMachineError, match="interface eth0 has no global IPv4 address"):
         address(fake_ip, tmp_path, ROUTE="default via 10.250.0.1 dev eth0\n", ETH0="")
+
+
+def test_in_the_tests_this_machine_is_never_the_local_machine():
+    """tests/conftest.py: a local node without a prefix of its own refuses to start here."""
+    with pytest.raises(LocalMachineError, match=r"exit 97.*tests: no local machine in this process"):
+        local_machine_address()

@@ -145,7 +145,8 @@ def test_many_jobs_at_once_share_the_agent_pool(conn):
 def test_an_agent_that_cannot_start_names_the_node_and_why(sandbox):
     with LocalConnection(LocalTarget(node="me", command_prefix=("sh", "-c", "echo no entry >&2; exit 7", "sh"))) as c:
         res = c.run_job(job("echo never"))
-    assert not res.ok and "did not start on me (the local machine)" in res.error, res
+    assert not res.ok and res.exit_code == 7, res
+    assert "did not start on me (the local machine) as " in res.error, res
     assert res.tail == ["no entry"]
     with LocalConnection(LocalTarget(node="me", command_prefix=(str(sandbox / "no-such-command"),))) as c:
         with pytest.raises(ConnectError, match="cannot start kai-exec.sh on me .*'s'.*no-such-command") as err:

@@ -107,7 +107,7 @@ class LocalChannel:
     Its stdout and stderr are read by a thread each into paramiko's own BufferedPipe (whose
     set_event is how the agent's ChannelWakeup learns of data). The exit status is announced only
     once both pipes reached EOF (or DRAIN_AFTER_EXIT_S after the exit): what the agent wrote before
-    it exited is in the buffers first, as on an SSH channel."""
+    it exited is in the buffers first."""
 
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.in_buffer = BufferedPipe()
@@ -215,18 +215,34 @@ class LocalChannel:
             with self._eof_lock:
                 self._open_pipes -= 1
                 last = self._open_pipes == 0
-            if last:  # as paramiko does on EOF: the flag first, then both buffers closed
-                self.eof_received = True
-                self.in_buffer.close()
-                self.in_stderr_buffer.close()
+            if last:
+                self._output_ended()
+
+    def _output_ended(self) -> None:
+        """Both pipes at EOF: the process has (nearly always) exited with them. Its exit status
+        first, then EOF and the buffers closed (as paramiko does on EOF): a reader that sees
+        either finds everything the process said already in the buffers."""
+        try:
+            self._announce_exit(self._proc.wait(timeout=DRAIN_AFTER_EXIT_S))
+        except subprocess.TimeoutExpired:  # it closed its output and lives on: _watch reports it
+            pass
+        self.eof_received = True
+        self.in_buffer.close()
+        self.in_stderr_buffer.close()
 
     def _watch(self) -> None:
-        """Reap the process; announce its exit once its output is in the buffers."""
+        """Reap the process. Its exit is announced once its output is in the buffers, or
+        DRAIN_AFTER_EXIT_S after it exited if something that escaped it holds its pipes."""
         code = self._proc.wait()
         for reader in self._readers:
             reader.join(DRAIN_AFTER_EXIT_S)  # the same deadline for both: they end together
-        self.exit_status = 128 - code if code < 0 else code  # killed by a signal: 128 + its number
-        self.status_event.set()
+        self._announce_exit(code)
+
+    def _announce_exit(self, code: int) -> None:
+        with self._eof_lock:
+            if not self.status_event.is_set():
+                self.exit_status = 128 - code if code < 0 else code  # by a signal: 128 + its number
+                self.status_event.set()
 
     def _stop_if_still_running(self) -> None:
         """close() + CLOSE_GRACE_S: an agent still running gets TERM on its group, then KILL."""
@@ -295,5 +311,7 @@ class LocalConnection(Connection):
         how = "through `sudo -n`" if t.sudo == "nopasswd" else f"as {t.user}"
         hint = ("no sudoers rule letting this user run bash without a password?"
                 if t.sudo == "nopasswd" else "is bash installed?")
+        if t.command_prefix:
+            hint += f" Does the command in front of it ({t.command_prefix[0]}) run it?"
         return (f"kai-exec.sh did not start on {t.node} ({t.address}) {how} (exit {code}): "
                 f"{hint} See the tail")
