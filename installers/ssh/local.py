@@ -105,9 +105,10 @@ class LocalChannel:
     """A local process behind the paramiko Channel surface that Agent uses (module doc).
 
     Its stdout and stderr are read by a thread each into paramiko's own BufferedPipe (whose
-    set_event is how the agent's ChannelWakeup learns of data). The exit status is announced only
-    once both pipes reached EOF (or DRAIN_AFTER_EXIT_S after the exit): what the agent wrote before
-    it exited is in the buffers first."""
+    set_event is how the agent's ChannelWakeup learns of data). When both pipes reached EOF, the
+    exit status and then EOF are announced, so whoever sees either finds everything the agent
+    said already in the buffers; when something that escaped the agent holds its pipes, the exit
+    alone is announced DRAIN_AFTER_EXIT_S after it."""
 
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.in_buffer = BufferedPipe()
