@@ -168,3 +168,12 @@ def test_root_runs_the_agent_itself_anyone_else_through_sudo_n(monkeypatch):
 def test_the_fleet_gives_the_local_node_a_local_connection():
     with Fleet({"me": LocalTarget(node="me")}) as fleet:
         assert isinstance(fleet.get("me"), LocalConnection)
+
+
+def test_an_idle_agent_that_died_is_replaced_transparently(conn):
+    import signal
+    first = int(conn.run_job(job('echo "$PPID"')).tail[0])
+    os.kill(first, signal.SIGKILL)
+    wait_until("the idle agent dead", lambda: not alive(first), 10, 0.02)
+    res = conn.run_job(job('echo "$PPID"'))
+    assert res.ok and int(res.tail[0]) != first, res
