@@ -14,7 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -63,9 +63,10 @@ class LegacyCommon(_Old):
 
 
 class LegacyAllInOneRequest(LegacyCommon):
-    """Old all-in-one body: one node, reached at `host` (also accepted as `master` or `node_ip`)."""
-    host: str = Field(validation_alias=AliasChoices("host", "master", "node_ip"),
-                      description="IP address of the node")
+    """Old all-in-one body: one node, reached at `host` (also accepted as `master` or `node_ip`);
+    without a host, the node is the machine kai runs on, as in the old service."""
+    host: str | None = Field(None, validation_alias=AliasChoices("host", "master", "node_ip"),
+                             description="IP address of the node; none: the machine kai runs on")
 
 
 class LegacyHARequest(LegacyCommon):
@@ -112,8 +113,26 @@ def parse(mode: str, body: dict) -> LegacyAllInOneRequest | LegacyHARequest:
 _HOST_PORT = re.compile(r"^(?P<host>[^:\[\]]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 
-def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest) -> Mapped:
-    """Map an old body onto a spec dict (validated later, with the rest, by the wrapper)."""
+def local_all_in_one_node(address: str) -> dict:
+    """The node of an old all-in-one body without a host: the machine kai runs on, marked
+    `connection: local` (its steps run as local processes), at the address it advertises."""
+    return {"name": "master-1", "address": address, "roles": ["control-plane", "worker"],
+            "connection": "local"}
+
+
+def this_machines_address() -> tuple[str, str | None]:
+    """(address, None), or ("", the problem under the old field name)."""
+    from installers.local_machine import LocalMachineError, local_machine_address
+    try:
+        return local_machine_address(), None
+    except LocalMachineError as exc:
+        return "", f"host: not given, so the node is this machine, but {exc}"
+
+
+def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
+            local_address: Callable[[], tuple[str, str | None]] = this_machines_address) -> Mapped:
+    """Map an old body onto a spec dict (validated later, with the rest, by the wrapper).
+    `local_address` is asked only for an all-in-one body without a host."""
     problems: list[str] = []
     field_of = {"name": "cluster_name", "kubernetes.version": "k8s_version",
                 "networking.pod_cidr": "pod_cidr", "networking.service_cidr": "service_cidr",
@@ -129,10 +148,16 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest) -> Mapped:
     if req.enable_monitoring:
         warnings.append("enable_monitoring: ignored — kai installs no monitoring stack")
 
-    if isinstance(req, LegacyAllInOneRequest):
-        nodes = [{"name": "master-1", "address": req.host, "roles": ["control-plane", "worker"]}]
+    if isinstance(req, LegacyAllInOneRequest) and req.host is None:
+        address, problem = local_address()
+        problems += [problem] if problem else []
+        nodes = [local_all_in_one_node(address)]
         field_of["nodes[0].address"] = "host"
         endpoint: dict[str, Any] = {"type": "node"}
+    elif isinstance(req, LegacyAllInOneRequest):
+        nodes = [{"name": "master-1", "address": req.host, "roles": ["control-plane", "worker"]}]
+        field_of["nodes[0].address"] = "host"
+        endpoint = {"type": "node"}
     else:
         nodes = []
         for i, address in enumerate(req.masters):

@@ -19,7 +19,7 @@ from installers.settings import KaiSettings
 from installers.spec import ClusterSpec, load_spec
 from installers.ssh import Fleet
 from installers.scripts_store import lib_text, script_text
-from installers.ssh import RemoteJob
+from installers.ssh import RemoteJob, SSHTarget
 from tasks.fanout import fan_out
 from tasks.node_lock import NodeLock, controller_id, lock_job
 from tasks.targets import ssh_targets
@@ -71,6 +71,7 @@ def kill_remote_steps(flow, flow_run, state) -> None:
         names = touched_nodes(spec, mode_of(flow, flow_run), params)
         # a hook must finish quickly: one short connect attempt per host, no retry backoff
         fleet = Fleet({name: replace(t, connect_timeout=5, connect_retries=0)
+                       if isinstance(t, SSHTarget) else t  # the local machine: nothing to reach
                        for name, t in ssh_targets(spec, [spec.node(n) for n in names]).items()})
         lock = the_runs_node_lock(flow_run)
         kill, release = kill_job(lock), lock_job(lock, "release")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -24,12 +25,24 @@ class KaiSettings(BaseSettings):
         120, ge=3, le=3600,
         description="lease of the lock kai keeps on each node while a run works on it; a dead "
                     "controller's lock is taken over this long after its last renewal")
+    local_agent_command: str = Field(
+        "", description="argv (shell words) put in front of the agent of a node marked "
+                        "`connection: local`; empty: the agent runs on this machine as it is "
+                        "(installers/ssh/local.py). The end-to-end tests point it at a booted "
+                        "test host's namespaces")
     # Prefect's own variable, read as-is (no KAI_ prefix).
     prefect_api_url: str | None = Field(
         None, validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"))
 
     def state_path(self) -> Path:
         return self.state_dir.expanduser()
+
+    def local_agent_prefix(self) -> tuple[str, ...]:
+        try:
+            return tuple(shlex.split(self.local_agent_command))
+        except ValueError as exc:  # an unclosed quote
+            raise ValueError(f"KAI_LOCAL_AGENT_COMMAND: not shell words ({exc}): "
+                             f"{self.local_agent_command!r}") from None
 
 
 class NoPrefectServer(RuntimeError):

@@ -192,6 +192,10 @@ class Node(_Model):
     roles: list[Literal["control-plane", "worker"]] = Field(min_length=1)
     labels: dict[Text, Text] = Field(default_factory=dict)
     taints: list[Text] = Field(default_factory=list, description="key=value:Effect or key:Effect")
+    connection: Literal["ssh", "local"] = Field(
+        "ssh", description="how kai reaches the node: over SSH, or `local`: the node is the machine "
+                           "kai runs on, its steps run as local processes (as root, or through "
+                           "`sudo -n`); the ssh settings do not apply to it")
     ssh: SSHOverrides | None = None
 
     @property

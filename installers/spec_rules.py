@@ -118,7 +118,15 @@ def _check_node(node: Node, path: str, index: int, spec: ClusterSpec, names: dic
     if len(set(node.roles)) != len(node.roles):
         p.append(f"{path}.roles: duplicate role")
     _check_labels_and_taints(node, path, p)
-    if node.ssh is not None:
+    if node.connection == "local":
+        first_local = next(i for i, n in enumerate(spec.nodes) if n.connection == "local")
+        if first_local != index:
+            p.append(f"{path}.connection: only one node can be the local machine "
+                     f"(also nodes[{first_local}])")
+        if node.ssh is not None:
+            p.append(f"{path}.ssh: a node with connection 'local' is not reached over SSH; "
+                     "remove its ssh block")
+    elif node.ssh is not None:
         _check_ssh_common(node.ssh, f"{path}.ssh", p)
         if node.ssh.sudo == "password" and not (
                 node.ssh.sudo_password_secret or node.ssh.password_secret

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from installers import redact
+from installers.settings import KaiSettings
 from installers.spec import Bastion, ClusterSpec, Node
-from installers.ssh import SSHTarget
+from installers.ssh import LocalTarget, SSHTarget
 
 
 def load_secret_block(name: str) -> str:
@@ -27,8 +28,10 @@ def ssh_targets(
     spec: ClusterSpec,
     nodes: list[Node] | None = None,
     secret: Callable[[str], str] = load_secret_block,
-) -> dict[str, SSHTarget]:
-    """One SSHTarget per node name; secrets read once per block name."""
+) -> dict[str, SSHTarget | LocalTarget]:
+    """One target per node name: an SSHTarget, or a LocalTarget for the node marked
+    `connection: local` (its agent started as KAI_LOCAL_AGENT_COMMAND says); secrets read once
+    per block name."""
     cache: dict[str, str] = {}
 
     def get(name: str | None) -> str | None:
@@ -41,7 +44,13 @@ def ssh_targets(
     default = spec.ssh
     pins = default.host_key_fingerprints
     targets = {}
+    local_prefix: tuple[str, ...] | None = None
     for node in nodes if nodes is not None else spec.nodes:
+        if node.connection == "local":
+            if local_prefix is None:
+                local_prefix = KaiSettings().local_agent_prefix()
+            targets[node.name] = LocalTarget.for_this_process(node.name, local_prefix)
+            continue
         o = node.ssh
         pick = lambda field: (getattr(o, field) if o is not None and getattr(o, field) is not None  # noqa: E731
                               else getattr(default, field))

@@ -32,7 +32,7 @@ from tests.support.ports import free_port
 
 OWN_SCRIPTS = ["lib.sh", "facts.sh", "os-prep.sh", "containerd.sh", "kube-packages.sh",
                "kube-vip.sh", "kubeadm-init.sh", "join-credentials.sh", "kubeadm-join.sh",
-               "kubeconfig.sh", "cni.sh", "storage.sh", "reset.sh"]
+               "kubeconfig.sh", "cni.sh", "storage.sh", "reset.sh", "local-address.sh"]
 STEP_SCRIPTS = [s for s in OWN_SCRIPTS if s != "lib.sh"]
 MARKER_SCRIPTS = ["os-prep.sh", "containerd.sh", "kube-packages.sh", "kube-vip.sh",
                   "kubeadm-init.sh", "kubeadm-join.sh", "cni.sh", "storage.sh"]
@@ -75,7 +75,7 @@ def test_script_header_and_markers(script: str) -> None:
     ("kube-vip.sh", "KAI_KUBE_VIP_PHASE"), ("kubeadm-init.sh", "KAI_NODE_NAME"),
     ("join-credentials.sh", "KAI_TOKEN_TTL"), ("kubeadm-join.sh", "KAI_NODE_NAME"),
     ("kubeconfig.sh", "KAI_OUT_DIR"), ("cni.sh", "KAI_CNI"), ("storage.sh", "KAI_LOCAL_PATH_URL"),
-    ("reset.sh", "KAI_RESET_PACKAGES")])
+    ("reset.sh", "KAI_RESET_PACKAGES"), ("local-address.sh", "KAI_OUT_DIR")])
 def test_missing_input_is_named(tmp_path: Path, script: str, first_required: str) -> None:
     # Checked before anything is touched, so running it here is safe.
     res = subprocess.run(["bash", str(SCRIPTS_DIR / script)], capture_output=True, text=True,

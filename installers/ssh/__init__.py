@@ -13,6 +13,7 @@ at once, as do authentication failures; only transport-level failures are retrie
     frame.py       the wire: command line, job frames, markers (pure)
     agent.py       one kai-exec.sh agent: readiness, one job streamed to its end
     connection.py  one host: connect (with retries), channel slots, the agent pool, run_job
+    local.py       the local machine as a node: the same agent as a local process (no SSH)
     fleet.py       the connections of a run, bastions shared
 """
 
@@ -20,6 +21,7 @@ from installers.ssh.agent import CANCEL_EXIT, TIMEOUT_EXIT
 from installers.ssh.connection import MAX_CHANNELS, MAX_IDLE_AGENTS, Connection
 from installers.ssh.fleet import Fleet
 from installers.ssh.frame import build_frame, exec_command, kai_exec_text, kept_parts
+from installers.ssh.local import LocalConnection, LocalTarget
 from installers.ssh.target import (
     FINGERPRINT, ConnectError, ConnectionLostError, HostKeyError, JobResult, RemoteJob, SSHTarget,
 )
@@ -27,5 +29,6 @@ from installers.ssh.target import (
 __all__ = [
     "CANCEL_EXIT", "FINGERPRINT", "MAX_CHANNELS", "MAX_IDLE_AGENTS", "TIMEOUT_EXIT",
     "ConnectError", "Connection", "ConnectionLostError", "Fleet", "HostKeyError", "JobResult",
-    "RemoteJob", "SSHTarget", "build_frame", "exec_command", "kai_exec_text", "kept_parts",
+    "LocalConnection", "LocalTarget", "RemoteJob", "SSHTarget", "build_frame", "exec_command",
+    "kai_exec_text", "kept_parts",
 ]

@@ -116,6 +116,9 @@ class Agent:
         take(self.pending)
         self.pending = []
         while True:
+            # seen before reading: what the agent said before it ended is in the buffers by then,
+            # so it is read below (seen after, its last lines could arrive between the two)
+            ended = chan.closed or chan.eof_received or chan.exit_status_ready()
             try:
                 while chan.recv_ready():
                     take(self.out.feed(chan.recv(65536)))
@@ -126,7 +129,6 @@ class Agent:
             if self.ready:
                 return True, said
             now = time.monotonic()
-            ended = chan.closed or chan.eof_received or chan.exit_status_ready()
             if ended or now >= deadline or (cancel is not None and cancel.is_set()):
                 return False, said + self.out.flush() + err.flush()
             self.wakeup.wait(min(0.5, deadline - now))

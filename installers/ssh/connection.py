@@ -278,22 +278,23 @@ class Connection:
         code = chan.recv_exit_status() if chan.exit_status_ready() else 255
         self._discard(agent)
         cancelled = cancel is not None and cancel.is_set()
-        if cancelled:
-            error = None
-        elif not ended:
-            error = (f"kai-exec.sh on {t.node} did not say it was ready within "
-                     f"{NEW_AGENT_READY_S:.0f} s")
-        elif t.sudo == "none":
-            error = f"kai-exec.sh did not start on {t.node} (is bash installed?)"
-        else:
-            error = (f"sudo ({t.sudo}) refused to run kai-exec.sh on {t.node} as {t.user}: "
-                     "wrong sudo_password, or no sudoers rule? See the tail")
+        error = None if cancelled else self._not_started_error(ended, code)
         if on_line is not None:
             for line in said:
                 on_line(line)
         return JobResult(node=t.node, exit_code=CANCEL_EXIT if cancelled else code,
                          duration_s=time.monotonic() - start, tail=said[-TAIL_LINES:],
                          outputs={}, cancelled=cancelled, error=error)
+
+    def _not_started_error(self, ended: bool, code: int) -> str:
+        """Why a new agent never said it was ready (`ended`: its channel closed or it exited)."""
+        t = self.target
+        if not ended:
+            return f"kai-exec.sh on {t.node} did not say it was ready within {NEW_AGENT_READY_S:.0f} s"
+        if t.sudo == "none":
+            return f"kai-exec.sh did not start on {t.node} (is bash installed?)"
+        return (f"sudo ({t.sudo}) refused to run kai-exec.sh on {t.node} as {t.user}: "
+                "wrong sudo_password, or no sudoers rule? See the tail")
 
     def _start_agent(self, step: str) -> Agent:
         """Take a channel slot, start kai-exec.sh on a new channel and give sudo its password."""

@@ -1,4 +1,5 @@
-"""The connections of one run: one per node, one per bastion, opened as steps need them."""
+"""The connections of one run: one per node, one per bastion, opened as steps need them; the local
+machine's node (a LocalTarget) gets a LocalConnection, the same agent pool without SSH."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import threading
 from typing import Mapping
 
 from installers.ssh.connection import Connection
+from installers.ssh.local import LocalConnection, LocalTarget
 from installers.ssh.target import SSHTarget
 
 
 class Fleet:
     """Connection pool keyed by node; thread-safe; shares one connection per bastion."""
 
-    def __init__(self, targets: Mapping[str, SSHTarget] | None = None):
-        self._targets: dict[str, SSHTarget] = dict(targets or {})
+    def __init__(self, targets: Mapping[str, SSHTarget | LocalTarget] | None = None):
+        self._targets: dict[str, SSHTarget | LocalTarget] = dict(targets or {})
         self._conns: dict[str, Connection] = {}
         self._bastions: dict[tuple, Connection] = {}
         self._lock = threading.Lock()
 
-    def add(self, target: SSHTarget) -> None:
+    def add(self, target: SSHTarget | LocalTarget) -> None:
         with self._lock:
             self._targets[target.node] = target
 
@@ -30,6 +32,9 @@ class Fleet:
                     target = self._targets[node]
                 except KeyError:
                     raise KeyError(f"Fleet: no SSH target for node {node!r}") from None
+                if isinstance(target, LocalTarget):
+                    conn = self._conns[node] = LocalConnection(target)
+                    return conn
                 bastion = None
                 if target.bastion is not None:
                     b = target.bastion

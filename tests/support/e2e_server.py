@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.local_machine import local_agent_command
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -143,7 +144,10 @@ _SESSION: dict[str, KaiServer] = {}
 def kai_server(request) -> KaiServer:
     if "server" not in _SESSION:
         state_dir = Path(tempfile.mkdtemp(prefix="kai-e2e-"))
-        server = start_kai_serve(state_dir)
+        # a node marked `connection: local` runs only inside the booted host that a test makes
+        # "the local machine" (tests/support/local_machine.py), never on this machine
+        server = start_kai_serve(state_dir, env_extra={
+            "KAI_LOCAL_AGENT_COMMAND": local_agent_command(state_dir)})
         _SESSION["server"] = server
         print(f"\nkai serve ready in {server.timings['ready_s']:.1f} s: {server.api_url} {server.ui_url}")
 

@@ -1,0 +1,138 @@
+"""The local machine as a node, end to end: real Prefect (the session's `kai serve`), the local
+transport (installers/ssh/local.py), every node script, on a booted host acting as "the local
+machine" — the session's KAI_LOCAL_AGENT_COMMAND enters its namespaces (tests/support/
+local_machine.py); nothing runs on the machine running the tests, and the host's sshd is stopped
+for the whole module, so nothing can go over SSH either.
+
+One booted host, in order:
+  the old all-in-one body without a host, through the REST start path: mapped onto a local node
+  at the host's own address (asked of the host); its facts run there (port 6443 held: refused);
+  a spec with `connection: local`: install with kubeadm init hanging → cancel mid-step (the
+  step's process group killed on the host) → rerun completes (done steps skipped), verify's data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.hosts.mirror import serve_mirror_to
+from tests.support.e2e_server import kai_server, wait_final  # noqa: F401  (session fixture)
+from tests.support.local_machine import acting_as_local_machine
+from tests.support.wait import wait_until
+from tests.test_flows_e2e import (assert_completed, assert_no_kai_processes, calls, clear_fault,
+                                  kai_processes, logs, make_spec, set_fault, start, wait,
+                                  wait_step_running)
+
+pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
+
+HOSTS_NEEDED = 1
+P = "/api/v1/installation"
+
+
+def agents_and_steps(host) -> str:
+    """kai-exec agents and step processes alive on the host (kai_processes also counts
+    kubeadm's stand-in API server, which a finished install leaves running, as it should)."""
+    return host.exec("grep -lzs '^KAI_WORK=' /proc/[0-9]*/environ || true; "
+                     "pgrep -af '[k]ai-exec' || true", check=False).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def hosts(clean_hosts):
+    return serve_mirror_to(clean_hosts, HOSTS_NEEDED)
+
+
+@pytest.fixture(scope="module")
+def server(kai_server):  # noqa: F811
+    with kai_server.prefect():
+        yield kai_server
+
+
+@pytest.fixture(scope="module")
+def local_machine(hosts, server):
+    h = hosts[0]
+    h.exec("systemctl stop ssh.service")
+    try:
+        with acting_as_local_machine(server.state_dir, h):
+            yield h
+    finally:
+        h.exec("systemctl start ssh.service", check=False)
+
+
+def test_the_old_body_without_a_host_runs_on_the_local_machine(local_machine, server):
+    """Through the REST start path. Port 6443 is held on the host, so the run ends at its facts
+    step, deterministically, with preflight's finding: the facts came from the host."""
+    h = local_machine
+    h.exec("systemd-run --unit=kai-test-busy-port python3 -c 'import socket, time; "
+           "s = socket.socket(); s.bind((\"0.0.0.0\", 6443)); s.listen(); time.sleep(900)'")
+    wait_until("port 6443 held on the host",
+               lambda: ":6443 " in h.exec("ss -Htln", check=False).stdout, 30, 0.2)
+    body = {"cluster_name": "old-local", "k8s_version": "1.36", "cni_provider": "flannel"}
+    t0 = time.monotonic()
+    try:
+        with server.client() as c:
+            r = c.post(f"{P}/all_in_one/start", json=body)
+            assert r.status_code == 202, r.text
+            run_id = r.json()["installation_id"]
+            final = wait_final(c, run_id, 300)
+    finally:
+        h.exec("systemctl stop kai-test-busy-port", check=False)
+    # the node is the local machine, at the address the host itself reported
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        spec = client.read_flow_run(uuid.UUID(run_id)).parameters["spec"]
+    assert spec["nodes"][0]["connection"] == "local", spec["nodes"]
+    assert spec["nodes"][0]["address"] == h.address, spec["nodes"]
+    progress = final["progress"]
+    assert progress["status"] == "failed", progress
+    # preflight judged the facts that master-1 (the host) reported
+    assert progress["error_message"].startswith("step facts failed"), progress["error_message"]
+    assert "master-1: [ports] ports already in use: 6443" in progress["error_message"], progress
+    facts = [r for r in progress["step_results"] if r["step_name"] == "facts"]
+    assert [(r["host"], r["success"]) for r in facts] == [("master-1", True)], facts
+    assert_no_kai_processes(h, within_s=20)
+    print(f"\nold body without a host: mapped, facts on the local machine, refused in "
+          f"{time.monotonic() - t0:.0f} s")
+
+
+def test_a_local_node_installs_after_a_cancel_mid_step(local_machine, hosts, server):
+    h = local_machine
+    spec = make_spec(hosts, [h], name="local-aio")
+    del spec["ssh"]  # no SSH settings at all: nothing to connect to, no host key to verify
+    spec["nodes"][0]["connection"] = "local"
+
+    # kubeadm init hangs: cancel mid-step; the step's processes on the host are killed
+    set_fault(h, {"kubeadm init": {"sleep": 300}})
+    t0 = time.monotonic()
+    run_id = start("all_in_one", spec)
+    wait_step_running(run_id, "kubeadm-init")
+    wait_until("kubeadm init running on the host", lambda: "kubeadm" in kai_processes(h), 120, 0.5)
+    from deployments import control
+    control.cancel(run_id)
+    st = wait(run_id, timeout=180)
+    assert st["state"] == "CANCELLED", st["state"]
+    assert_no_kai_processes(h, within_s=20)
+    cancel_s = time.monotonic() - t0
+    lines = "\n".join(logs(run_id))
+    assert f"[{h.name}]" in lines, "the steps' output streamed to Prefect with the host's name"
+    clear_fault(h)
+
+    # the rerun completes: the steps done before the cancel are skipped by their markers
+    t1 = time.monotonic()
+    st = wait(start("all_in_one", spec), timeout=900)
+    install_s = time.monotonic() - t1
+    assert_completed(st)
+    text = "\n".join(logs(st["id"]))
+    for step in ("os-prep", "runtime", "kube-packages"):
+        assert f"[{h.name}] {step}: already done" in text, f"{step}: not skipped in the rerun"
+    assert [c["exit_code"] for c in calls(h, "kubeadm", "init")][-1] == 0
+    info = st["cluster_info"]
+    assert [n["name"] for n in info["nodes"]] == [h.name], info
+    assert info["nodes"][0]["address"] == h.address, info
+    # the run's agents ended with it (the cluster's own processes run on, of course)
+    wait_until(lambda: f"agents or steps left on {h.name}: {agents_and_steps(h)}",
+               lambda: not agents_and_steps(h), 20, 0.5)
+    print(f"\nlocal node: to kubeadm-init + cancel {cancel_s:.0f} s; rerun to completion "
+          f"{install_s:.0f} s")
