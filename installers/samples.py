@@ -87,6 +87,8 @@ nodes:
   - name: node-1
     address: 192.168.10.11
     roles: [control-plane]   # all-in-one: the control plane also runs workloads
+    # connection: local      # the node is the machine kai runs on: no SSH, its steps run as local
+    #                        # processes (as root, or through `sudo -n`); address: its own IP
 """
 
 _NODES_HA = """\
