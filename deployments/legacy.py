@@ -319,17 +319,19 @@ def delete_secrets(names: list[str]) -> None:
 # value moves to a new name (`mode_list`, `current_step_name`, `start_time_iso`, `role_list`).
 
 NOT_FOUND = "Installation not found"
+SHOWN_PROBLEMS = 10  # in an old 400's `error` line
 ALREADY_COMPLETED = "Installation already completed"
 
 
 def validation_error(problems: list[str]) -> str:
     """The old 400 answer's `error`: "Validation failed: Missing required field: masters; …"."""
     worded = []
-    for problem in problems:
+    for problem in problems[:SHOWN_PROBLEMS]:  # all of them are in `problems`
         path, sep, rest = problem.partition(": ")
         worded.append(f"Missing required field: {path}" if sep and rest == "required field missing"
                       else problem)
-    return "Validation failed: " + "; ".join(worded)
+    more = len(problems) - SHOWN_PROBLEMS
+    return "Validation failed: " + "; ".join(worded) + (f"; and {more} more" if more > 0 else "")
 
 
 def modes_envelope(kai: dict) -> dict:

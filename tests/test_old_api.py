@@ -1,0 +1,191 @@
+"""An old client against `kai serve`: every request docs/old-api.md documents, over HTTP, and every
+documented field's name and JSON type and every status code in the answers (the shapes are
+written once, in tests/support/old_api.py; a completed install's status, with its nodes, is
+checked in tests/test_flows_e2e.py).
+
+Runs only ever target light test hosts (addresses in network namespaces this module creates) on a
+port where nothing listens, or where a listener this module owns never speaks (so a run stays in
+its first step until it is cancelled). The old all-in-one body without a host installs on the
+machine kai runs on: it is never sent here (that is the local-machine test's, on a booted host
+acting as the local machine).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.support import old_api as C
+from tests.support.e2e_server import kai_server, wait_final  # noqa: F401
+from tests.support.netns import silent_listener
+from tests.support.ports import closed_port
+
+P = "/api/v1/installation"
+
+
+# --- the table itself (no server) ------------------------------------------------------------------
+
+def test_the_table_holds_every_field_the_contract_documents():
+    documented = C.documented_field_names()
+    assert {"estimated_duration", "pod_count_by_namespace", "internal_ip", "total_logs"} <= documented
+    tabled = set().union(*(C.field_names(shape) for shape in C.ALL_SHAPES))
+    assert documented - tabled == set(), "documented in docs/old-api.md, missing from the table"
+
+
+@pytest.mark.parametrize("value, shape, problem", [
+    ({"a": 1}, {"a": str}, "$.a: str expected, got int 1"),
+    ({}, {"a": str}, "$.a: missing"),
+    ({"t": "2026-12-01T20:00:00"}, {"t": C.FLOAT}, "$.t: a number expected, got str"),
+    ({"n": True}, {"n": int}, "$.n: int expected, got bool True"),
+    ({"s": None}, {"s": str}, "$.s: str expected, got null None"),
+    ({"l": [{"x": 1}]}, {"l": [{"x": str}]}, "$.l[0].x: str expected"),
+    ({"l": []}, {"l": C.NonEmpty(str)}, "$.l: a non-empty list expected"),
+    ({"m": {"ns": "3"}}, {"m": C.MapOf(int)}, "$.m.ns: int expected"),
+    ({"ok": 1}, {"ok": C.Const(True)}, "$.ok: True expected, got 1"),
+])
+def test_the_checker_names_every_difference(value, shape, problem):
+    found = C.problems(value, shape)
+    assert len(found) == 1 and found[0].startswith(problem), found
+    assert C.problems({"a": "x", "n": 2, "t": 1.5, "s": None, "extra": 1},
+                      {"a": str, "n": int, "t": C.FLOAT, "s": C.Nullable(str)}) == []
+
+
+# --- over HTTP --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nodes():
+    """Four light test hosts: three masters and a worker (also the load balancer's address)."""
+    from tests.hosts.fixtures import require
+    from tests.hosts.light import LightHosts
+
+    require(booted=False)
+    hosts = LightHosts(4).up()
+    yield hosts
+    hosts.down()
+
+
+@pytest.fixture(scope="module")
+def encrypted_key(tmp_path_factory):
+    """An OpenSSH key file protected by a passphrase, as the old ssh_config names it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path = tmp_path_factory.mktemp("old-client") / "id_ed25519"
+    path.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"old-passphrase")))
+    path.chmod(0o600)
+    return str(path)
+
+
+class Answers:
+    """Each answer checked against its expected code and shape; every difference is kept, and
+    the test fails once at the end listing them all."""
+
+    def __init__(self, client):
+        self.client, self.failures, self.count = client, [], 0
+
+    def expect(self, method: str, path: str, code: int, shape, **kw) -> dict:
+        r = self.client.request(method, path, **kw)
+        self.count += 1
+        label = f"{method} {path.replace(P, '')} → {r.status_code}"
+        if r.status_code != code:
+            self.failures.append(f"{label}: {code} expected: {r.text[:300]}")
+        try:
+            body = r.json()
+        except ValueError:
+            self.failures.append(f"{label}: not JSON: {r.text[:200]}")
+            return {}
+        self.failures += [f"{label}: {p}" for p in C.problems(body, shape)]
+        return body
+
+    def check(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.failures.append(what)
+
+
+def old_ssh_config(port: int, key_path: str, timeout: float) -> dict:
+    return {"username": "root", "auth_method": "key", "key_path": key_path,
+            "key_passphrase": "old-passphrase", "port": port, "timeout": timeout}
+
+
+@pytest.mark.e2e
+def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, nodes,  # noqa: F811
+                                                                   encrypted_key):
+    t0 = time.monotonic()
+    with kai_server.client() as client, silent_listener(nodes[0]) as silent:
+        a = Answers(client)
+
+        # GET /modes, and every name it advertises is accepted by start (kai's body, an empty
+        # spec: 422 for the spec, never the path's 400)
+        modes = a.expect("GET", f"{P}/modes", 200, C.MODES)
+        names = [n for key, entry in modes.get("modes", {}).items()
+                 for n in (key, entry.get("mode", key), *entry.get("aliases", []))]
+        for name in dict.fromkeys(names):
+            r = client.post(f"{P}/{name}/start", json={"spec": {}})
+            a.check(r.status_code == 422, f"POST /{name}/start: advertised, refused: {r.text[:200]}")
+        a.expect("POST", f"{P}/kind/start", 400, C.ERROR, json={"spec": {}})
+
+        # invalid old bodies: 400, "Validation failed: …"
+        body = a.expect("POST", f"{P}/ha_secure/start", 400, C.ERROR,
+                        json={"load_balancer": nodes[3].address})
+        a.check(body.get("error") == "Validation failed: Missing required field: masters",
+                f"the documented error text: {body.get('error')!r}")
+        a.expect("POST", f"{P}/all_in_one/start", 400, C.ERROR,
+                 json={"host": nodes[0].address, "pod_cidr": "nope", "enable_rbac": "maybe"})
+
+        # the documented ha_secure body: it waits at SSH on the silent listener until cancelled
+        ha_body = {"k8s_version": "1.36", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
+                   "cni_provider": "flannel", "cluster_name": "old-ha", "enable_rbac": True,
+                   "masters": [n.address for n in nodes[:3]], "workers": [nodes[3].address],
+                   "load_balancer": nodes[3].address,
+                   "ssh_config": old_ssh_config(silent.port, encrypted_key, 120)}
+        ha = a.expect("POST", f"{P}/ha_secure/start", 202, C.STARTED, json=ha_body)
+        # the documented all_in_one body (with a host: see the module's docstring): fails fast
+        aio_body = {"k8s_version": "1.36", "pod_cidr": "10.244.0.0/16",
+                    "service_cidr": "10.96.0.0/12", "cni_provider": "flannel",
+                    "cluster_name": "old-aio", "enable_rbac": True, "enable_monitoring": False,
+                    "host": nodes[0].address,
+                    "ssh_config": old_ssh_config(closed_port(), encrypted_key, 5)}
+        aio = a.expect("POST", f"{P}/all_in_one/start", 202, C.STARTED, json=aio_body)
+        assert not a.failures, "\n".join(a.failures)  # nothing below works without the runs
+        ha_id, aio_id = ha["installation_id"], aio["installation_id"]
+
+        # a running run's status (no outcome yet), once it waits in its first step
+        deadline = time.monotonic() + 120
+        while True:
+            st = client.get(f"{P}/{ha_id}/status").json()
+            if st["progress"]["status"] == "running" and st["progress"]["current_step"] >= 1:
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.3)
+        st = a.expect("GET", f"{P}/{ha_id}/status", 200, C.STATUS)
+        a.check("success_status" not in st and st["progress"]["end_time"] is None,
+                f"a running run has no outcome: {st.get('success_status')!r}")
+        logs = a.expect("GET", f"{P}/{ha_id}/logs", 200, C.LOGS, params={"level": "INFO", "limit": 5})
+        a.check(0 < logs["total_logs"] == len(logs["logs"]) <= 5, f"limit 5: {logs['total_logs']}")
+        a.check({e["level"] for e in logs["logs"]} <= set(C.LEVELS[1:]), f"INFO+: {logs['logs']}")
+        a.expect("POST", f"{P}/{ha_id}/cancel", 200, C.CANCELLED)
+
+        # finished runs: their outcome, and a cancel is 400
+        for run_id in (aio_id, ha_id):
+            wait_final(client, run_id, 180)
+            st = a.expect("GET", f"{P}/{run_id}/status", 200, C.STATUS_FINAL)
+            a.check(st["success_status"] is False, f"{run_id}: failed or cancelled, not a success")
+            body = a.expect("POST", f"{P}/{run_id}/cancel", 400, C.ERROR)
+            a.check(body["error"] == C.ALREADY_COMPLETED, f"cancel finished: {body['error']!r}")
+        errors = a.expect("GET", f"{P}/{aio_id}/logs", 200, C.LOGS, params={"level": "ERROR"})
+        a.check(bool(errors["logs"]) and {e["level"] for e in errors["logs"]} <= {"ERROR", "CRITICAL"},
+                f"level=ERROR: {errors['logs'][:3]}")
+
+        # unknown runs: 404 "Installation not found"; invalid queries: 400
+        for missing in (str(uuid.uuid4()), "not-a-run"):
+            for method, path in (("GET", "status"), ("GET", "logs"), ("POST", "cancel")):
+                body = a.expect(method, f"{P}/{missing}/{path}", 404, C.ERROR)
+                a.check(body.get("error") == C.NOT_FOUND, f"{path} {missing}: {body.get('error')!r}")
+        a.expect("GET", f"{P}/{aio_id}/logs", 400, C.ERROR, params={"level": "LOUD"})
+        a.expect("GET", f"{P}/{aio_id}/logs", 400, C.ERROR, params={"limit": 0})
+    print(f"\nold-client contract: {a.count} requests checked in {time.monotonic() - t0:.1f} s")
+    assert not a.failures, "\n".join(a.failures)
