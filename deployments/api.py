@@ -230,8 +230,7 @@ def post_cancel(installation_id: str, ctl: Ctl) -> dict:
 
 
 hosts = APIRouter(prefix="/api/v1/hosts", tags=["hosts"], dependencies=[Depends(authorized)])
-CheckMode = Literal[modes.with_aliases(  # type: ignore[valid-type]
-    [m.name for m in modes.MODES if m.installs and m.has_plan] + ["preflight"])]
+CheckMode = Literal[modes.with_aliases(modes.hosts_check_modes())]  # type: ignore[valid-type]
 
 
 class HostsCheckRequest(BaseModel):

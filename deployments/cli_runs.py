@@ -90,9 +90,10 @@ def _id_arg(p):
 def _hosts_args(p):
     p.add_argument("action", choices=["check"])
     _spec_arg(p)
-    installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
-    p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
-                   help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
+    judged = modes.hosts_check_modes()
+    p.add_argument("--mode", default=None, choices=modes.with_aliases(judged), metavar="MODE",
+                   help=f"judge the hosts for {' | '.join(judged)} (preflight: any layout; "
+                        f"aliases accepted; default: {modes.DEFAULT_RULE})")
 
 
 @command("hosts", "SSH to every host (keys verified) and judge the preflight facts", _hosts_args)

@@ -146,6 +146,12 @@ def new_cluster_names() -> tuple[str, ...]:
     return tuple(m.name for m in MODES if m.new_cluster)
 
 
+def hosts_check_modes() -> tuple[str, ...]:
+    """What a hosts check can judge the hosts for (`kai hosts check --mode`, the REST API's
+    hosts/check): an install mode's rules, or preflight's alone (any layout of nodes)."""
+    return tuple(m.name for m in MODES if m.installs and m.has_plan) + ("preflight",)
+
+
 def install_choices() -> tuple[str, ...]:
     """The install a rebuild runs after its reset: auto (default_mode) or a new-cluster mode."""
     return (AUTO,) + new_cluster_names()

@@ -478,3 +478,60 @@ def test_cluster_info_carries_the_old_keys_from_verifys_facts():
     (3 * 365 * 86400 + 20 * 86400, "3y20d"), (9 * 365 * 86400, "9y")])
 def test_ages_read_like_kubectl(seconds, shown):
     assert legacy.human_age(seconds) == shown
+
+
+# --- hosts check (the old SSH manager's job): the API's side, no host contacted -----------------
+
+class HostsCheckRecorder(FakeControl):
+    def __init__(self):
+        super().__init__()
+        self.checked = []
+
+    def check_hosts(self, spec, mode=None, secrets=None):
+        mode, spec_json = control.validate(mode or "preflight", spec)
+        self.checked.append((mode, spec_json, secrets))
+        return mode, [{"node": n["name"], "ok": True} for n in spec_json["nodes"]]
+
+
+def test_hosts_check_takes_a_spec_or_the_old_host_list():
+    fake = HostsCheckRecorder()
+    client = TestClient(create_app("t0ken", ctl=fake))
+    h = {"Authorization": "Bearer t0ken"}
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": AIO, "mode": "all-in-one"})
+    assert r.status_code == 200 and r.json()["mode"] == "all_in_one" and r.json()["ok"] is True, r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={
+        "hosts": ["10.0.0.1", "10.0.0.2"],
+        "ssh_config": {"username": "admin", "auth_method": "password", "password": "s3cret"}})
+    assert r.status_code == 200, r.text
+    mode, spec, secrets = fake.checked[-1]
+    assert mode == "preflight" and [n["address"] for n in spec["nodes"]] == ["10.0.0.1", "10.0.0.2"]
+    # the password reaches the check in memory only: the spec names a block nobody stores
+    assert list(secrets.values()) == ["s3cret"] and spec["ssh"]["password_secret"] in secrets
+    assert "s3cret" not in repr(spec)
+    r = client.post("/api/v1/hosts/check", headers=h, json={"hosts": ["10.0.0.1", "10.0.0.300"]})
+    assert r.status_code == 400 and any(p.startswith("hosts[1] (nodes[1].address):")
+                                        for p in r.json()["problems"]), r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": {"name": "x"}})
+    assert r.status_code == 422, r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": AIO, "mode": "reset"})
+    assert r.status_code == 422 and r.json()["problems"][0].startswith("mode:"), r.text  # kai's body: 422
+
+
+def test_a_failed_connect_says_whether_the_host_answered_and_was_trusted():
+    from deployments.hosts_check import _failed_connect
+    from installers.ssh import ConnectError, HostKeyError
+
+    assert _failed_connect(HostKeyError("host key for n1 has CHANGED")) == (True, False)
+    assert _failed_connect(ConnectError("cannot connect to n1 after 3 attempt(s)")) == (False, False)
+    assert _failed_connect(ConnectError("authentication failed for root@n1", retryable=False)) == (True, True)
+    assert _failed_connect(RuntimeError("facts.sh exit code 2")) == (True, True)
+
+
+def test_an_unexpected_error_is_a_500_in_the_old_envelope():
+    class Broken(FakeControl):
+        def logs(self, run_id, level, limit):
+            raise RuntimeError("a bug")
+
+    client = TestClient(create_app("t0ken", ctl=Broken()), raise_server_exceptions=False)
+    r = client.get("/api/v1/installation/r1/logs", headers={"Authorization": "Bearer t0ken"})
+    assert r.status_code == 500 and r.json() == {"success": False, "error": "internal error: RuntimeError"}
