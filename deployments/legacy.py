@@ -262,11 +262,18 @@ def local_machine_node() -> tuple[dict | None, str | None]:
                   "address of the node to install")
 
 
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
 def _decrypt_key(path: str, passphrase: str) -> tuple[str, str | None]:
     from cryptography.hazmat.primitives import serialization
 
+    key_file = Path(path).expanduser()
     try:
-        data = Path(path).expanduser().read_bytes()
+        # a key file is small and regular: never read a device or a huge file into memory
+        if not key_file.is_file() or key_file.stat().st_size > MAX_KEY_FILE_BYTES:
+            return "", f"ssh_config.key_path: {path!r} is not a private key file"
+        data = key_file.read_bytes()
     except OSError as exc:
         return "", f"ssh_config.key_path: cannot read {path!r}: {exc.strerror}"
     try:

@@ -168,6 +168,9 @@ def test_encrypted_key_is_opened_with_the_passphrase(tmp_path):
     body["ssh_config"]["key_passphrase"] = "wrong"
     mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
     assert mapped.problems == ["ssh_config.key_passphrase: cannot open the key with this passphrase"]
+    body["ssh_config"]["key_path"] = "/dev/zero"  # never read a device (or a huge file) whole
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    assert mapped.problems == ["ssh_config.key_path: '/dev/zero' is not a private key file"]
 
 
 def test_old_body_rbac_off_and_unknown_fields_are_refused():
