@@ -52,16 +52,37 @@ def test_the_checker_names_every_difference(value, shape, problem):
                       {"a": str, "n": int, "t": C.FLOAT, "s": C.Nullable(str)}) == []
 
 
+def test_kais_answers_fit_the_table_without_a_server():
+    """The shapes legacy.py builds, checked fast (the HTTP test below checks the served ones)."""
+    from deployments import control, legacy
+    from tests.test_control import RUNNING, T1
+
+    C.assert_conforms(legacy.modes_envelope(control.modes()), C.MODES, "GET /modes")
+    C.assert_conforms(legacy.start_envelope("r1", "ha"), C.STARTED, "start")
+    C.assert_conforms(legacy.status_envelope(RUNNING), C.STATUS, "a running run's status")
+    facts = {"version": "v1.36.1", "cni": "flannel", "kubeconfig_path": "/k", "pod_cidr": "p",
+             "service_cidr": "s", "pod_count_by_namespace": {"kube-system": 3},
+             "nodes": [{"name": "cp-1", "roles": ["control-plane"], "ready": True,
+                        "kubelet_version": "v1.36.1", "address": "10.0.0.1", "created": T1}]}
+    done = dict(RUNNING, state="COMPLETED", final=True, end_time=T1, percent=100.0,
+                cluster_info=facts, steps=[dict(RUNNING["steps"][0], state="COMPLETED")])
+    C.assert_conforms(legacy.status_envelope(done), C.STATUS_COMPLETED, "a completed run's status")
+    failed = dict(done, state="FAILED", cluster_info=None, cluster={"cni": "calico"})
+    C.assert_conforms(legacy.status_envelope(failed), C.STATUS_FINAL, "a failed run's status")
+
+
 # --- over HTTP --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def nodes():
-    """Four light test hosts: three masters and a worker (also the load balancer's address)."""
+    """Five light test hosts: three masters and a worker (also the load balancer's address) for
+    the ha run, one more for the all-in-one run (so the two runs never wait for each other's
+    host locks)."""
     from tests.hosts.fixtures import require
     from tests.hosts.light import LightHosts
 
     require(booted=False)
-    hosts = LightHosts(4).up()
+    hosts = LightHosts(5).up()
     yield hosts
     hosts.down()
 
@@ -106,6 +127,13 @@ class Answers:
             self.failures.append(what)
 
 
+def wait_logs(client, run_id: str, level: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not client.get(f"{P}/{run_id}/logs", params={"level": level}).json().get("logs"):
+        assert time.monotonic() < deadline, f"no {level} log line of {run_id} in {timeout_s} s"
+        time.sleep(0.5)
+
+
 def old_ssh_config(port: int, key_path: str, timeout: float) -> dict:
     return {"username": "root", "auth_method": "key", "key_path": key_path,
             "key_passphrase": "old-passphrase", "port": port, "timeout": timeout}
@@ -147,7 +175,7 @@ def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, node
         aio_body = {"k8s_version": "1.36", "pod_cidr": "10.244.0.0/16",
                     "service_cidr": "10.96.0.0/12", "cni_provider": "flannel",
                     "cluster_name": "old-aio", "enable_rbac": True, "enable_monitoring": False,
-                    "host": nodes[0].address,
+                    "host": nodes[4].address,
                     "ssh_config": old_ssh_config(closed_port(), encrypted_key, 5)}
         aio = a.expect("POST", f"{P}/all_in_one/start", 202, C.STARTED, json=aio_body)
         assert not a.failures, "\n".join(a.failures)  # nothing below works without the runs
@@ -164,6 +192,7 @@ def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, node
         st = a.expect("GET", f"{P}/{ha_id}/status", 200, C.STATUS)
         a.check("success_status" not in st and st["progress"]["end_time"] is None,
                 f"a running run has no outcome: {st.get('success_status')!r}")
+        wait_logs(client, ha_id, "INFO")  # log lines reach the server in batches, ~2 s apart
         logs = a.expect("GET", f"{P}/{ha_id}/logs", 200, C.LOGS, params={"level": "INFO", "limit": 5})
         a.check(0 < logs["total_logs"] == len(logs["logs"]) <= 5, f"limit 5: {logs['total_logs']}")
         a.check({e["level"] for e in logs["logs"]} <= set(C.LEVELS[1:]), f"INFO+: {logs['logs']}")
@@ -176,6 +205,7 @@ def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, node
             a.check(st["success_status"] is False, f"{run_id}: failed or cancelled, not a success")
             body = a.expect("POST", f"{P}/{run_id}/cancel", 400, C.ERROR)
             a.check(body["error"] == C.ALREADY_COMPLETED, f"cancel finished: {body['error']!r}")
+        wait_logs(client, aio_id, "ERROR")
         errors = a.expect("GET", f"{P}/{aio_id}/logs", 200, C.LOGS, params={"level": "ERROR"})
         a.check(bool(errors["logs"]) and {e["level"] for e in errors["logs"]} <= {"ERROR", "CRITICAL"},
                 f"level=ERROR: {errors['logs'][:3]}")
