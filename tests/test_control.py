@@ -538,3 +538,15 @@ def test_an_unexpected_error_is_a_500_in_the_old_envelope():
     client = TestClient(create_app("t0ken", ctl=Broken()), raise_server_exceptions=False)
     r = client.get("/api/v1/installation/r1/logs", headers={"Authorization": "Bearer t0ken"})
     assert r.status_code == 500 and r.json() == {"success": False, "error": "internal error: RuntimeError"}
+
+
+def test_an_old_all_in_one_body_without_a_host_is_the_local_machine(monkeypatch):
+    """The one place the old body's missing host becomes a node (the local transport plugs in)."""
+    body = {"cluster_name": "here", "cni_provider": "flannel"}
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    if not mapped.spec["nodes"]:  # no local transport yet (issue 13 §2): refused, naming the field
+        assert mapped.problems and mapped.problems[0].startswith("host:"), mapped.problems
+    local = {"name": "master-1", "address": "10.0.0.9", "roles": ["control-plane", "worker"]}
+    monkeypatch.setattr(legacy, "local_machine_node", lambda: (local, None))
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    assert mapped.spec["nodes"] == [local] and mapped.problems == []
