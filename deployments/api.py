@@ -176,12 +176,7 @@ def _start_request(ctl: Any, mode: str, canonical: str,
     """(kai's start request, warnings, Secret blocks to create) from kai's body (ApiError 422 with
     every problem) or an old flat one (400, the old code, with every problem)."""
     if not legacy.is_legacy(body):
-        try:
-            return StartRequest.model_validate(body), [], {}
-        except ValueError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in getattr(exc, "errors", lambda: [])()]
-            raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
+        return _kai_body(StartRequest, body), [], {}
     if canonical not in ("all_in_one", "ha"):
         _old_body_invalid([f"mode: the old flat request body is only accepted for all_in_one and "
                            f"ha_secure, not {mode}; send {{\"spec\": …}}"])
@@ -198,6 +193,16 @@ def _start_request(ctl: Any, mode: str, canonical: str,
     if problems:
         _old_body_invalid(problems)
     return StartRequest(spec=mapped.spec), mapped.warnings, mapped.secrets
+
+
+def _kai_body(model: type[BaseModel], body: dict) -> Any:
+    """kai's own request body as `model`, or ApiError 422 with every problem."""
+    try:
+        return model.model_validate(body)
+    except ValueError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in getattr(exc, "errors", lambda: [])()]
+        raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
 
 
 def _old_body_invalid(problems: list[str]) -> NoReturn:
@@ -249,12 +254,7 @@ def post_hosts_check(body: Annotated[dict[str, Any], Body()], ctl: Ctl) -> dict:
     spec, or the old SSH manager's host list (`hosts`, `ssh_config`): 200 whatever the hosts'
     state; 400 for an invalid old body, 422 for an invalid spec."""
     if "spec" in body:
-        try:
-            request = HostsCheckRequest.model_validate(body)
-        except ValueError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in getattr(exc, "errors", lambda: [])()]
-            raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
+        request = _kai_body(HostsCheckRequest, body)
         mode, checked = prefect_call(ctl.check_hosts, request.spec,
                                      ctl.canonical_mode(request.mode) if request.mode else None)
     else:
