@@ -1,9 +1,12 @@
 """kai's REST API on the old service's paths (FastAPI), over the wrapper in deployments/control.py.
 
 Every /api/v1 path needs `Authorization: Bearer <token>` (compared in constant time); a refused
-request is logged with method, path and client — never the token. Invalid specs are 422 with every
-problem. Responses keep the old envelope (`success`, `installation_id`, `message`, `mode`, …) and add
-kai's richer fields. `/healthz`, `/openapi.json` and `/docs` need no token.
+request is logged with method, path and client — never the token. Answers keep the old service's
+contract (docs/old-api.md: names, JSON types, codes; shapes in deployments/legacy.py) and add kai's
+richer fields beside. Codes: 400 for an invalid request (an old flat body, a path or query value),
+404 unknown run, 400 cancelling a finished run; kai's own `{"spec": …}` body with an invalid spec is
+422 with every problem; 500 is the same `{"success": false, "error": …}` envelope.
+`/healthz`, `/openapi.json` and `/docs` need no token.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime
@@ -13,7 +16,7 @@ import contextlib
 import hmac
 import logging
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -114,15 +117,15 @@ def prefect_errors():
     try:
         yield
     except control.UnknownRun as exc:
-        raise ApiError(404, str(exc)) from None
+        raise ApiError(404, legacy.NOT_FOUND, detail=str(exc)) from None
     except control.RunFinished as exc:
-        raise ApiError(409, str(exc)) from None
+        raise ApiError(400, legacy.ALREADY_COMPLETED, detail=str(exc)) from None
     except control.NotServed as exc:
         raise ApiError(503, str(exc)) from None
     except SpecError as exc:
         raise ApiError(422, "invalid cluster spec", problems=exc.problems) from None
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise ApiError(400, str(exc)) from None
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
         log.error("Prefect server call failed: %s", type(exc).__name__)
         raise ApiError(503, f"the Prefect server did not answer: {type(exc).__name__}") from None
@@ -146,7 +149,7 @@ def healthz() -> dict:
 
 @installation.get("/modes")
 def get_modes(ctl: Ctl) -> dict:
-    return {"success": True, **ctl.modes()}
+    return legacy.modes_envelope(ctl.modes())
 
 
 @installation.post("/{mode}/start", status_code=202, openapi_extra={
@@ -168,40 +171,47 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
         if secrets:
             legacy.delete_secrets(list(secrets))
         raise
-    return JSONResponse(status_code=202, content={
-        "success": True, "installation_id": run_id, "mode": canonical,
-        "message": f"{canonical} installation started",
-        "status_url": f"{PREFIX}/{run_id}/status", "warnings": warnings,
-        "secret_blocks": sorted(secrets)})
+    return JSONResponse(status_code=202, content=legacy.start_envelope(
+        run_id, canonical, status_url=f"{PREFIX}/{run_id}/status", warnings=warnings,
+        secret_blocks=sorted(secrets)))
 
 
 def _start_request(ctl: Any, mode: str, canonical: str,
                    body: dict) -> tuple[StartRequest, list[str], dict[str, str]]:
-    """(kai's start request, warnings, Secret blocks to create) from kai's body or an old flat one;
-    ApiError 422 with every problem."""
+    """(kai's start request, warnings, Secret blocks to create) from kai's body (ApiError 422 with
+    every problem) or an old flat one (400, the old code, with every problem)."""
     if not legacy.is_legacy(body):
-        try:
-            return StartRequest.model_validate(body), [], {}
-        except ValueError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in getattr(exc, "errors", lambda: [])()]
-            raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
+        return _kai_body(StartRequest, body), [], {}
     if canonical not in ("all_in_one", "ha"):
-        raise ApiError(422, "invalid request", problems=[
-            f"mode: the old flat request body is only accepted for all_in_one and ha_secure, "
-            f"not {mode}; send {{\"spec\": …}}"])
+        _old_body_invalid([f"mode: the old flat request body is only accepted for all_in_one and "
+                           f"ha_secure, not {mode}; send {{\"spec\": …}}"])
     try:
         mapped = legacy.to_spec(canonical, legacy.parse(canonical, body))
     except SpecError as exc:
-        raise ApiError(422, "invalid request", problems=exc.problems) from None
+        _old_body_invalid(exc.problems)
     problems = list(mapped.problems)
     try:
-        ctl.validate(canonical, mapped.spec)
+        if mapped.spec["nodes"]:  # no node: the mapping said why; a spec without nodes adds nothing
+            ctl.validate(canonical, mapped.spec)
     except SpecError as exc:
         problems += legacy.rename_problems(exc.problems, mapped)
     if problems:
-        raise ApiError(422, "invalid request", problems=problems)
+        _old_body_invalid(problems)
     return StartRequest(spec=mapped.spec), mapped.warnings, mapped.secrets
+
+
+def _kai_body(model: type[BaseModel], body: dict) -> Any:
+    """kai's own request body as `model`, or ApiError 422 with every problem."""
+    try:
+        return model.model_validate(body)
+    except ValueError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in getattr(exc, "errors", lambda: [])()]
+        raise ApiError(422, "invalid request", problems=problems or [str(exc)]) from None
+
+
+def _old_body_invalid(problems: list[str]) -> NoReturn:
+    raise ApiError(400, legacy.validation_error(problems), problems=problems)
 
 
 @installation.get("/{installation_id}/status", response_model=dict)
@@ -223,8 +233,46 @@ def get_logs(installation_id: str, ctl: Ctl, level: LevelName | None = None,
 @installation.post("/{installation_id}/cancel")
 def post_cancel(installation_id: str, ctl: Ctl) -> dict:
     state = prefect_call(ctl.cancel, installation_id)
+    # kai's cancel is asked for, then done by the runner (state Cancelling until it is)
+    done = "cancelled successfully" if state == "Cancelled" else "is being cancelled"
     return {"success": True, "installation_id": installation_id, "state": state,
-            "message": f"installation {installation_id}: {state.lower()}"}
+            "message": f"Installation {installation_id} {done}"}
+
+
+hosts = APIRouter(prefix="/api/v1/hosts", tags=["hosts"], dependencies=[Depends(authorized)])
+CheckMode = Literal[modes.with_aliases(modes.hosts_check_modes())]  # type: ignore[valid-type]
+
+
+class HostsCheckRequest(BaseModel):
+    """kai's hosts check body: a cluster spec, and the mode to judge the hosts for."""
+    spec: dict[str, Any] = Field(description="the cluster spec (JSON Schema: `kai schema`)")
+    mode: CheckMode | None = Field(None, description=f"default: {modes.DEFAULT_RULE}")
+
+
+@hosts.post("/check", openapi_extra={
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+        HostsCheckRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+        {"$ref": "#/components/schemas/LegacyHostList"}]}}}}})
+def post_hosts_check(body: Annotated[dict[str, Any], Body()], ctl: Ctl) -> dict:
+    """SSH to every host (keys verified; a host with an unknown or changed key is reported and
+    left alone) and report what it is and what preflight thinks of it. Changes nothing. Takes a
+    spec, or the old SSH manager's host list (`hosts`, `ssh_config`): 200 whatever the hosts'
+    state; 400 for an invalid old body, 422 for an invalid spec."""
+    if "spec" in body:
+        request = _kai_body(HostsCheckRequest, body)
+        mode, checked = prefect_call(ctl.check_hosts, request.spec,
+                                     ctl.canonical_mode(request.mode) if request.mode else None)
+    else:
+        try:
+            mapped = legacy.host_list_spec(body)
+        except SpecError as exc:
+            _old_body_invalid(exc.problems)
+        with prefect_errors():
+            try:
+                mode, checked = ctl.check_hosts(mapped.spec, "preflight", secrets=mapped.secrets)
+            except SpecError as exc:
+                _old_body_invalid(legacy.rename_problems(exc.problems, mapped))
+    return {"success": True, "mode": mode, "ok": all(c["ok"] for c in checked), "hosts": checked}
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -254,11 +302,17 @@ async def _http_error(request: Request, exc: HTTPException):
 
 
 async def _invalid(request: Request, exc: RequestValidationError):
+    """A path, query or body that does not parse: 400, the old service's code for it."""
     problems = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
         problems.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-    return _error(422, "invalid request", problems=problems)
+    return _error(400, legacy.validation_error(problems), problems=problems)
+
+
+async def _unexpected(request: Request, exc: Exception):
+    log.exception("%s %s failed", request.method, request.url.path)
+    return _error(500, f"internal error: {type(exc).__name__}")
 
 
 def create_app(token: str, ctl=control) -> FastAPI:
@@ -271,8 +325,10 @@ def create_app(token: str, ctl=control) -> FastAPI:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _unexpected)
     app.include_router(health)
     app.include_router(installation)
+    app.include_router(hosts)
     _add_legacy_schemas(app)
     return app
 
@@ -286,14 +342,15 @@ def _add_legacy_schemas(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (legacy.LegacyAllInOneRequest, legacy.LegacyHARequest):
+        for model in (legacy.LegacyAllInOneRequest, legacy.LegacyHARequest, legacy.LegacyHostList):
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
-        start_schema = (schema["paths"][f"{PREFIX}/{{mode}}/start"]["post"]["requestBody"]
-                        ["content"]["application/json"]["schema"])
-        for option in start_schema["oneOf"]:
-            components.update(option.pop("$defs", {}))
+        for path in (f"{PREFIX}/{{mode}}/start", "/api/v1/hosts/check"):
+            body_schema = (schema["paths"][path]["post"]["requestBody"]
+                           ["content"]["application/json"]["schema"])
+            for option in body_schema["oneOf"]:
+                components.update(option.pop("$defs", {}))
         app.openapi_schema = schema
         return schema
 

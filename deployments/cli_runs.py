@@ -90,9 +90,10 @@ def _id_arg(p):
 def _hosts_args(p):
     p.add_argument("action", choices=["check"])
     _spec_arg(p)
-    installing = [m.name for m in modes.MODES if m.installs and m.has_plan]
-    p.add_argument("--mode", default=None, choices=modes.with_aliases(installing), metavar="MODE",
-                   help=f"{' | '.join(installing)} (aliases accepted; default: {modes.DEFAULT_RULE})")
+    judged = modes.hosts_check_modes()
+    p.add_argument("--mode", default=None, choices=modes.with_aliases(judged), metavar="MODE",
+                   help=f"judge the hosts for {' | '.join(judged)} (preflight: any layout; "
+                        f"aliases accepted; default: {modes.DEFAULT_RULE})")
 
 
 @command("hosts", "SSH to every host (keys verified) and judge the preflight facts", _hosts_args)
@@ -118,62 +119,38 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from installers.plan import build_plan
-    from installers.preflight import evaluate, parse_facts_env
-    from installers.ssh import Fleet
-    from tasks.node_step import build_remote_job
-    from tasks.targets import ssh_targets
+    from deployments.hosts_check import check_hosts
 
-    step = build_plan(spec, "preflight").step("facts")
     console = Console()
     try:
-        targets = ssh_targets(spec)
+        checks = check_hosts(spec, mode)
     except ValueError as exc:  # Prefect: "Unable to find block document named …"
         return _fail(EXIT_FAILED, f"Secret blocks {', '.join(sorted(blocks))} on the Prefect server "
                                   f"at {os.environ.get('PREFECT_API_URL')}: {exc}")
-    fleet = Fleet(targets)
-    facts: dict[str, dict[str, str]] = {}
-    unreachable: dict[str, str] = {}
-    try:
-        from tasks.fanout import fan_out
-
-        def gather(job):
-            result = fleet.get(job.node).run_job(build_remote_job(step, job, {}))
-            if not result.ok:
-                raise RuntimeError(f"facts.sh exit code {result.exit_code}: "
-                                   + " | ".join(result.tail[-3:]))
-            return parse_facts_env(result.outputs.get("facts.env", b"").decode())
-
-        for job, outcome in zip(step.jobs, fan_out(gather, list(step.jobs))):
-            if isinstance(outcome, BaseException):
-                unreachable[job.node] = f"{type(outcome).__name__}: {outcome}"
-            else:
-                facts[job.node] = outcome
-    finally:
-        fleet.close()
-    findings = evaluate(spec, mode, facts)
-    for job in step.jobs:
-        f = facts.get(job.node, {})
-        table = Table(title=f"{job.node} ({job.address})", title_justify="left")
+    for check in checks:
+        table = Table(title=f"{check.node} ({check.address})", title_justify="left")
         for col in ("check", "severity", "message"):
             table.add_column(col)
-        if job.node in unreachable:
-            table.add_row("connect", "[red]error[/]", Text(unreachable[job.node]))
+        if check.error is not None:
+            what = "host key" if check.reachable and not check.host_key_verified else "connect"
+            table.add_row(what, "[red]error[/]", Text(check.error))
         else:
-            table.add_row("system", "info", Text(f"{f.get('os_pretty', '?')} {f.get('arch', '?')}, "
-                                                 f"{f.get('cpus', '?')} CPUs, {f.get('mem_mb', '?')} MiB"))
-        mine = [x for x in findings if x.node == job.node]
-        for x in mine:
+            table.add_row("system", "info", Text(check.system()))
+        for x in check.findings:
             color = "red" if x.severity == "error" else "yellow"
             table.add_row(x.check, f"[{color}]{x.severity}[/]", Text(x.message))
-        if job.node not in unreachable and not mine:
+        if check.error is None and not check.findings:
             table.add_row("all", "[green]ok[/]", "every check passed")
         console.print(table)
+    unreachable = [c for c in checks if not c.reachable]
+    untrusted = [c for c in checks if c.reachable and not c.host_key_verified]
+    findings = [x for c in checks for x in c.findings]
     errors = [x for x in findings if x.severity == "error"]
-    if unreachable or errors:
+    if any(c.error for c in checks) or errors:
         return _fail(EXIT_FAILED, f"hosts check: {len(unreachable)} host(s) unreachable, "
+                                  f"{len(untrusted)} host key(s) not verified, "
                                   f"{len(errors)} error(s)")
-    print(f"hosts check: {len(facts)} host(s) ok ({len(findings)} warning(s))")
+    print(f"hosts check: {len(checks)} host(s) ok ({len(findings)} warning(s))")
     return EXIT_OK
 
 

@@ -89,6 +89,23 @@ def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: 
     return str(run.id)
 
 
+# --- hosts check -------------------------------------------------------------------------------
+
+def check_hosts(spec: Any, mode: str | None = None,
+                secrets: dict[str, str] | None = None) -> tuple[str, list[dict]]:
+    """Validate (SpecError with every problem), then check every host of the spec over SSH
+    without changing anything (deployments/hosts_check.py) → (mode judged for, one dict per host).
+    No mode: the one an install of the spec would run (modes.default_mode)."""
+    from deployments.hosts_check import check_hosts as check
+    from installers.spec import load_spec
+
+    if mode is None:
+        _, spec_json = validate("preflight", spec)
+        mode = mode_table.default_mode(load_spec(spec_json))
+    mode, spec_json = validate(mode, spec)
+    return mode, [c.as_dict() for c in check(load_spec(spec_json), mode, secrets)]
+
+
 # --- logs and cancel ---------------------------------------------------------------------------
 
 def _level_number(level: str | int | None) -> int | None:

@@ -11,15 +11,18 @@ an encrypted key file is opened with its passphrase here and stored, unencrypted
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from installers import modes as mode_table
 from installers import versions as V
-from installers.spec import SpecError
+from installers.spec import Networking, SpecError
 from installers.spec_problems import format_path
 
 LEGACY_KEYS = {"k8s_version", "pod_cidr", "service_cidr", "cni_provider", "cluster_name",
@@ -39,6 +42,9 @@ class SSHConfig(_Old):
     password: SecretStr | None = Field(None, description="never stored in run parameters")
     port: int = Field(22, ge=1, le=65535)
     timeout: float = Field(10, gt=0, le=600, description="connect timeout, seconds")
+    # kai's addition: the old service did not verify host keys; kai does, against this file
+    known_hosts_file: str | None = Field(None, description="known_hosts file to verify host keys "
+                                                           "against (default ~/.ssh/known_hosts)")
 
 
 class LoadBalancer(_Old):
@@ -51,12 +57,22 @@ class KubeVip(_Old):
     interface: str
 
 
+# An old body's defaults, which `GET /modes` also shows as `default_config`: one place. The old
+# service's default CNI was cilium; kai's default stays until cilium installs without a mirror
+# (issue 13 §3), which is the day this line says "cilium".
+OLD_DEFAULT_CNI = V.DEFAULT_CNI
+OLD_DEFAULTS = {"k8s_version": V.DEFAULT_KUBERNETES_MINOR,
+                "pod_cidr": Networking.model_fields["pod_cidr"].default,
+                "service_cidr": Networking.model_fields["service_cidr"].default,
+                "cni_provider": OLD_DEFAULT_CNI}
+
+
 class LegacyCommon(_Old):
     cluster_name: str = "kubernetes"
-    k8s_version: str = V.DEFAULT_KUBERNETES_MINOR
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/12"
-    cni_provider: Literal["calico", "flannel", "cilium"] = V.DEFAULT_CNI
+    k8s_version: str = OLD_DEFAULTS["k8s_version"]
+    pod_cidr: str = OLD_DEFAULTS["pod_cidr"]
+    service_cidr: str = OLD_DEFAULTS["service_cidr"]
+    cni_provider: Literal["calico", "flannel", "cilium"] = OLD_DEFAULT_CNI
     enable_rbac: bool = True
     enable_monitoring: bool = False
     ssh_config: SSHConfig = SSHConfig()
@@ -76,6 +92,35 @@ class LegacyHARequest(LegacyCommon):
     load_balancer: str | LoadBalancer | KubeVip = Field(
         description="'address' or 'address:port' of an existing load balancer, "
                     "or {vip, interface} for kube-vip")
+
+
+class LegacyHostList(_Old):
+    """The old SSH manager's request: hosts to test over SSH, with the old `ssh_config`. Each is
+    judged as a control plane (the strictest requirements)."""
+    hosts: list[str] = Field(min_length=1, description="IP addresses of the hosts")
+    ssh_config: SSHConfig = SSHConfig()
+    k8s_version: str = OLD_DEFAULTS["k8s_version"]
+
+
+def host_list_spec(body: dict) -> Mapped:
+    """A spec for these hosts (and their secrets, to keep in memory) from an old host list;
+    SpecError with every problem under the old field names."""
+    try:
+        req = LegacyHostList.model_validate(body)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_problems(exc)) from None
+    ssh, secrets, problems = ssh_block(req.ssh_config)
+    if problems:
+        raise SpecError(problems)
+    nodes = [{"name": f"host-{i + 1}", "address": address, "roles": ["control-plane"]}
+             for i, address in enumerate(req.hosts)]
+    spec = {"name": "hosts-check", "kubernetes": {"version": req.k8s_version}, "nodes": nodes,
+            "ssh": ssh}
+    field_of = {f"nodes[{i}].address": f"hosts[{i}]" for i in range(len(nodes))}
+    field_of |= {"kubernetes.version": "k8s_version", "ssh.user": "ssh_config.username",
+                 "ssh.port": "ssh_config.port", "ssh.private_key_file": "ssh_config.key_path",
+                 "ssh.known_hosts_file": "ssh_config.known_hosts_file"}
+    return Mapped(spec, secrets, field_of=field_of)
 
 
 def is_legacy(body: dict) -> bool:
@@ -139,6 +184,7 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
                 "networking.cni": "cni_provider", "ssh.user": "ssh_config.username",
                 "ssh.port": "ssh_config.port", "ssh.connect_timeout": "ssh_config.timeout",
                 "ssh.private_key_file": "ssh_config.key_path",
+                "ssh.known_hosts_file": "ssh_config.known_hosts_file",
                 "control_plane_endpoint.address": "load_balancer",
                 "control_plane_endpoint.port": "load_balancer",
                 "control_plane_endpoint.interface": "load_balancer.interface"}
@@ -177,9 +223,28 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
         else:
             endpoint = {"type": "load_balancer", "address": lb}
 
-    ssh_cfg = req.ssh_config
+    ssh, secrets, ssh_problems = ssh_block(req.ssh_config)
+    problems += ssh_problems
+    spec = {
+        "name": req.cluster_name,
+        "kubernetes": {"version": req.k8s_version},
+        "control_plane_endpoint": endpoint,
+        "networking": {"pod_cidr": req.pod_cidr, "service_cidr": req.service_cidr,
+                       "cni": req.cni_provider},
+        "nodes": nodes,
+        "ssh": ssh,
+    }
+    return Mapped(spec, secrets, warnings, field_of, problems)
+
+
+def ssh_block(ssh_cfg: SSHConfig) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(the spec's `ssh` block, Secret blocks to create, problems) for an old `ssh_config`: the
+    password and a passphrase-protected key go into Secret blocks named here, never the spec."""
+    problems: list[str] = []
     ssh: dict[str, Any] = {"user": ssh_cfg.username, "port": ssh_cfg.port,
                            "connect_timeout": ssh_cfg.timeout}
+    if ssh_cfg.known_hosts_file:
+        ssh["known_hosts_file"] = ssh_cfg.known_hosts_file
     secrets: dict[str, str] = {}
     request_tag = uuid.uuid4().hex[:12]
     if ssh_cfg.auth_method == "password":
@@ -205,23 +270,21 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
                     ssh["private_key_secret"] = name
         elif ssh_cfg.key_path:
             ssh["private_key_file"] = ssh_cfg.key_path
-    spec = {
-        "name": req.cluster_name,
-        "kubernetes": {"version": req.k8s_version},
-        "control_plane_endpoint": endpoint,
-        "networking": {"pod_cidr": req.pod_cidr, "service_cidr": req.service_cidr,
-                       "cni": req.cni_provider},
-        "nodes": nodes,
-        "ssh": ssh,
-    }
-    return Mapped(spec, secrets, warnings, field_of, problems)
+    return ssh, secrets, problems
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def _decrypt_key(path: str, passphrase: str) -> tuple[str, str | None]:
     from cryptography.hazmat.primitives import serialization
 
+    key_file = Path(path).expanduser()
     try:
-        data = Path(path).expanduser().read_bytes()
+        # a key file is small and regular: never read a device or a huge file into memory
+        if not key_file.is_file() or key_file.stat().st_size > MAX_KEY_FILE_BYTES:
+            return "", f"ssh_config.key_path: {path!r} is not a private key file"
+        data = key_file.read_bytes()
     except OSError as exc:
         return "", f"ssh_config.key_path: cannot read {path!r}: {exc.strerror}"
     try:
@@ -269,22 +332,99 @@ def delete_secrets(names: list[str]) -> None:
 
 
 # --- response shapes ---------------------------------------------------------------------------
+# The old service's answers (docs/old-api.md: names and JSON types an old client parses), built
+# from kai's richer data, which stays beside them. Where an old name would change kai's type, kai's
+# value moves to a new name (`mode_list`, `current_step_name`, `start_time_iso`, `role_list`).
 
-def status_envelope(st: dict) -> dict:
-    """The old status response (`progress`, `completed`, `success_status`, `cluster_info`)."""
-    failure = st.get("failure") or {}
-    step_results = []
+NOT_FOUND = "Installation not found"
+SHOWN_PROBLEMS = 10  # in an old 400's `error` line
+ALREADY_COMPLETED = "Installation already completed"
+
+
+def validation_error(problems: list[str]) -> str:
+    """The old 400 answer's `error`: "Validation failed: Missing required field: masters; …"."""
+    worded = []
+    for problem in problems[:SHOWN_PROBLEMS]:  # all of them are in `problems`
+        path, sep, rest = problem.partition(": ")
+        worded.append(f"Missing required field: {path}" if sep and rest == "required field missing"
+                      else problem)
+    more = len(problems) - SHOWN_PROBLEMS
+    return "Validation failed: " + "; ".join(worded) + (f"; and {more} more" if more > 0 else "")
+
+
+def modes_envelope(kai: dict) -> dict:
+    """`GET /modes`: the old object keyed by mode (every key is a name `POST /{mode}/start`
+    accepts), supported versions and CNIs as names, the old body's defaults — and kai's own
+    tables beside them (kai's list of modes as `mode_list`)."""
+    common = [f"{', '.join(V.SUPPORTED_OS)} host(s), reachable over SSH as root or a sudoer "
+              f"(host keys verified)",
+              f"control planes: {V.MIN_CONTROL_PLANE_CPUS}+ CPUs, "
+              f"{V.MIN_CONTROL_PLANE_MEM_MB}+ MiB memory; every host {V.MIN_DISK_MB}+ MiB free disk",
+              "swap off (or turned off by kai)"]
+    listed = {}
+    for mode in mode_table.MODES:
+        name = mode_table.listed_name(mode)
+        listed[name] = {"name": name, "description": mode.description,
+                        "requirements": list(mode.requirements) + (common if mode.installs else []),
+                        "features": list(mode.features), "estimated_time": mode.estimated_time,
+                        # kai's
+                        "mode": mode.name, "aliases": sorted(mode.aliases)}
+    minors = sorted(V.KUBERNETES_MINORS, key=lambda m: tuple(int(x) for x in m.split(".")),
+                    reverse=True)  # newest first, as the old service listed them
+    rest = {k: v for k, v in kai.items() if k != "modes"}
+    return {"success": True, "modes": listed, "supported_versions": minors,
+            "supported_cnis": list(V.CNIS), "default_config": dict(OLD_DEFAULTS),
+            "mode_list": kai.get("modes", []), **rest}
+
+
+def start_envelope(run_id: str, mode: str, **kai: Any) -> dict:
+    """`POST /{mode}/start`'s 202 answer (kai's `status_url`, `warnings`, … beside)."""
+    return {"success": True, "installation_id": run_id, "mode": mode,
+            "message": f"{mode} installation started",
+            "estimated_duration": mode_table.get(mode).estimated_time, **kai}
+
+
+def epoch(iso_time: str | None) -> float | None:
+    return datetime.fromisoformat(iso_time).timestamp() if iso_time else None
+
+
+# a step still to finish (run_status's "running" states): the run's current step is the last one
+_STEP_ACTIVE = ("RUNNING", "PENDING", "AWAITINGRETRY", "RETRYING")
+
+
+def step_number(st: dict) -> int:
+    """The old `current_step`: the number of the step being run, counting from 1 in the order the
+    steps started ("step 3 of 9"); 0 before the first; once none runs, the last one that ran."""
+    steps = st["steps"]
+    active = [i for i, s in enumerate(steps) if s["state"] in _STEP_ACTIVE]
+    if active and not st["final"]:
+        return active[-1] + 1
+    ran = [i for i, s in enumerate(steps) if s["state"] not in ("PENDING", "SCHEDULED")]
+    return ran[-1] + 1 if ran else 0
+
+
+def _step_results(st: dict) -> list[dict]:
+    results = []
     for step in st["steps"]:
         ok = step["state"] == "COMPLETED"
         if step["hosts"]:
             for h in step["hosts"]:
-                step_results.append({
+                results.append({
                     "step_name": step["name"], "success": h["status"] != "FAILED",
-                    "duration": h["seconds"], "error_message": h["error"], "host": h["host"]})
+                    "duration": float(h["seconds"] or 0.0), "error_message": h["error"],
+                    "output": h.get("output") or None, "host": h["host"]})
         else:
-            step_results.append({"step_name": step["name"], "success": ok,
-                                 "duration": step["duration_s"],
-                                 "error_message": None if ok else step["message"], "host": None})
+            results.append({"step_name": step["name"], "success": ok,
+                            "duration": float(step["duration_s"] or 0.0),
+                            "error_message": None if ok else step["message"], "output": None,
+                            "host": None})
+    return results
+
+
+def status_envelope(st: dict, now: float | None = None) -> dict:
+    """`GET /{id}/status`: the old `progress`, `started_at`, `completed` (and, once completed,
+    `success_status` and `cluster_info`), with kai's richer view beside."""
+    failure = st.get("failure") or {}
     status_word = {"SCHEDULED": "pending", "PENDING": "pending", "RUNNING": "running",
                    "COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed",
                    "CANCELLING": "cancelling", "CANCELLED": "cancelled",
@@ -293,28 +433,98 @@ def status_envelope(st: dict) -> dict:
     if failure.get("step"):
         hosts = ", ".join(failure.get("hosts") or []) or "controller"
         error_message = f"step {failure['step']} failed on {hosts}: {error_message or ''}".strip()
-    return {
+    # a run not started yet has no start time: it was asked for at `created`
+    started_at = epoch(st["created"]) or 0.0
+    body = {
         "success": True,
         "installation_id": st["id"],
         "mode": st["mode"],
         "progress": {
-            "current_step": st["current_step"],
+            "installation_id": st["id"],
+            "current_step": step_number(st),
             "total_steps": st["total_steps"],
-            "steps_done": st["steps_done"],
             "status": status_word,
-            "progress_percentage": st["percent"],
-            "duration": st["duration_s"],
-            "start_time": st["start_time"],
-            "end_time": st["end_time"],
+            "progress_percentage": float(st["percent"]),
+            "duration": float(st["duration_s"] or 0.0),
+            "start_time": epoch(st["start_time"]) or started_at,
+            "end_time": epoch(st["end_time"]),
             "error_message": error_message,
-            "step_results": step_results,
+            "step_results": _step_results(st),
+            # kai's
+            "current_step_name": st["current_step"],
+            "steps_done": st["steps_done"],
+            "start_time_iso": st["start_time"],
+            "end_time_iso": st["end_time"],
         },
+        "started_at": started_at,
         "completed": st["final"],
-        "success_status": (st["state"] == "COMPLETED") if st["final"] else None,
-        "cluster_info": st["cluster_info"],
         # kai's richer view
         "state": st["state"],
         "steps": st["steps"],
         "failure": st["failure"],
         "preflight_findings": st["preflight_findings"],
     }
+    if st["final"]:
+        body["success_status"] = st["state"] == "COMPLETED"
+        body["cluster_info"] = cluster_info(st, now)
+    return body
+
+
+def cluster_info(st: dict, now: float | None = None) -> dict:
+    """The old `cluster_info` from verify's data (the `cluster-facts` artifact, kept whole beside
+    the old keys); a run that ended before verify has the spec's values and no nodes."""
+    facts = dict(st.get("cluster_info") or {})
+    spec = st.get("cluster") or {}
+    now = time.time() if now is None else now
+    nodes = []
+    for n in facts.get("nodes") or []:
+        roles = n.get("roles") or []
+        created = epoch(n.get("created") or None)
+        nodes.append({**n,
+                      "name": n.get("name", ""),
+                      "status": "Ready" if n.get("ready") else "NotReady",
+                      "roles": ",".join(roles) or "<none>",    # as `kubectl get nodes` shows them
+                      "age": human_age(now - created) if created is not None else "<unknown>",
+                      "version": n.get("kubelet_version", ""),
+                      "internal_ip": n.get("address", ""),
+                      "role_list": list(roles)})
+    return {**facts,
+            "mode": st["mode"],
+            "installation_id": st["id"],
+            "kubernetes_version": facts.get("version") or str(spec.get("kubernetes_version") or ""),
+            "cni_provider": facts.get("cni") or str(spec.get("cni") or ""),
+            "pod_cidr": facts.get("pod_cidr") or str(spec.get("pod_cidr") or ""),
+            "service_cidr": facts.get("service_cidr") or str(spec.get("service_cidr") or ""),
+            "kubeconfig_path": facts.get("kubeconfig_path") or "",
+            "nodes": nodes,
+            "pod_count_by_namespace": dict(facts.get("pod_count_by_namespace") or {})}
+
+
+def human_age(seconds: float) -> str:
+    """An age as `kubectl get` prints it (apimachinery's duration.HumanDuration): 45s, 5m30s,
+    3h20m, 2d4h, 400d, 3y20d."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    years, days = hours // (24 * 365), (hours // 24) % 365
+    if years < 8:
+        return f"{years}y{days}d" if days else f"{years}y"
+    return f"{years}y"

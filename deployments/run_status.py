@@ -164,9 +164,20 @@ def status(run_id: str | UUID, client=None) -> dict:
         "steps": steps,
         "failure": failure,
         "cluster_info": cluster_info,
+        "cluster": _cluster_of(run.parameters or {}),
         "preflight_findings": (_table_rows(artifacts["preflight-findings"])
                                if "preflight-findings" in artifacts else []),
     }
+
+
+def _cluster_of(params: dict) -> dict:
+    """What the run's spec says of the cluster (for a run that ends before verify's facts)."""
+    spec = params.get("spec") if isinstance(params.get("spec"), dict) else {}
+    net = spec.get("networking") if isinstance(spec.get("networking"), dict) else {}
+    kube = spec.get("kubernetes") if isinstance(spec.get("kubernetes"), dict) else {}
+    return {"name": spec.get("name"), "kubernetes_version": kube.get("version"),
+            "cni": net.get("cni"), "pod_cidr": net.get("pod_cidr"),
+            "service_cidr": net.get("service_cidr")}
 
 
 def _step(t, artifacts: dict[str, Any]) -> dict:
@@ -183,7 +194,8 @@ def _step(t, artifacts: dict[str, Any]) -> dict:
                     else None),
         "hosts": [{"host": r.get("host"), "address": r.get("address"), "status": r.get("status"),
                    "seconds": r.get("seconds"), "attempt": r.get("attempt"),
-                   "error": r.get("error") or None} for r in rows],
+                   "error": r.get("error") or None,
+                   "output": r.get("last output") or None} for r in rows],
     }
 
 

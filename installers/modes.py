@@ -49,6 +49,14 @@ class Mode:
     takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
+    # What `GET /modes` tells a person choosing a mode (the old service's keys): what the hosts
+    # need beyond the common host requirements (deployments/legacy.py adds those from
+    # installers/versions.py), what the mode does, and a rough wall time on real hosts.
+    requirements: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    estimated_time: str = ""
+    old_name: str | None = None     # the old service's name for it (one of the aliases): the key
+                                    # `GET /modes` lists it under, as the old service did
 
     @property
     def flow(self) -> str:
@@ -63,18 +71,50 @@ class Mode:
 
 MODES: tuple[Mode, ...] = (
     Mode("all_in_one", "a single node that is control plane and worker at once",
-         aliases=("all-in-one", "allinone"), new_cluster=True, installs=True),
+         aliases=("all-in-one", "allinone"), new_cluster=True, installs=True,
+         requirements=("one host",),
+         features=("control plane and workloads on one node", "containerd runtime",
+                   "CNI of your choice", "local-path storage class", "cluster verified at the end"),
+         estimated_time="5-10 minutes"),
     Mode("ha", "three or more control planes behind kube-vip or a load balancer, plus workers",
-         aliases=("ha_secure", "ha-secure"), new_cluster=True, installs=True),
+         aliases=("ha_secure", "ha-secure"), new_cluster=True, installs=True,
+         requirements=("three or more control-plane hosts (an odd number)", "any number of workers",
+                       "a load balancer in front of port 6443, or a free address for kube-vip"),
+         features=("stacked etcd on every control plane", "kube-vip or external load balancer",
+                   "certificates shared through kubeadm's encrypted upload",
+                   "workers joined in parallel", "cluster verified at the end"),
+         estimated_time="15-25 minutes", old_name="ha_secure"),
     Mode("add_nodes", "join the named new nodes of the spec to its running cluster",
-         aliases=("add-nodes",), installs=True, takes_nodes=True),
-    Mode("reset", "kubeadm reset on every node and remove what kai installed"),
+         aliases=("add-nodes",), installs=True, takes_nodes=True,
+         requirements=("a cluster kai installed", "the new nodes in the spec, named in the request"),
+         features=("joins workers or control planes", "the running nodes are left alone"),
+         estimated_time="5-10 minutes"),
+    Mode("reset", "kubeadm reset on every node and remove what kai installed",
+         requirements=("the hosts of the spec",),
+         features=("kubeadm reset", "removes kai's packages, files and done-markers"),
+         estimated_time="1-3 minutes"),
     Mode("rebuild", "reset every node, then install again (all_in_one or ha)",
-         runs=("reset", INSTALL)),
-    Mode("preflight", "check every host against the spec (read-only)"),
-    Mode("health", "verify a running cluster (read-only)", locks_hosts=False),
+         runs=("reset", INSTALL),
+         requirements=("the hosts of the spec",),
+         features=("reset, then a fresh install", "schedulable"),
+         estimated_time="10-25 minutes"),
+    Mode("preflight", "check every host against the spec (read-only)",
+         requirements=("the hosts of the spec",),
+         features=("OS, CPU, memory, disk, ports, swap, clock and uniqueness checks",
+                   "changes nothing"),
+         estimated_time="under 1 minute"),
+    Mode("health", "verify a running cluster (read-only)", locks_hosts=False,
+         requirements=("a cluster kai installed",),
+         features=("API, nodes, system pods, storage and certificates checked", "changes nothing",
+                   "schedulable"),
+         estimated_time="under 1 minute"),
     Mode("upgrade", "upgrade the running cluster one minor (or a patch): control planes first, "
-         "then workers in batches", takes_target=True),
+         "then workers in batches", takes_target=True,
+         requirements=("a cluster kai installed", "every node Ready", "the next minor (or a newer patch)"),
+         features=("control planes one at a time, then workers in batches of max_unavailable",
+                   "each node drained and uncordoned", "never breaks the version-skew policy",
+                   "resumes where a failed or cancelled run stopped"),
+         estimated_time="5-10 minutes per node"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -90,6 +130,11 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> Mode:
     """The mode of a canonical name (KeyError otherwise; see canonical_mode)."""
     return _BY_NAME[name]
+
+
+def listed_name(mode: Mode) -> str:
+    """The name `GET /modes` lists the mode under: the old service's, where it had one."""
+    return mode.old_name or mode.name
 
 
 def accepted_names() -> tuple[str, ...]:
@@ -109,6 +154,12 @@ def planned_names() -> tuple[str, ...]:
 
 def new_cluster_names() -> tuple[str, ...]:
     return tuple(m.name for m in MODES if m.new_cluster)
+
+
+def hosts_check_modes() -> tuple[str, ...]:
+    """What a hosts check can judge the hosts for (`kai hosts check --mode`, the REST API's
+    hosts/check): an install mode's rules, or preflight's alone (any layout of nodes)."""
+    return tuple(m.name for m in MODES if m.installs and m.has_plan) + ("preflight",)
 
 
 def install_choices() -> tuple[str, ...]:

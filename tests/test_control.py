@@ -168,6 +168,9 @@ def test_encrypted_key_is_opened_with_the_passphrase(tmp_path):
     body["ssh_config"]["key_passphrase"] = "wrong"
     mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
     assert mapped.problems == ["ssh_config.key_passphrase: cannot open the key with this passphrase"]
+    body["ssh_config"]["key_path"] = "/dev/zero"  # never read a device (or a huge file) whole
+    mapped = legacy.to_spec("all_in_one", legacy.parse("all_in_one", body))
+    assert mapped.problems == ["ssh_config.key_path: '/dev/zero' is not a private key file"]
 
 
 def test_old_body_rbac_off_and_unknown_fields_are_refused():
@@ -224,17 +227,21 @@ def test_api_maps_wrapper_errors_and_refuses_bad_tokens(caplog):
     assert r.status_code == 202 and r.json()["installation_id"].endswith("1")
     assert fake.started[0][0] == "all_in_one"
     assert client.get("/api/v1/installation/x/status", headers=h).status_code == 404
-    assert client.post("/api/v1/installation/x/cancel", headers=h).status_code == 409
+    r = client.post("/api/v1/installation/x/cancel", headers=h)  # the old contract: 400, not 409
+    assert (r.status_code, r.json()["error"]) == (400, "Installation already completed"), r.text
+    assert "already finished (Completed)" in r.json()["detail"]
     r = client.post("/api/v1/installation/reset/start", headers=h, json={"host": "10.0.0.1"})
-    assert r.status_code == 422 and "only accepted for all_in_one and ha_secure" in r.json()["problems"][0]
+    assert r.status_code == 400 and "only accepted for all_in_one and ha_secure" in r.json()["problems"][0]
+    assert r.json()["error"].startswith("Validation failed: mode: the old flat request body")
 
 
+T0, T1 = "2026-12-01T20:00:00+00:00", "2026-12-01T20:00:40.500000+00:00"
 RUNNING = {"id": "r1", "name": "bench", "mode": "ha", "state": "RUNNING", "state_name": "Running",
            "final": False, "current_step": "runtime", "steps_done": 2, "total_steps": 12,
-           "planned_steps": [], "percent": 16.7, "duration_s": 40.0, "start_time": "t0",
-           "end_time": None, "created": "t0", "cluster_info": None, "preflight_findings": [],
+           "planned_steps": [], "percent": 16.7, "duration_s": 40.0, "start_time": T0,
+           "end_time": None, "created": T0, "cluster_info": None, "preflight_findings": [],
            "failure": None,
-           "steps": [{"name": "runtime", "state": "RUNNING", "attempts": 1, "start_time": "t0",
+           "steps": [{"name": "runtime", "state": "RUNNING", "attempts": 1, "start_time": T0,
                       "end_time": None, "duration_s": None, "message": None,
                       "hosts": [{"host": "cp-1", "address": "10.0.0.1", "status": "ok",
                                  "seconds": 20.0, "attempt": 1, "error": None}]}]}
@@ -412,7 +419,8 @@ def test_generated_token_file_is_private(tmp_path):
 def test_status_envelope_keeps_the_old_fields():
     st = {"id": "r1", "mode": "ha", "state": "FAILED", "final": True, "current_step": "runtime",
           "steps_done": 2, "total_steps": 12, "percent": 16.7, "duration_s": 40.0,
-          "start_time": "t0", "end_time": "t1", "cluster_info": None, "preflight_findings": [],
+          "start_time": T0, "end_time": T1, "created": T0, "cluster_info": None,
+          "preflight_findings": [], "cluster": {"kubernetes_version": "1.36", "cni": "calico"},
           "failure": {"message": "boom", "step": "runtime", "hosts": ["cp-2"]},
           "steps": [{"name": "runtime", "state": "FAILED", "duration_s": 30.0, "message": "boom",
                      "hosts": [{"host": "cp-1", "status": "ok", "seconds": 20.0, "error": None},
@@ -425,3 +433,108 @@ def test_status_envelope_keeps_the_old_fields():
     assert p["total_steps"] == 12 and p["progress_percentage"] == 16.7
     assert [(r["host"], r["success"]) for r in p["step_results"]] == [
         ("cp-1", True), ("cp-2", False), (None, False)]
+    # the old types: a step number, epoch seconds, the run id again, every result's output
+    assert p["current_step"] == 1 and p["current_step_name"] == "runtime"
+    assert p["installation_id"] == "r1" and p["start_time"] == env["started_at"] == 1796155200.0
+    assert p["end_time"] == 1796155240.5 and p["start_time_iso"] == T0
+    assert all("output" in r and isinstance(r["duration"], float) for r in p["step_results"])
+    # ended before verify: the spec's values, no nodes
+    info = env["cluster_info"]
+    assert (info["kubernetes_version"], info["cni_provider"], info["nodes"]) == ("1.36", "calico", [])
+    assert info["mode"] == "ha" and info["installation_id"] == "r1"
+
+
+def test_a_run_not_final_has_no_outcome_yet_and_counts_its_running_step():
+    env = legacy.status_envelope(RUNNING)
+    assert "success_status" not in env and "cluster_info" not in env
+    assert env["progress"]["current_step"] == 1 and env["progress"]["end_time"] is None
+    queued = dict(RUNNING, state="SCHEDULED", start_time=None, steps=[], duration_s=None)
+    p = legacy.status_envelope(queued)["progress"]
+    assert (p["current_step"], p["start_time"], p["duration"]) == (0, 1796155200.0, 0.0)
+
+
+def test_cluster_info_carries_the_old_keys_from_verifys_facts():
+    facts = {"healthy": True, "server": "https://10.0.0.1:6443", "version": "v1.36.1",
+             "nodes": [{"name": "cp-1", "roles": ["control-plane"], "ready": True,
+                        "kubelet_version": "v1.36.1", "address": "10.0.0.1", "created": T0},
+                       {"name": "w-1", "roles": [], "ready": False, "kubelet_version": "v1.36.1",
+                        "address": "10.0.0.2", "created": ""}],
+             "pod_count_by_namespace": {"kube-system": 9}, "kubeconfig_path": "/s/admin.conf",
+             "cluster": "c", "cni": "flannel", "pod_cidr": "10.244.0.0/16",
+             "service_cidr": "10.96.0.0/12"}
+    st = {"id": "r1", "mode": "all_in_one", "cluster_info": facts, "cluster": {}}
+    info = legacy.cluster_info(st, now=1796155200.0 + 330)
+    assert (info["kubernetes_version"], info["cni_provider"], info["kubeconfig_path"]) == (
+        "v1.36.1", "flannel", "/s/admin.conf")
+    cp, w = info["nodes"]
+    assert (cp["status"], cp["roles"], cp["age"], cp["version"], cp["internal_ip"]) == (
+        "Ready", "control-plane", "5m30s", "v1.36.1", "10.0.0.1")
+    assert cp["role_list"] == ["control-plane"] and cp["ready"] is True  # kai's, beside
+    assert (w["status"], w["roles"], w["age"]) == ("NotReady", "<none>", "<unknown>")
+    assert info["pod_count_by_namespace"] == {"kube-system": 9} and info["healthy"] is True
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (-5, "<invalid>"), (-0.5, "0s"), (45, "45s"), (119, "119s"), (120, "2m"), (330, "5m30s"),
+    (600, "10m"), (179 * 60, "179m"), (3 * 3600 + 20 * 60, "3h20m"), (8 * 3600, "8h"),
+    (47 * 3600, "47h"), (2 * 86400 + 4 * 3600, "2d4h"), (3 * 86400, "3d"), (400 * 86400, "400d"),
+    (3 * 365 * 86400 + 20 * 86400, "3y20d"), (9 * 365 * 86400, "9y")])
+def test_ages_read_like_kubectl(seconds, shown):
+    assert legacy.human_age(seconds) == shown
+
+
+# --- hosts check (the old SSH manager's job): the API's side, no host contacted -----------------
+
+class HostsCheckRecorder(FakeControl):
+    def __init__(self):
+        super().__init__()
+        self.checked = []
+
+    def check_hosts(self, spec, mode=None, secrets=None):
+        mode, spec_json = control.validate(mode or "preflight", spec)
+        self.checked.append((mode, spec_json, secrets))
+        return mode, [{"node": n["name"], "ok": True} for n in spec_json["nodes"]]
+
+
+def test_hosts_check_takes_a_spec_or_the_old_host_list():
+    fake = HostsCheckRecorder()
+    client = TestClient(create_app("t0ken", ctl=fake))
+    h = {"Authorization": "Bearer t0ken"}
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": AIO, "mode": "all-in-one"})
+    assert r.status_code == 200 and r.json()["mode"] == "all_in_one" and r.json()["ok"] is True, r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={
+        "hosts": ["10.0.0.1", "10.0.0.2"],
+        "ssh_config": {"username": "admin", "auth_method": "password", "password": "s3cret"}})
+    assert r.status_code == 200, r.text
+    mode, spec, secrets = fake.checked[-1]
+    assert mode == "preflight" and [n["address"] for n in spec["nodes"]] == ["10.0.0.1", "10.0.0.2"]
+    # the password reaches the check in memory only: the spec names a block nobody stores
+    assert list(secrets.values()) == ["s3cret"] and spec["ssh"]["password_secret"] in secrets
+    assert "s3cret" not in repr(spec)
+    r = client.post("/api/v1/hosts/check", headers=h, json={"hosts": ["10.0.0.1", "10.0.0.300"]})
+    assert r.status_code == 400 and any(p.startswith("hosts[1] (nodes[1].address):")
+                                        for p in r.json()["problems"]), r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": {"name": "x"}})
+    assert r.status_code == 422, r.text
+    r = client.post("/api/v1/hosts/check", headers=h, json={"spec": AIO, "mode": "reset"})
+    assert r.status_code == 422 and r.json()["problems"][0].startswith("mode:"), r.text  # kai's body: 422
+
+
+def test_a_failed_connect_says_whether_the_host_answered_and_was_trusted():
+    from deployments.hosts_check import _failed_connect
+    from installers.ssh import ConnectError, HostKeyError
+
+    assert _failed_connect(HostKeyError("host key for n1 has CHANGED")) == (True, False)
+    assert _failed_connect(ConnectError("cannot connect to n1 after 3 attempt(s)")) == (False, False)
+    assert _failed_connect(ConnectError("authentication failed for root@n1", retryable=False)) == (True, True)
+    assert _failed_connect(RuntimeError("facts.sh exit code 2")) == (True, True)
+
+
+def test_an_unexpected_error_is_a_500_in_the_old_envelope():
+    class Broken(FakeControl):
+        def logs(self, run_id, level, limit):
+            raise RuntimeError("a bug")
+
+    client = TestClient(create_app("t0ken", ctl=Broken()), raise_server_exceptions=False)
+    r = client.get("/api/v1/installation/r1/logs", headers={"Authorization": "Bearer t0ken"})
+    assert r.status_code == 500 and r.json() == {"success": False, "error": "internal error: RuntimeError"}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import old_api
 from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.booted import spec_fragment
 from tests.hosts.mirror import serve_mirror_to
@@ -350,10 +351,11 @@ def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
         assert resp.status_code == 202, resp.text
         run_id = resp.json()["installation_id"]
         RUNS.append((run_id, server.prefect_api_url))
-        percents, deadline = [], time.monotonic() + 600
+        percents, step_numbers, deadline = [], [], time.monotonic() + 600
         while time.monotonic() < deadline:
             body = api.get(f"/api/v1/installation/{run_id}/status").json()
             percents.append(body["progress"]["progress_percentage"])
+            step_numbers.append(body["progress"]["current_step"])
             if body["completed"]:
                 break
             time.sleep(1)
@@ -364,6 +366,13 @@ def test_busy_host_refused_then_cancel_mid_step_then_complete(hosts, server):
     assert [n["name"] for n in info["nodes"]] == [h1.name]
     steps = {r["step_name"]: r for r in body["progress"]["step_results"]}
     assert steps["kubeadm-init"]["success"] and steps["kubeadm-init"]["host"] == h1.name, steps
+    # the old contract's completed status (docs/old-api.md), cluster_info from verify's facts
+    old_api.assert_conforms(body, old_api.STATUS_COMPLETED, "a completed install's status")
+    assert step_numbers == sorted(step_numbers) and step_numbers[-1] >= 1, step_numbers
+    [node] = info["nodes"]
+    assert (node["status"], node["internal_ip"]) == ("Ready", h1.address), node
+    assert "control-plane" in node["roles"].split(","), node
+    assert (info["cni_provider"], info["mode"], info["installation_id"]) == ("flannel", "all_in_one", run_id)
     print(f"\ncancelled in {cancel_s:.1f} s; the next run (REST API) completed")
 
 

@@ -106,16 +106,28 @@ def test_every_name_get_modes_advertises_is_accepted_by_start():
     recorder = StartRecorder()
     client = TestClient(create_app("t0ken", ctl=recorder))
     h = {"Authorization": "Bearer t0ken"}
-    advertised = client.get(f"{P}/modes", headers=h).json()["modes"]
-    assert [m["name"] for m in advertised] == list(modes.names())
-    pairs = [(m["name"], m["name"]) for m in advertised] + \
-            [(alias, m["name"]) for m in advertised for alias in m["aliases"]]
+    answer = client.get(f"{P}/modes", headers=h).json()
+    advertised = list(answer["modes"].values())
+    # the old object keyed by mode, under the old service's names where it had them
+    assert list(answer["modes"]) == [modes.listed_name(m) for m in modes.MODES]
+    assert {"all_in_one", "ha_secure"} <= set(answer["modes"])
+    assert [m["mode"] for m in advertised] == list(modes.names())
+    assert [m["name"] for m in answer["mode_list"]] == list(modes.names())  # kai's list
+    pairs = [(m["name"], m["mode"]) for m in advertised] + \
+            [(m["mode"], m["mode"]) for m in advertised] + \
+            [(alias, m["mode"]) for m in advertised for alias in m["aliases"]]
     assert {"allinone", "ha-secure", "add-nodes", "all-in-one", "ha_secure"} <= {a for a, _ in pairs}
     for name, canonical in pairs:
         r = client.post(f"{P}/{name}/start", headers=h, json={"spec": aio()})
         assert r.status_code == 202, (name, r.text)
         assert r.json()["mode"] == canonical and recorder.started[-1] == canonical
-    assert client.post(f"{P}/kind/start", headers=h, json={"spec": aio()}).status_code == 422
+    assert client.post(f"{P}/kind/start", headers=h, json={"spec": aio()}).status_code == 400
+
+
+def test_a_modes_old_name_is_one_of_its_aliases():
+    for m in modes.MODES:
+        assert m.old_name is None or m.old_name in m.aliases, m.name
+        assert m.estimated_time and m.features and m.requirements, m.name
 
 
 @pytest.mark.parametrize("name", [n for n in modes.accepted_names()
