@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.etcd import etcd_healthy, etcd_members
 from tests.hosts.booted import spec_fragment
 from tests.hosts.mirror import serve_mirror_to
 
@@ -288,6 +289,9 @@ def test_ha_survives_a_dropped_ssh_session_then_add_a_worker(hosts, server):
     init = next(s for s in st["steps"] if s["name"] == "kubeadm-init")
     assert init["attempts"] >= 2, init
     assert sorted(n["name"] for n in st["cluster_info"]["nodes"]) == sorted(h.name for h in members)
+    # the stacked etcd is real: a member per control plane, each joined with kubeadm, all healthy
+    assert etcd_members(cp1) == sorted(h.name for h in list(hosts)[:3])
+    assert etcd_healthy(cp1)
     clear_fault(cp1)
 
     before = {h.name: (unit_invocation(h, "containerd"), unit_invocation(h, "kubelet")) for h in members}
