@@ -70,6 +70,10 @@ MODES: tuple[Mode, ...] = (
          runs=("reset", INSTALL)),
     Mode("preflight", "check every host against the spec (read-only)"),
     Mode("health", "verify a running cluster (read-only)", locks_hosts=False),
+    # Read-only for the cluster like health (no host locks): a scheduled backup must not fail
+    # because an install holds a node.
+    Mode("etcd_backup", "snapshot etcd from a healthy control plane to the controller (keeps the newest N)",
+         locks_hosts=False),
 )
 
 _BY_NAME = {m.name: m for m in MODES}

@@ -99,6 +99,8 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("health", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=120),
              note="the health mode's verify, its own deadline"),
     StepKind("reset", "tasks/node_tasks.py:reset", "reset.sh", StepPolicy(1, 10, 600)),
+    StepKind("etcd_backup", "tasks/etcd_backup.py:etcd_backup", "etcd-backup.sh", StepPolicy(2, 10, 300),
+             note="stored by `installers/etcd_backups.py`"),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

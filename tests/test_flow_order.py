@@ -44,6 +44,8 @@ CASES = [
     ("rebuild", ha(endpoint=LB, storage=NO_STORAGE), {"mode": "ha"}),
     ("preflight", ha(), {}),
     ("health", ha(), {}),
+    ("etcd_backup", ha(), {}),
+    ("etcd_backup", aio(), {}),
 ]
 
 
