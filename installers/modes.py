@@ -115,6 +115,14 @@ MODES: tuple[Mode, ...] = (
                    "each node drained and uncordoned", "never breaks the version-skew policy",
                    "resumes where a failed or cancelled run stopped"),
          estimated_time="5-10 minutes per node"),
+    # Read-only for the cluster like health (no host locks): a scheduled backup must not fail
+    # because an install holds a node.
+    Mode("etcd_backup", "snapshot etcd from a healthy control plane to the controller (keeps the newest N)",
+         locks_hosts=False,
+         requirements=("a cluster kai installed", "every etcd member healthy"),
+         features=("etcdctl snapshot through the etcd container", "sha256 checked, stored 0600",
+                   "keeps the newest N", "schedulable"),
+         estimated_time="under 1 minute"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}

@@ -240,6 +240,10 @@ def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False) -
     return _job("reset", node, {"KAI_RESET_PACKAGES": "1" if remove_packages else "0"})
 
 
+def etcd_backup_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return _job("etcd_backup", node)
+
+
 # --- steps and phases --------------------------------------------------------------------------
 
 def _step(spec: ClusterSpec, name: str, kind: str, title: str, jobs: list[HostJob],
@@ -373,6 +377,14 @@ def _reset_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
     return [Phase("reset", "Reset the nodes (workers first)", tuple(steps))]
 
 
+def _etcd_backup_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
+    """One snapshot, from the first control plane whose etcd cluster is healthy (in spec order)."""
+    return [Phase("etcd-backup", "Snapshot etcd to the controller",
+                  (_step(spec, "etcd-backup", "etcd_backup",
+                         "etcd snapshot on a healthy control plane (the first that answers)",
+                         [etcd_backup_job(spec, n) for n in spec.control_planes()], parallel=False),))]
+
+
 # The upgrade mode's planner and job builders (installers/plan_upgrade.py; it imports this module
 # back lazily). Its planner takes the mode's options too: build_plan's keywords.
 from installers.plan_upgrade import (drain_job, uncordon_job, upgrade_facts_job,  # noqa: E402,F401
@@ -386,6 +398,7 @@ PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "preflight": _preflight_plan,
     "health": _health_plan,
     "upgrade": upgrade_plan,
+    "etcd_backup": _etcd_backup_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
                                "(nothing else is touched)"]}

@@ -220,6 +220,12 @@ class PreflightSettings(_Model):
                               description=f"checks whose errors become warnings: {list(PREFLIGHT_CHECKS)}")
 
 
+class EtcdBackupSettings(_Model):
+    directory: Text | None = Field(None, description="where etcd_backup stores snapshots on the controller "
+                                                     "(default: <state dir>/clusters/<name>/etcd-backups)")
+    keep: int = Field(7, ge=1, le=10000, description="etcd_backup keeps this many newest snapshots of the cluster")
+
+
 class ClusterSpec(_Model):
     name: Text = Field(description="cluster name (RFC 1123 label)")
     kubernetes: Kubernetes = Kubernetes()
@@ -233,6 +239,7 @@ class ClusterSpec(_Model):
     ssh: SSH = SSH()
     steps: dict[StepKind, StepPolicyOverride] = Field(default_factory=dict)
     preflight: PreflightSettings = PreflightSettings()
+    etcd_backup: EtcdBackupSettings = EtcdBackupSettings()
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "ClusterSpec":

@@ -110,6 +110,8 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("uncordon", "tasks/upgrade.py:uncordon", "upgrade-uncordon.sh", StepPolicy(2, 5, 300)),
     StepKind("upgrade_report", "tasks/upgrade.py:upgrade_report", None, StepPolicy(1, 5, 60),
              note="each node's version before/after, nodes left cordoned"),
+    StepKind("etcd_backup", "tasks/etcd_backup.py:etcd_backup", "etcd-backup.sh", StepPolicy(2, 10, 300),
+             note="stored by `installers/etcd_backups.py`"),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

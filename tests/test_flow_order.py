@@ -47,6 +47,8 @@ CASES = [
     ("upgrade", ha(), {"to": "1.37"}),                  # 3 control planes, 2 workers one at a time
     ("upgrade", ha(workers=3), {"to": "1.37", "max_unavailable": 2}),
     ("upgrade", aio(), {"to": "1.36.5"}),               # a patch; one node, no workers
+    ("etcd_backup", ha(), {}),
+    ("etcd_backup", aio(), {}),
 ]
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from tests.support import old_api
 from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
+from tests.support.etcd import etcd_healthy, etcd_members, etcdctl
 from tests.hosts.booted import spec_fragment
 from tests.hosts.mirror import serve_mirror_to
 
@@ -290,6 +291,9 @@ def test_ha_survives_a_dropped_ssh_session_then_add_a_worker(hosts, server):
     init = next(s for s in st["steps"] if s["name"] == "kubeadm-init")
     assert init["attempts"] >= 2, init
     assert sorted(n["name"] for n in st["cluster_info"]["nodes"]) == sorted(h.name for h in members)
+    # the stacked etcd is real: a member per control plane, each joined with kubeadm, all healthy
+    assert etcd_members(cp1) == sorted(h.name for h in list(hosts)[:3])
+    assert etcd_healthy(cp1)
     clear_fault(cp1)
 
     before = {h.name: (unit_invocation(h, "containerd"), unit_invocation(h, "kubelet")) for h in members}
@@ -303,6 +307,33 @@ def test_ha_survives_a_dropped_ssh_session_then_add_a_worker(hosts, server):
     for h in members[1:]:
         assert not calls(h, "kubeadm", "token"), "only the first control plane makes join credentials"
     print(f"\nha (3 cp + 2 w, one dropped session): {ha_s:.0f} s; add 1 worker: {add_s:.0f} s")
+
+
+def test_etcd_backup_of_the_ha_cluster_keeps_the_newest(hosts, server, tmp_path):
+    """Two etcd_backup runs on the cluster the previous test built, keep 1: one checked 0600
+    snapshot named with cluster, time and revision, that etcd itself reads back."""
+    backups = tmp_path / "backups"
+    spec = dict(ha_spec(hosts), etcd_backup={"directory": str(backups), "keep": 1})
+    took, names = [], []
+    for _ in range(2):
+        t0 = time.monotonic()
+        st = wait(start("etcd_backup", spec), timeout=300)
+        took.append(time.monotonic() - t0)
+        assert_completed(st)
+        names += [p.name for p in backups.iterdir()]
+    [snap] = list(backups.iterdir())
+    assert snap.name == names[-1] and names[0] != names[-1]  # the older one was pruned
+    m = re.fullmatch(r"ha-\d{8}T\d{6}Z-rev(\d+)\.db", snap.name)
+    assert m and int(m[1]) > 1, snap.name
+    assert snap.stat().st_mode & 0o777 == 0o600
+    cp1 = hosts[0]
+    assert cp1.exec("ls -A /var/lib/etcd").stdout.split() == ["member"]  # the node's copy is gone
+    cp1.put_file("/var/lib/etcd/check.db", snap.read_bytes(), 0o600)
+    status = json.loads(etcdctl(cp1, "snapshot status /var/lib/etcd/check.db -w json").stdout)
+    cp1.exec("rm -f /var/lib/etcd/check.db")
+    assert status["revision"] >= int(m[1]) and status["totalKey"] > 10, status
+    print(f"\netcd_backup (3 members): {took[0]:.1f} s, {took[1]:.1f} s per run; snapshot "
+          f"{snap.stat().st_size} bytes, revision {status['revision']}, {status['totalKey']} keys")
 
 
 def test_reset_everything_then_an_unreachable_host_stops_preflight(hosts, server):

@@ -25,6 +25,7 @@ import standin_common  # noqa: E402
 import standin_config  # noqa: E402
 import standin_pki as pki  # noqa: E402
 
+from tests.support.etcd import etcd_members, etcdctl  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 
 VALID = """\
@@ -887,6 +888,11 @@ def test_hosts_init_apply_join_reset(cluster_hosts, tmp_path):
     assert "Your Kubernetes control-plane has initialized successfully!" in r.stdout
     assert not re.search(r"[a-z0-9]{6}\.[a-z0-9]{16}", r.stdout + r.stderr)
     print(f"kubeadm init: {init_s:.1f}s")
+    # a real etcd: Debian's, one member, the API's objects in it
+    assert cp.exec("etcd --version").stdout.startswith("etcd Version: 3.")
+    assert etcd_members(cp) == [cp.name]
+    keys = etcdctl(cp, "get --prefix --keys-only /registry/kai-standin/objects/api/v1/nodes/").stdout.split()
+    assert keys == [f"/registry/kai-standin/objects/api/v1/nodes/{cp.name}"]
 
     admin = _admin_client(cp, tmp_path)
     nodes = admin.get("/api/v1/nodes").json()["items"]
@@ -918,13 +924,17 @@ def test_hosts_init_apply_join_reset(cluster_hosts, tmp_path):
     assert pki.TOKEN_RE.match(token)
     ca_hash = pki.ca_cert_hash(pki.load_cert(cp.exec("cat /etc/kubernetes/pki/ca.crt").stdout.encode()))
 
-    if len(targets) > 1:
+    if len(targets) > 1:  # a second control plane: a second etcd member
         w = targets[1]
+        cert_key = cp.exec("kubeadm certs certificate-key").stdout.strip()
+        cp.exec(f"kubeadm init phase upload-certs --upload-certs --certificate-key {cert_key} "
+                "--skip-certificate-key-print")
         join = f"""\
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: JoinConfiguration
 nodeRegistration: {{name: {w.name}, criSocket: unix:///run/containerd/containerd.sock,
   kubeletExtraArgs: [{{name: node-ip, value: {w.address}}}]}}
+controlPlane: {{localAPIEndpoint: {{advertiseAddress: {w.address}, bindPort: 6443}}, certificateKey: "{cert_key}"}}
 discovery:
   bootstrapToken: {{token: "{token}", apiServerEndpoint: "{cp.address}:6443", caCertHashes: ["{{hash}}"]}}
 """
@@ -939,15 +949,37 @@ discovery:
         names = {n["metadata"]["name"] for n in admin.get("/api/v1/nodes").json()["items"]}
         assert names == {cp.name, w.name}
         assert token not in w.exec("cat /var/log/kai-standins.jsonl").stdout
+        assert cert_key not in w.exec("cat /var/log/kai-standins.jsonl").stdout
+        assert etcd_members(cp) == etcd_members(w) == sorted([cp.name, w.name])
+        assert "--initial-cluster-state=existing" in w.exec("cat /etc/kubernetes/manifests/etcd.yaml").stdout
+        # etcd replicates: written through the second API server, read through the first
+        (tmp_path / "w").mkdir()
+        w_admin = _admin_client(w, tmp_path / "w")
+        w_admin.base_url = f"https://{w.address}:6443"  # its admin.conf names the first one
+        r = w_admin.post("/api/v1/namespaces/default/configmaps", json={
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "via-second", "namespace": "default"}})
+        assert r.status_code == 201, r.text
+        _wait(lambda: admin.get("/api/v1/namespaces/default/configmaps/via-second").status_code == 200, 10,
+              "the object written on the second control plane, on the first")
+        # kubeadm reset removes the node's own member; the other control plane keeps serving
+        r = w.exec("kubeadm reset -f", check=False, timeout=120)
+        assert r.returncode == 0 and "Removing the etcd member of this node: removed etcd member" in r.stdout, \
+            r.stdout + r.stderr
+        assert etcd_members(cp) == [cp.name]
+        assert w.exec("crictl ps --name etcd --state running -q").stdout.strip() == ""
+        assert w.exec("ls /var/lib/etcd", check=False).returncode != 0
+        assert admin.get("/api/v1/namespaces/default/configmaps/via-second").status_code == 200
 
     entries = _host_journal(cp)
-    inits = [e for e in entries if e["argv"][:2] == ["kubeadm", "init"]]
+    inits = [e for e in entries if e["argv"][:2] == ["kubeadm", "init"] and "phase" not in e["argv"]]
     assert [e["exit_code"] for e in inits] == [1, 0, 1]
     assert any(e["argv"][:2] == ["kubectl", "--kubeconfig"] and e["exit_code"] == 0 for e in entries)
 
     r = cp.exec("kubeadm reset -f --cleanup-tmp-dir", check=False, timeout=120)
     assert r.returncode == 0, r.stderr
+    assert "this is the only etcd member" in r.stdout
     assert cp.exec("ls /etc/kubernetes/manifests").stdout.strip() == ""
+    assert cp.exec("systemctl is-active kai-standin-etcd", check=False).stdout.strip() != "active"
     assert cp.exec("systemctl is-active kubelet", check=False).stdout.strip() != "active"
 
 

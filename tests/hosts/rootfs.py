@@ -36,6 +36,8 @@ PACKAGES = (
     "python3", "python3-yaml", "python3-cryptography", "openssl",
     # debootstrap does not resolve virtual packages: python3-cryptography needs this provider
     "python3-cffi-backend",
+    # the control planes' stacked etcd, run by the kubelet stand-in from kubeadm's manifest
+    "etcd-server", "etcd-client",
 )
 DEBIAN_HOST = "deb.debian.org"
 DEBIAN_MIRROR = f"http://{DEBIAN_HOST}/debian"
@@ -176,6 +178,12 @@ def _apply_tweaks(root: Path, kernel: str, modules: list[str]) -> None:
         link = root / "etc/systemd/system" / unit
         if not link.exists():
             os.symlink("/dev/null", link)
+    # Debian's etcd.service (data in /var/lib/etcd/default) would occupy kubeadm's etcd ports and
+    # data dir: the test hosts' etcd is only the static pod's (the kubelet stand-in runs it).
+    for link in ("etc/systemd/system/multi-user.target.wants/etcd.service", "etc/systemd/system/etcd2.service",
+                 "etc/systemd/system/etcd.service"):
+        (root / link).unlink(missing_ok=True)
+    os.symlink("/dev/null", root / "etc/systemd/system/etcd.service")
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
     (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
     for f in (root / "var/lib/apt/lists").glob("*_*"):

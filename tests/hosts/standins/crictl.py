@@ -1,21 +1,73 @@
 #!/usr/bin/python3
-"""crictl stand-in: `crictl --version` only."""
+"""crictl stand-in: `--version`, and what kai uses to reach etcd on a control plane, as on a real
+cluster (the etcd image ships etcdctl):
+
+    crictl ps --name etcd --state running -q      the etcd container's id (nothing if not running)
+    crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args
+
+The "container" is the kubelet stand-in's etcd unit (standin_etcd). Like the real pod, it sees
+only its two hostPath mounts (/var/lib/etcd, /etc/kubernetes/pki/etcd): a file argument elsewhere
+fails as it would in the container. Anything else fails loudly."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
+import standin_etcd as etcd  # noqa: E402
 from standin_common import Fail, run_main, version  # noqa: E402
+
+PS_ARGS = ["ps", "--name", "etcd", "--state", "running", "-q"]
+FILE_FLAGS = ("--cacert", "--cert", "--key", "--data-dir", "--wal-dir")
+
+
+def container_files(args: list[str]) -> None:
+    """Fail like the container would on a file outside its mounts."""
+    for i, a in enumerate(args):
+        flag, eq, value = a.partition("=")
+        if flag in FILE_FLAGS:
+            etcd.pod_path(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["snapshot"] and len(words) >= 3:
+        etcd.pod_path(words[2])
+
+
+def cmd_exec(argv: list[str]) -> int:
+    if len(argv) < 2:
+        raise Fail("crictl exec: need a container id and a command")
+    cid, command = argv[0], argv[1:]
+    running = etcd.running_container()
+    if running is None or not (len(cid) >= 12 and running.startswith(cid)):
+        raise Fail(f'execing command in container: rpc error: code = NotFound desc = could not find container "{cid}"')
+    if command[0] != "etcdctl":
+        raise Fail(f"crictl stand-in: exec runs only etcdctl in the etcd container, not {command[0]!r}")
+    try:
+        container_files(command[1:])
+    except etcd.EtcdError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    # The container's working directory is / and its environment etcd's own (ETCDCTL_API=3 is
+    # etcdctl 3.4's default); stdout/stderr pass through.
+    return subprocess.run([etcd.ETCDCTL_BIN, *command[1:]], cwd="/",
+                          env={"PATH": "/usr/local/bin:/usr/bin:/bin"}).returncode
 
 
 def main(argv) -> int:
     if argv == ["--version"]:
         print(f"crictl version v{version()}")
         return 0
-    raise Fail(f"crictl stand-in: unsupported arguments {argv} (only --version)")
+    if argv == PS_ARGS:
+        cid = etcd.running_container()
+        if cid:
+            print(cid)
+        return 0
+    if argv[:1] == ["exec"]:
+        return cmd_exec(argv[1:])
+    raise Fail(f"crictl stand-in: unsupported arguments {argv} (only --version, "
+               f"`{' '.join(PS_ARGS)}` and `exec <id> etcdctl …`)")
 
 
 if __name__ == "__main__":

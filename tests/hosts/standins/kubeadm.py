@@ -2,7 +2,8 @@
 """kubeadm stand-in: exactly the subcommands kai runs (docs/architecture.md §3), strictly, and the
 day-2 ones: upgrade plan / apply / node (version policy of cmd/kubeadm/app/phases/upgrade/policy.go).
 
-Writes real PKI, kubeconfigs and static pod manifests, and runs the API stand-in as
+Writes real PKI, kubeconfigs and static pod manifests (the kubelet stand-in runs etcd's with Debian's
+etcd), adds and removes etcd members as kubeadm does, and runs the API stand-in as
 kai-standin-apiserver.service. Every invocation is journaled to /var/log/kai-standins.jsonl.
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import yaml  # noqa: E402
 
+import standin_etcd as etcd  # noqa: E402
 import standin_pki as pki  # noqa: E402
 from standin_common import Api, Fail, parse_version, run_main, version  # noqa: E402
 from standin_config import ConfigError, load_config  # noqa: E402
@@ -106,8 +108,9 @@ def preflight(ignore: list[str], control_plane: bool, joining: bool) -> None:
             errors.append(("FileAvailable--etc-kubernetes-admin.conf", f"{K8S / 'admin.conf'} already exists"))
         if ETCD_DIR.exists() and any(ETCD_DIR.iterdir()):
             errors.append(("DirAvailable--var-lib-etcd", f"{ETCD_DIR} is not empty"))
-        if not _port_free(6443):
-            errors.append(("Port-6443", "Port 6443 is in use"))
+        for port in (6443, etcd.CLIENT_PORT, etcd.PEER_PORT):
+            if not _port_free(port):
+                errors.append((f"Port-{port}", f"Port {port} is in use"))
     if not _port_free(10250):
         errors.append(("Port-10250", "Port 10250 is in use"))
     ignored = {i.lower() for i in ignore}
@@ -213,10 +216,6 @@ def make_node_certs(name: str, address: str, endpoint_host: str, cluster: dict) 
     write_pair("etcd/peer", *pki.issue(e_key, e, name, sans=[name, "localhost", address], server=True, client=True))
     write_pair("etcd/healthcheck-client", *pki.issue(e_key, e, "kube-etcd-healthcheck-client", client=True))
     write_pair("apiserver-etcd-client", *pki.issue(e_key, e, "kube-apiserver-etcd-client", client=True))
-    # The API stand-ins authenticate to each other with this (replication of the cluster state).
-    k, c = pki.issue(ca_key, ca, "kai-standin-apiserver-peer", orgs=("system:masters",), client=True)
-    pki.write_private(API_STATE / "peer.key", pki.key_pem(k))
-    pki.write_private(API_STATE / "peer.crt", pki.cert_pem(c))
 
 
 def write_kubeconfig(file: str, server: str, cn: str, orgs: tuple[str, ...]) -> None:
@@ -235,12 +234,16 @@ def static_pod(component: str, image: str, command: list[str]) -> str:
                  "containers": [{"name": component, "image": image, "command": command}]}}, sort_keys=False)
 
 
+ETCD_CLIENT_FLAGS = [f"--etcd-cafile={PKI}/etcd/ca.crt", f"--etcd-certfile={PKI}/apiserver-etcd-client.crt",
+                     f"--etcd-keyfile={PKI}/apiserver-etcd-client.key", "--etcd-servers=https://127.0.0.1:2379"]
+
+
 def write_static_pods(v: str, address: str, port: int, cluster: dict) -> None:
+    """The control-plane components' manifests (etcd's: write_etcd_manifest)."""
     repo = cluster.get("imageRepository") or "registry.k8s.io"
     pods = {
-        "etcd": ("registry.k8s.io/etcd:3.6.6-0", ["etcd", f"--advertise-client-urls=https://{address}:2379"]),
         "kube-apiserver": (f"{repo}/kube-apiserver:v{v}", ["kube-apiserver", f"--advertise-address={address}",
-                                                            f"--secure-port={port}"]),
+                                                            *ETCD_CLIENT_FLAGS, f"--secure-port={port}"]),
         "kube-controller-manager": (f"{repo}/kube-controller-manager:v{v}", ["kube-controller-manager"]),
         "kube-scheduler": (f"{repo}/kube-scheduler:v{v}", ["kube-scheduler"]),
     }
@@ -248,8 +251,54 @@ def write_static_pods(v: str, address: str, port: int, cluster: dict) -> None:
     for name, (image, cmd) in pods.items():
         say(f'[control-plane] Creating static Pod manifest for "{name}"')
         (MANIFESTS / f"{name}.yaml").write_text(static_pod(name, image, cmd))
-    ETCD_DIR.mkdir(parents=True, exist_ok=True)
-    (ETCD_DIR / "member").mkdir(exist_ok=True)
+
+
+def write_etcd_manifest(name: str, address: str, initial_cluster: str, existing: bool) -> None:
+    """The local etcd's static pod; the kubelet stand-in starts Debian's etcd from it."""
+    say('[etcd] Creating static Pod manifest for local etcd in "/etc/kubernetes/manifests"')
+    MANIFESTS.mkdir(parents=True, exist_ok=True)
+    (MANIFESTS / "etcd.yaml").write_text(etcd.manifest(etcd.pod_command(name, address, initial_cluster, existing)))
+
+
+def etcd_endpoints(api: Api) -> list[str]:
+    """The client URLs of the control planes' etcd members, from the control-plane Nodes."""
+    code, body = api.request("GET", "/api/v1/nodes")
+    if code != 200:
+        raise Fail(f"error execution phase control-plane-join/etcd: listing the control-plane nodes: {code} {body}")
+    out = []
+    for n in body.get("items") or []:
+        if "node-role.kubernetes.io/control-plane" in ((n.get("metadata") or {}).get("labels") or {}):
+            out += [f"https://{a['address']}:{etcd.CLIENT_PORT}" for a in (n.get("status") or {}).get("addresses") or []
+                    if a.get("type") == "InternalIP"]
+    if not out:
+        raise Fail("error execution phase control-plane-join/etcd: no control-plane node with an InternalIP")
+    return out
+
+
+def join_etcd(name: str, address: str, timeout_s: float) -> None:
+    """kubeadm's control-plane-join/etcd phase: add this node as a member, then its manifest with
+    initial-cluster-state=existing, then wait until the local member serves."""
+    endpoints = etcd_endpoints(admin_api())
+    say(f"[etcd] Adding etcd member: https://{address}:{etcd.PEER_PORT}")
+    try:
+        initial = etcd.member_add(endpoints, name, f"https://{address}:{etcd.PEER_PORT}")
+    except etcd.EtcdError as e:
+        raise Fail(str(e)) from e
+    say(f"[etcd] Announced new etcd member joining to the existing etcd cluster: {initial}")
+    write_etcd_manifest(name, address, initial, existing=True)
+    wait_etcd(timeout_s)
+
+
+def wait_etcd(timeout_s: float) -> None:
+    say(f"[etcd] Waiting for the new etcd member to join the cluster. This can take up to {int(timeout_s)}s")
+    deadline, last = time.time() + timeout_s, ""
+    while time.time() < deadline:
+        r = etcd.etcdctl([f"https://127.0.0.1:{etcd.CLIENT_PORT}"], "endpoint", "health")
+        if r.returncode == 0:
+            return
+        last = (r.stderr or r.stdout).strip()
+        time.sleep(1)
+    raise Fail(f"error execution phase control-plane-join/etcd: the local etcd member is not healthy: {last}")
 
 
 def write_kubelet_files(kinds: dict, nodereg: dict, address: str) -> None:
@@ -284,14 +333,11 @@ def start_kubelet(timeout_s: float) -> None:
                "http://127.0.0.1:10248/healthz' returned error: the kubelet is not healthy")
 
 
-def start_apiserver(name: str, address: str, port: int, endpoint: str, join_from: str | None) -> None:
+def start_apiserver(name: str, port: int, endpoint: str) -> None:
     cmd = [sys.executable, str(HERE / "standin_apiserver.py"), "--bind", "0.0.0.0", "--port", str(port),
            "--cert", str(PKI / "apiserver.crt"), "--key", str(PKI / "apiserver.key"), "--ca", str(PKI / "ca.crt"),
            "--ca-key", str(PKI / "ca.key"), "--state-dir", str(API_STATE), "--endpoint", endpoint,
-           "--name", name, "--self-url", f"https://{address}:{port}",
-           "--peer-cert", str(API_STATE / "peer.crt"), "--peer-key", str(API_STATE / "peer.key")]
-    if join_from:
-        cmd += ["--join-from", join_from]
+           "--name", name, *ETCD_CLIENT_FLAGS]
     API_UNIT.write_text(
         "[Unit]\nDescription=kai stand-in for the Kubernetes API server\nAfter=network-online.target\n\n"
         f"[Service]\nExecStart={' '.join(cmd)}\nRestart=always\nRestartSec=2\n\n"
@@ -430,12 +476,12 @@ def cmd_init(a) -> int:
     write_kubeconfig("kubelet.conf", server, f"system:node:{name}", ("system:nodes",))
     write_kubeconfig("controller-manager.conf", server, "system:kube-controller-manager", ())
     write_kubeconfig("scheduler.conf", server, "system:kube-scheduler", ())
-    say('[etcd] Creating static Pod manifest for local etcd in "/etc/kubernetes/manifests"')
+    write_etcd_manifest(name, address, f"{name}=https://{address}:{etcd.PEER_PORT}", existing=False)
     write_static_pods(v, address, port, cluster)
     write_kubelet_files(kinds, nodereg, address)
     timeouts = init.get("timeouts") or {}
     start_kubelet(parse_duration(timeouts.get("kubeletHealthCheck", "4m")))
-    start_apiserver(name, address, port, endpoint, join_from=None)
+    start_apiserver(name, port, endpoint)
     # The API is checked on this node's own address: the endpoint (a VIP) may come later.
     wait_api(f"https://{address}:{port}", parse_duration(timeouts.get("controlPlaneComponentHealthCheck", "4m")))
 
@@ -593,9 +639,10 @@ def cmd_join(a) -> int:
     write_kubelet_files({}, nodereg, address)
     start_kubelet(parse_duration((join.get("timeouts") or {}).get("kubeletHealthCheck", "4m")))
     if cp is not None:
-        start_apiserver(name, address, port, server.removeprefix("https://"), join_from=f"https://{bt['apiServerEndpoint']}")
-        wait_api(f"https://{address}:{port}", parse_duration((join.get("timeouts") or {}).get(
-            "controlPlaneComponentHealthCheck", "4m")))
+        cp_timeout = parse_duration((join.get("timeouts") or {}).get("controlPlaneComponentHealthCheck", "4m"))
+        join_etcd(name, address, cp_timeout)
+        start_apiserver(name, port, server.removeprefix("https://"))
+        wait_api(f"https://{address}:{port}", cp_timeout)
         api = admin_api()
     else:
         api = Api(server, ca_pem, cert_pem, pki.key_pem(key))
@@ -653,14 +700,31 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def remove_etcd_member() -> None:
+    """reset's remove-etcd-member phase: a control plane's member leaves the etcd cluster (a
+    failure is a warning, as in kubeadm: the node may be the one that is broken)."""
+    if not (MANIFESTS / "etcd.yaml").exists():
+        return
+    try:
+        peer_url = etcd.manifest_flag((MANIFESTS / "etcd.yaml").read_text(), "initial-advertise-peer-urls")
+        say(f"[reset] Removing the etcd member of this node: {etcd.member_remove_self(peer_url or '')}")
+    except (etcd.EtcdError, OSError, subprocess.TimeoutExpired, ValueError) as e:
+        say(f"[reset] Failed to remove etcd member: {e}. Please manually remove this etcd member using etcdctl")
+
+
 def cmd_reset(a) -> int:
     if not a.force:
         raise Fail("reset needs -f here (no interactive confirmation in the stand-in)")
     say("[reset] Reading configuration from the cluster...")
     # Like kubeadm, reset leaves the Node object alone: removing a node ends with
     # `kubectl delete node` (after this reset stopped the kubelet, which would register it again).
+    remove_etcd_member()
     say("[reset] Stopping the kubelet service")
     sh("systemctl", "stop", "kubelet", check=False)
+    if etcd.UNIT.exists():  # the etcd "container": kubeadm reset removes the node's containers
+        sh("systemctl", "stop", etcd.UNIT.name, check=False)
+        etcd.UNIT.unlink()
+        sh("systemctl", "daemon-reload", check=False)
     if API_UNIT.exists():
         sh("systemctl", "disable", "--now", API_UNIT.name, check=False)
         API_UNIT.unlink()

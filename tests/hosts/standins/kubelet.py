@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """kubelet stand-in: `--version`, and as kubelet.service: healthz on 127.0.0.1:10248, node status
 heartbeats (with its version) to the API stand-in with kubelet.conf, the kube-vip static pod's VIP
-(ip addr add), and restarts of the API stand-in when its static pod manifest changes. Start and
+(ip addr add), restarts of the API stand-in when its static pod manifest changes, and the etcd
+static pod: Debian's etcd run with the manifest's flags (standin_etcd). Start and
 stop are written to the version journal (standin_common.version_event)."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import yaml  # noqa: E402
 
+import standin_etcd as etcd  # noqa: E402
 import standin_pki as pki  # noqa: E402
 from standin_apiserver import RUNNING_MANIFEST  # noqa: E402
 from standin_common import Api, Fail, run_main, version, version_event  # noqa: E402
@@ -162,14 +164,46 @@ def heartbeat(api: Api, name: str, v: str, node_labels: str | None, seen: bool) 
 
 
 class StaticPods:
-    """The part of the kubelet that runs static pods: when kube-apiserver.yaml changes (kubeadm
-    upgrade rewrites it), restart the API stand-in so it runs what the manifest now says. The
-    API stand-in records the hash of the manifest it started from (standin_apiserver.RUNNING_MANIFEST)."""
+    """The part of the kubelet that runs static pods. etcd.yaml: Debian's etcd with the manifest's
+    flags, as a systemd unit (started, restarted when the manifest changes, stopped when it goes).
+    kube-apiserver.yaml: when it changes (kubeadm upgrade rewrites it), restart the API stand-in
+    so it runs what the manifest now says; the API stand-in records the hash of the manifest it
+    started from (standin_apiserver.RUNNING_MANIFEST)."""
 
     def __init__(self):
         self.restarted_for: str | None = None
+        self.etcd_seen = False  # this kubelet process has made sure etcd runs
 
     def sync(self) -> None:
+        self.sync_etcd()
+        self.sync_apiserver()
+
+    def sync_etcd(self) -> None:
+        if not etcd.MANIFEST.exists():
+            if etcd.UNIT.exists():
+                print("static pod etcd: manifest removed, stopping it", file=sys.stderr, flush=True)
+                subprocess.run(["systemctl", "stop", etcd.UNIT.name], capture_output=True)
+                etcd.UNIT.unlink()
+                subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
+            return
+        text = etcd.MANIFEST.read_text()
+        try:
+            want = etcd.unit_text(etcd.manifest_command(text), hashlib.sha256(text.encode()).hexdigest())
+        except (etcd.EtcdError, KeyError, IndexError, TypeError, yaml.YAMLError) as e:
+            print(f"static pod etcd: bad manifest: {e}", file=sys.stderr, flush=True)
+            return
+        if etcd.UNIT.exists() and etcd.UNIT.read_text() == want:
+            if not self.etcd_seen:  # e.g. after a reboot: the unit is not enabled, the kubelet starts it
+                subprocess.run(["systemctl", "start", etcd.UNIT.name], capture_output=True)
+                self.etcd_seen = True
+            return  # running, or restarted by systemd when it died
+        print("static pod etcd: starting it from its manifest", file=sys.stderr, flush=True)
+        etcd.UNIT.write_text(want)
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
+        subprocess.run(["systemctl", "restart", etcd.UNIT.name], capture_output=True)
+        self.etcd_seen = True
+
+    def sync_apiserver(self) -> None:
         if not (API_UNIT.exists() and APISERVER_MANIFEST.exists()):
             return
         want = hashlib.sha256(APISERVER_MANIFEST.read_bytes()).hexdigest()

@@ -2,9 +2,10 @@
 """The Kubernetes API stand-in: HTTPS, client-certificate or bootstrap-token authentication, a small
 honest subset of the real paths, and a state file so a restart keeps the cluster.
 
-Run by kubeadm's stand-in as kai-standin-apiserver.service on every control plane. Several control
-planes replicate writes to each other (a poor man's etcd): every write is an op forwarded to the
-peers listed in the state; a joining control plane starts from a peer's snapshot.
+Run by kubeadm's stand-in as kai-standin-apiserver.service on every control plane, with its objects
+in the node's etcd member (--etcd-servers, like kube-apiserver's flags; standin_etcd.EtcdState):
+etcd replicates them between control planes. Without --etcd-servers (the local unit tests) the
+state is a JSON file in --state-dir.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import queue
 import re
 import signal
 import socket
@@ -32,8 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import yaml  # noqa: E402
 
+import standin_etcd as etcd  # noqa: E402
 import standin_pki as pki  # noqa: E402
-from standin_common import Api, version, version_event  # noqa: E402
+from standin_common import version, version_event  # noqa: E402
 
 CNI_DAEMONSETS = ("calico-node", "kube-flannel-ds", "cilium")
 READY_DELAY_S = 2.0
@@ -73,10 +74,14 @@ def resource_path(obj: dict) -> str:
     return f"{base}/namespaces/{meta.get('namespace') or 'default'}/{res}/{meta.get('name')}"
 
 
-class State:
-    """Flat sections of JSON values, persisted atomically on every write."""
+SECTIONS = ("objects", "times", "heartbeats", "cluster", "placements")
 
-    SECTIONS = ("objects", "times", "heartbeats", "apiservers", "cluster", "placements")
+
+class State:
+    """Flat sections of JSON values in a file, persisted atomically on every write (the local
+    unit tests' store; on the test hosts the state is in etcd)."""
+
+    SECTIONS = SECTIONS
 
     def __init__(self, path: Path):
         self.path = path
@@ -111,37 +116,23 @@ class State:
 class Cluster:
     """The behaviour: auth, tokens, nodes, pods derived from what was applied."""
 
-    def __init__(self, state: State, ca_pem: bytes, ca_key_pem: bytes | None, endpoint: str,
-                 self_url: str, node_grace_s: float, peer_client: Api | None):
+    def __init__(self, state: "State | etcd.EtcdState", ca_pem: bytes, ca_key_pem: bytes | None, endpoint: str,
+                 node_grace_s: float):
         self.state, self.ca_pem, self.endpoint = state, ca_pem, endpoint
         self.ca_cert = pki.load_cert(ca_pem)
         self.ca_key = pki.load_key(ca_key_pem) if ca_key_pem else None
-        self.self_url, self.node_grace_s = self_url, node_grace_s
-        self.peer_client = peer_client
-        self.outbox: queue.Queue = queue.Queue()
+        self.node_grace_s = node_grace_s
         self.version = version()
         self.evictions = threading.Lock()
 
-    # --- writes (replicated) ---------------------------------------------------------------------
-    def write(self, ops: list[list], replicate: bool = True) -> None:
+    # --- writes (etcd replicates them) -----------------------------------------------------------
+    def write(self, ops: list[list]) -> None:
         self.state.apply(ops)
-        if replicate:
-            self.outbox.put(ops)
 
-    def replicator(self) -> None:
-        """Forward ops to the other API servers, best effort (a dead peer must not stop writes)."""
-        while True:
-            ops = self.outbox.get()
-            for name, url in self.state.items("apiservers"):
-                if url == self.self_url or self.peer_client is None:
-                    continue
-                try:
-                    peer = Api(url, self.ca_pem)
-                    peer.ctx = self.peer_client.ctx
-                    peer.timeout = 3
-                    peer.request("POST", "/kai-standin/replicate", {"ops": ops})
-                except OSError as e:
-                    print(f"replicate to {name} ({url}) failed: {e}", file=sys.stderr, flush=True)
+    def storage_ready(self) -> bool:
+        """kube-apiserver's readyz etcd check, in short: the watch on etcd is up."""
+        watching = getattr(self.state, "watching", None)
+        return watching is None or watching.is_set()
 
     # --- tokens ----------------------------------------------------------------------------------
     def token_valid(self, token: str) -> str | None:
@@ -484,6 +475,8 @@ class Handler(BaseHTTPRequestHandler):
             url = urllib.parse.urlsplit(self.path)
             path, query = url.path.rstrip("/"), urllib.parse.parse_qs(url.query)
             self.dispatch(method, path, query)
+        except etcd.EtcdError as e:  # e.g. no quorum while a new member starts
+            self.status(500, "InternalError", f"etcdserver: {e}")
         except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
             self.status(400, "BadRequest", f"{type(e).__name__}: {e}")
 
@@ -505,6 +498,8 @@ class Handler(BaseHTTPRequestHandler):
     # --- the API ---------------------------------------------------------------------------------
     def dispatch(self, method: str, path: str, query: dict) -> None:
         c, now = self.cluster, time.time()
+        if method == "GET" and path == "/readyz" and not c.storage_ready():
+            return self.status(500, "InternalError", "[-]etcd failed: the watch on etcd is down")
         if method == "GET" and path in ("/readyz", "/livez", "/healthz"):
             return self._text("ok")
         if method == "GET" and path == "/version":
@@ -536,12 +531,6 @@ class Handler(BaseHTTPRequestHandler):
         # --- admin from here on ---
         if not self.is_admin:
             return self.status(403, "Forbidden", f'User "{self.identity[0]}" cannot {method} {path}')
-        if path == "/kai-standin/replicate" and method == "POST":
-            c.write(self.body()["ops"], replicate=False)
-            return self.send_json(200, {"ok": True})
-        if path == "/kai-standin/snapshot" and method == "GET":
-            with c.state.lock:
-                return self.send_json(200, c.state.data)
         if method == "GET" and (path == "/api/v1/pods" or re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", path)):
             ns = path.split("/")[4] if "/namespaces/" in path else None
             items = [p for p in c.pods(now) if ns is None or p["metadata"]["namespace"] == ns]
@@ -760,26 +749,19 @@ def manifest_version(manifest: Path, state_dir: Path) -> str | None:
 def serve(args) -> TLSServer:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = State(state_dir / "state.json")
-    peer_client = None
-    if args.peer_cert and args.peer_key:
-        peer_client = Api(args.self_url, Path(args.ca).read_bytes(), Path(args.peer_cert).read_bytes(),
-                          Path(args.peer_key).read_bytes())
-    if args.join_from and not state.data["objects"]:
-        api = Api(args.join_from, Path(args.ca).read_bytes())
-        api.ctx = peer_client.ctx
-        code, snap = api.request("GET", "/kai-standin/snapshot")
-        if code != 200:
-            raise SystemExit(f"cannot read the cluster state from {args.join_from}: {code} {snap}")
-        state.data.update(snap)
-        state.save()
+    if args.etcd_servers:
+        if not (args.etcd_cafile and args.etcd_certfile and args.etcd_keyfile):
+            raise SystemExit("--etcd-servers needs --etcd-cafile, --etcd-certfile and --etcd-keyfile")
+        # kubeadm gives kube-apiserver its local member only: --etcd-servers=https://127.0.0.1:2379
+        gateway = etcd.Gateway(args.etcd_servers.split(",")[0], args.etcd_cafile, args.etcd_certfile,
+                               args.etcd_keyfile)
+        state = etcd.EtcdState(gateway, SECTIONS)
+    else:
+        state = State(state_dir / "state.json")
     cluster = Cluster(state, Path(args.ca).read_bytes(),
                       Path(args.ca_key).read_bytes() if args.ca_key else None,
-                      args.endpoint, args.self_url, args.node_grace, peer_client)
+                      args.endpoint, args.node_grace)
     cluster.version = manifest_version(Path(args.manifest), state_dir) or version()
-    if args.self_url and args.name:
-        cluster.write([["set", "apiservers", args.name, args.self_url]])
-    threading.Thread(target=cluster.replicator, daemon=True).start()
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
@@ -802,10 +784,10 @@ def parse_args(argv):
     p.add_argument("--state-dir", default="/var/lib/kai-standin-apiserver")
     p.add_argument("--endpoint", required=True, help="controlPlaneEndpoint host:port for cluster-info")
     p.add_argument("--name", help="this control plane's node name")
-    p.add_argument("--self-url", default="", help="https://advertise:6443, for replication")
-    p.add_argument("--peer-cert")
-    p.add_argument("--peer-key")
-    p.add_argument("--join-from", help="peer URL to copy the state from on first start")
+    p.add_argument("--etcd-servers", help="etcd client URLs (the first is used); none: a state file")
+    p.add_argument("--etcd-cafile")
+    p.add_argument("--etcd-certfile")
+    p.add_argument("--etcd-keyfile")
     p.add_argument("--node-grace", type=float, default=40.0, help="seconds without heartbeat -> NotReady")
     p.add_argument("--require-client-cert", action="store_true")
     p.add_argument("--manifest", default=str(MANIFEST), help="the static pod manifest: its image tag is the version")
