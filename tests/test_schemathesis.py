@@ -63,7 +63,10 @@ def fuzz(operation, check) -> None:
 
 
 def test_served_api_never_answers_5xx(kai_server):  # noqa: F811
-    schema = schemathesis.openapi.from_dict(_document(kai_server)).exclude(path_regex=r"/start$")
+    # not fuzzed against the real server: a generated schedule could run against any address, a
+    # generated webhook could send alerts to any URL
+    schema = (schemathesis.openapi.from_dict(_document(kai_server)).exclude(path_regex=r"/start$|/alerts$")
+              .exclude(method="POST", path_regex=r"/schedules$"))
     ops = operations(schema)
     assert {op.path for op in ops} >= {"/api/v1/installation/modes", "/healthz",
                                        "/api/v1/installation/{installation_id}/logs"}
