@@ -26,7 +26,7 @@ CERT_AUTOMATION = "kai: alert on certificates about to expire"
 RUN_SUBJECT = "kai: {{ flow.name }} run of cluster {{ flow_run.parameters.spec.name }} {{ flow_run.state.name }}"
 RUN_BODY = ("kai alert: cluster {{ flow_run.parameters.spec.name }}, mode {{ flow.name }}, "
             "run {{ flow_run.name }} ({{ flow_run.id }}) ended {{ flow_run.state.name }}\n"
-            "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}")
+            "{{ flow_run.state.message }}")
 CERT_SUBJECT = "kai: cluster {{ event.payload.cluster }}: a certificate expires in {{ event.payload.days_left }} days"
 CERT_BODY = ("kai alert: cluster {{ event.payload.cluster }}, run {{ event.payload.run_name }} "
              "({{ event.payload.run_id }}): {{ event.payload.certificate }} expires on "

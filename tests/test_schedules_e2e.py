@@ -86,6 +86,13 @@ def runs_of(server, schedule_id: str) -> list:
     return [r for r in runs if r.created_by and str(r.created_by.id) == schedule_id]
 
 
+def automation_events(server) -> list:
+    import httpx
+    events = httpx.post(server.prefect_api_url + "/events/filter", json={"limit": 50, "filter": {"event": {"prefix": ["prefect.automation"]}}}, timeout=30).json()
+    return [(e["event"], e["occurred"], e["payload"]) for e in events.get("events", [])
+            if e["event"].startswith("prefect.automation")]
+
+
 def test_schedules_fire_survive_a_restart_and_alert(served, netns_node):  # noqa: F811
     server = served["server"]
     t_start = time.monotonic()
@@ -147,12 +154,15 @@ def test_schedules_fire_survive_a_restart_and_alert(served, netns_node):  # noqa
         return done and done[0]
     run = wait_until("a scheduled health run of sched-a FAILED", finished, 240, every_s=2)
     assert run.parameters["spec"]["name"] == "sched-a"
-    assert run.parameters["spec"]["nodes"] == spec_a["nodes"]
+    assert [(n["name"], n["address"]) for n in run.parameters["spec"]["nodes"]] == [("n1", netns_node.address)]
+    assert run.parameters["spec"]["ssh"]["port"] == port
     assert password not in json.dumps(run.parameters)
     late_s = (run.start_time - run.expected_start_time).total_seconds()
 
     # the alert names the cluster, the run and what failed
-    hit = wait_until("the alert of the failed run", lambda: receiver.matching("sched-a", run.name), 120)
+    hit = wait_until(lambda: f"the alert of the failed run {run.name}; received {receiver.received}; "
+                             f"automation events {automation_events(server)}",
+                     lambda: receiver.matching("sched-a", run.name), 120)
     got_at, message = hit[0]
     alert_s = got_at - run.end_time.timestamp()
     assert str(run.id) in message["body"] and "Failed" in message["body"], message
