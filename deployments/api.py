@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from deployments import control, legacy
+from deployments import alerts, control, legacy, schedules
 from deployments.status_cache import StatusCache
 from installers import modes
 from installers.spec import SpecError
@@ -118,6 +118,8 @@ def prefect_errors():
         yield
     except control.UnknownRun as exc:
         raise ApiError(404, legacy.NOT_FOUND, detail=str(exc)) from None
+    except schedules.UnknownSchedule as exc:
+        raise ApiError(404, str(exc)) from None
     except control.RunFinished as exc:
         raise ApiError(400, legacy.ALREADY_COMPLETED, detail=str(exc)) from None
     except control.NotServed as exc:
@@ -275,6 +277,50 @@ def post_hosts_check(body: Annotated[dict[str, Any], Body()], ctl: Ctl) -> dict:
     return {"success": True, "mode": mode, "ok": all(c["ok"] for c in checked), "hosts": checked}
 
 
+# --- schedules and alerts ---------------------------------------------------------------------
+
+scheduling = APIRouter(prefix="/api/v1", tags=["schedules"], dependencies=[Depends(authorized)])
+
+
+class ScheduleRequest(BaseModel):
+    """A cron schedule of a mode's runs for one cluster (the spec is the runs' parameter)."""
+    spec: dict[str, Any] = Field(description="the cluster spec (JSON Schema: `kai schema`)")
+    mode: ModeName = Field(description="the served deployment: any mode (aliases accepted)")
+    cron: str = Field(description="cron expression, e.g. '*/30 * * * *'")
+    timezone: str = Field("UTC", description="IANA time zone of the cron")
+
+
+class AlertsRequest(BaseModel):
+    webhook: str | None = Field(None, description="URL the alerts are POSTed to as JSON {subject, body}")
+    block: str | None = Field(None, description="or: a notification block made in the Prefect UI")
+
+
+@scheduling.post("/schedules", status_code=201)
+def post_schedule(body: ScheduleRequest) -> dict:
+    entry = prefect_call(schedules.add, body.mode, body.spec, body.cron, body.timezone)
+    return {"success": True, "schedule": entry}
+
+
+@scheduling.get("/schedules")
+def get_schedules() -> dict:
+    return {"success": True, "schedules": prefect_call(schedules.list_schedules)}
+
+
+@scheduling.delete("/schedules/{schedule_id}")
+def delete_schedule(schedule_id: str) -> dict:
+    return {"success": True, "schedule": prefect_call(schedules.remove, schedule_id)}
+
+
+@scheduling.put("/alerts")
+def put_alerts(body: AlertsRequest) -> dict:
+    return {"success": True, **prefect_call(alerts.set_alerts, webhook=body.webhook, block=body.block)}
+
+
+@scheduling.get("/alerts")
+def get_alerts() -> dict:
+    return {"success": True, **prefect_call(alerts.show_alerts)}
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
@@ -329,6 +375,7 @@ def create_app(token: str, ctl=control) -> FastAPI:
     app.include_router(health)
     app.include_router(installation)
     app.include_router(hosts)
+    app.include_router(scheduling)
     _add_legacy_schemas(app)
     return app
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from installers.cluster_check import (FACTS_ARTIFACT_KEY, POLL_S, ClusterReport, check_cluster, poll_until_healthy,
-                                      unhealthy_message)
+from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY, POLL_S, ClusterReport,
+                                      check_cluster, poll_until_healthy, unhealthy_message, version_drift)
 from installers.plan import Step
 from installers.spec import ClusterSpec
 from tasks.context import current_run
@@ -42,9 +42,12 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
         look, deadline_s, poll_s=POLL_S, stop=run.cancel,
         on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
     report = outcome.report
+    drift = spec_drift(run.spec, report)
+    report.warnings += [f"version drift: {line}" for line in drift]
     for warning in report.warnings:
         logger.warning("verify: %s", warning)
-    info = cluster_facts(run.spec, report, path)
+    alert_expiring_certificates(run.spec.name, report)
+    info = cluster_facts(run.spec, report, path) | {"drift": drift}
     run.info.update(info)
     create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
     create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
@@ -54,6 +57,30 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     logger.info("verify: %d node(s) Ready, %d pods, API %s", len(report.nodes),
                 sum(report.pods_by_namespace.values()), report.version)
     return info
+
+
+def spec_drift(spec: ClusterSpec, report: ClusterReport) -> list[str]:
+    """Each node's kubelet and containerd against the spec (containerd from the distribution is
+    not pinned, so not compared)."""
+    containerd = spec.runtime.containerd
+    return version_drift(report.nodes, spec.kubernetes.full_version,
+                         None if containerd.source == "distro" else containerd.version)
+
+
+def alert_expiring_certificates(cluster: str, report: ClusterReport) -> None:
+    """An event per certificate under CERT_WARN_DAYS: kai's alert automation (deployments/alerts.py)
+    sends it to the user's notification block. The event names the run (emit_event relates it
+    to the flow run it is sent from)."""
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    for what, days in report.cert_days_left.items():
+        if days < CERT_WARN_DAYS:
+            emit_event(CERT_EXPIRING_EVENT, resource={"prefect.resource.id": f"kai.cluster.{cluster}",
+                                                      "prefect.resource.name": cluster},
+                       payload={"cluster": cluster, "certificate": what, "days_left": days,
+                                "expires": report.cert_expiry.get(what, ""),
+                                "run_name": flow_run.name or "", "run_id": flow_run.id or ""})
 
 
 def cluster_facts(spec: ClusterSpec, report: ClusterReport, kubeconfig: Path) -> dict:
@@ -80,7 +107,9 @@ def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
     lines += ["", "| namespace | pods |", "|---|---|"]
     lines += [f"| {ns} | {count} |" for ns, count in r.pods_by_namespace.items()]
     lines += ["", "Storage classes: " + (", ".join(r.storage_classes) or "none"), ""]
-    lines += [f"- {what} expires {date}" for what, date in r.cert_expiry.items()]
+    lines += [f"- {what} expires {date} ({r.cert_days_left.get(what, '?')} days left)"
+              for what, date in r.cert_expiry.items()]
+    lines += ["", f"etcd: {r.etcd or 'not checked'}"]
     if r.problems:
         lines += ["", "## Problems"] + [f"- {p}" for p in r.problems]
     if r.unchecked:

@@ -257,6 +257,7 @@ def test_api_server_down_fails_every_check_with_its_own_error(tmp_path):
     assert not report.healthy and report.unchecked == []
     assert list(report.failed_checks) == list(CHECKS)
     assert report.failed_checks["api"][0].startswith(f"API server {server} unreachable: GET /readyz: ConnectError")
+    assert report.failed_checks["etcd"][0].startswith("GET /readyz/etcd: ConnectError")
     assert report.failed_checks["nodes"][0].startswith("GET /api/v1/nodes: ConnectError")
     assert report.failed_checks["pods"][0].startswith("GET /api/v1/pods: ConnectError")
     assert report.failed_checks["storage"][0].startswith("GET /apis/storage.k8s.io/v1/storageclasses: ConnectError")
@@ -288,4 +289,5 @@ def test_a_silent_api_server_cannot_hold_a_look_past_its_deadline(tmp_path):
     assert re.match(rf"API server {server} unreachable: GET /readyz: (Connect|Read)Timeout",
                     outcome.failing["api"][0]), outcome.failing["api"]
     assert set(outcome.failing) == set(CHECKS)
-    assert all(outcome.failing[c] == [NOT_CHECKED] for c in CHECKS if c not in ("api", "nodes")), outcome.failing
+    assert all(outcome.failing[c] == [NOT_CHECKED] for c in CHECKS if c not in ("api", "etcd", "nodes")), \
+        outcome.failing

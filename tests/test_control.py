@@ -122,7 +122,7 @@ def test_cluster_info_is_the_verify_steps_data_read_back():
                                                                      "10.96.0.0/12")
     assert info["nodes"] == [{"name": "n1", "roles": ["control-plane"], "ready": True,
                               "kubelet_version": "v1.36.4", "address": "192.0.2.11",
-                              "created": "2026-12-01T18:00:00Z"}]
+                              "created": "2026-12-01T18:00:00Z", "container_runtime": ""}]
 
 
 # --- the old service's bodies ------------------------------------------------------------------

@@ -69,9 +69,12 @@ def fuzz(operation, check) -> None:
 
 
 def test_served_api_never_answers_5xx(kai_server):  # noqa: F811
-    # start and hosts/check would contact the generated addresses: in-process, below
-    schema = schemathesis.openapi.from_dict(_document(kai_server)).exclude(
-        path_regex=r"/start$|/hosts/check$")
+    # not fuzzed against the real server: start and hosts/check would contact the generated
+    # addresses (in-process, below); a generated schedule could run against any address, a
+    # generated webhook could send alerts to any URL
+    schema = (schemathesis.openapi.from_dict(_document(kai_server))
+              .exclude(path_regex=r"/start$|/hosts/check$|/alerts$")
+              .exclude(method="POST", path_regex=r"/schedules$"))
     ops = operations(schema)
     assert {op.path for op in ops} >= {"/api/v1/installation/modes", "/healthz",
                                        "/api/v1/installation/{installation_id}/logs"}
