@@ -75,7 +75,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default=None,
                    help=f"{' | '.join(modes.planned_names())} (aliases accepted; "
                         f"default: {modes.DEFAULT_RULE})")
-    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes, remove_nodes)")
+    p.add_argument("--force", action="store_true",
+                   help="remove_nodes: the nodes are dead (no drain, no reset, never contacted)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -96,7 +98,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     try:
         mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec, nodes)
-        plan = build_plan(spec, mode, nodes=nodes)
+        plan = build_plan(spec, mode, nodes=nodes, force=args.force)
     except SpecError as exc:
         return _problems_to_stderr(exc.problems)
     if args.json:
@@ -182,6 +184,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
 
 # hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
 from deployments import cli_runs  # noqa: E402,F401
+from deployments import cli_remove  # noqa: E402,F401  (remove)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ flow_parameters = mode_table.flow_parameters
 # --- validation & start ------------------------------------------------------------------------
 
 def validate(mode: str, spec: Any, nodes: list[str] | None = None,
-             rebuild_mode: str = "auto") -> tuple[str, dict]:
+             rebuild_mode: str = "auto", force: bool = False) -> tuple[str, dict]:
     """(canonical mode, spec as JSON) or SpecError with every problem of the spec for this mode."""
     mode = canonical_mode(mode)
     if not isinstance(spec, dict):  # never a path or YAML text here: callers read files themselves
@@ -60,19 +60,21 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
     if nodes is not None and not mode_table.get(mode).takes_nodes:
         problems = [p for p in problems if not p.startswith("nodes: a list of nodes")]
         problems.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
+    if force and not mode_table.get(mode).takes_force:
+        problems.append(f"force: only applies to remove_nodes, not {mode}")
     if problems or parsed is None:
         raise SpecError(problems or ["spec: invalid"])
     return mode, parsed.model_dump(mode="json")
 
 
 def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: float | None = None,
-          rebuild_mode: str = "auto", tags: list[str] | None = None) -> str:
+          rebuild_mode: str = "auto", tags: list[str] | None = None, force: bool = False) -> str:
     """Validate (every problem at once), then create a flow run of the mode's deployment → run id."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    mode, spec_json = validate(mode, spec, nodes, rebuild_mode)
-    params = flow_parameters(mode, spec_json, nodes, lock_wait_s, rebuild_mode)
+    mode, spec_json = validate(mode, spec, nodes, rebuild_mode, force)
+    params = flow_parameters(mode, spec_json, nodes, lock_wait_s, rebuild_mode, force)
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(f"{mode}/{mode}")

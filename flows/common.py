@@ -71,6 +71,7 @@ def kai_run(
     *,
     nodes: list[str] | None = None,
     lock_wait_s: float = 30,
+    force: bool = False,
 ) -> Iterator[tuple[RunContext, Plan]]:
     """The frame of a flow run (module doc). Whether it locks its hosts is the mode's
     (installers/modes.py: read-only health does not)."""
@@ -81,7 +82,7 @@ def kai_run(
     if problems:
         raise SpecError(problems)
     lock = modes.get(mode).locks_hosts
-    plan = build_plan(spec, mode, nodes=nodes)
+    plan = build_plan(spec, mode, nodes=nodes, force=force)
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
     touched = sorted({job.node for phase in plan.phases for step in phase.steps for job in step.jobs})

@@ -33,6 +33,7 @@ AUTO = "auto"
 NODES_PARAM = "nodes"            # takes_nodes: the names of the nodes to work on
 INSTALL_PARAM = "mode"           # a mode whose `runs` holds INSTALL: which install mode (or auto)
 LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
+FORCE_PARAM = "force"            # takes_force: remove dead nodes without their own steps
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Mode:
                                     # `kai init` choose from
     installs: bool = False          # puts Kubernetes on hosts (`kai hosts check --mode` choices)
     takes_nodes: bool = False       # its flow takes NODES_PARAM
+    takes_force: bool = False       # its flow takes FORCE_PARAM (and its plan depends on it)
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
 
@@ -70,6 +72,9 @@ MODES: tuple[Mode, ...] = (
          runs=("reset", INSTALL)),
     Mode("preflight", "check every host against the spec (read-only)"),
     Mode("health", "verify a running cluster (read-only)", locks_hosts=False),
+    Mode("remove_nodes", "drain, delete and reset the named nodes of a running cluster "
+         "(--force: dead nodes, without their own steps)",
+         aliases=("remove-nodes", "remove"), takes_nodes=True, takes_force=True),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -144,12 +149,15 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 
 
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
-                    lock_wait_s: float | None = None, install: str = AUTO) -> dict[str, Any]:
+                    lock_wait_s: float | None = None, install: str = AUTO,
+                    force: bool = False) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
     if m.takes_nodes:
         params[NODES_PARAM] = list(nodes or [])
+    if m.takes_force:
+        params[FORCE_PARAM] = bool(force)
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -160,6 +168,11 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
 def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
     """The node names a run of `mode` was given (None for a mode that takes none)."""
     return params.get(NODES_PARAM) if get(mode).takes_nodes else None
+
+
+def force_param(mode: str, params: Mapping[str, Any]) -> bool:
+    """Whether a run of `mode` was told to force (False for a mode that takes no force)."""
+    return bool(params.get(FORCE_PARAM)) if get(mode).takes_force else False
 
 
 def overview_rows() -> list[str]:

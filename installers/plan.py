@@ -240,6 +240,42 @@ def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False) -
     return _job("reset", node, {"KAI_RESET_PACKAGES": "1" if remove_packages else "0"})
 
 
+# remove_nodes' jobs (the plan: installers/remove_plan.py). `anchor`: the control plane that runs
+# the cluster-side work for the node being removed (installers/removal.py).
+
+def reachable_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return _job("reachable", node, {"KAI_NODE_NAME": node.name})
+
+
+def cordon_job(spec: ClusterSpec, anchor: Node, nodes: list[Node]) -> HostJob:
+    return _job("cordon", anchor, {"KAI_NODES": " ".join(n.name for n in nodes)})
+
+
+def drain_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    # kubectl's own timeout ends before the step's: its error names the pod that blocks
+    timeout = max(10, int(policy_for(spec, "drain").timeout_s) - 30)
+    return _job("drain", anchor, {"KAI_NODE_NAME": node.name, "KAI_DRAIN_TIMEOUT_S": str(timeout)})
+
+
+def kube_vip_leave_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return _job("kube_vip_leave", node, {"KAI_VIP": spec.endpoint_host(),
+                                         "KAI_VIP_PORT": str(spec.endpoint_port())})
+
+
+def etcd_member_remove_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return _job("etcd_member_remove", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def delete_node_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return _job("delete_node", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def hosts_block_job(spec: ClusterSpec, node: Node, listed: list[Node]) -> HostJob:
+    """kai's /etc/hosts block listing only `listed` (the nodes that stay)."""
+    return _job("hosts_block", node, files={
+        "hosts": render.hosts_block(spec.model_copy(update={"nodes": listed}))})
+
+
 # --- steps and phases --------------------------------------------------------------------------
 
 def _step(spec: ClusterSpec, name: str, kind: str, title: str, jobs: list[HostJob],
@@ -373,6 +409,16 @@ def _reset_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
     return [Phase("reset", "Reset the nodes (workers first)", tuple(steps))]
 
 
+def _remove_nodes_plan(spec: ClusterSpec, nodes: list[Node], force: bool = False) -> list[Phase]:
+    from installers.remove_plan import remove_nodes_phases  # its own module, built on this one
+    return remove_nodes_phases(spec, nodes, force=force)
+
+
+def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> list[str]:
+    from installers.remove_plan import plan_notes
+    return plan_notes(spec, nodes, force=force)
+
+
 PLANNERS: dict[str, Callable[[ClusterSpec, list[Node]], list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
     "ha": _ha_plan,
@@ -380,18 +426,35 @@ PLANNERS: dict[str, Callable[[ClusterSpec, list[Node]], list[Phase]]] = {
     "reset": _reset_plan,
     "preflight": _preflight_plan,
     "health": _health_plan,
+    "remove_nodes": _remove_nodes_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
                                "(nothing else is touched)"]}
 
 
-def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None) -> Plan:
-    """The plan of a mode; raises SpecError when the spec does not suit the mode."""
+# Notes that depend on the spec and the nodes (shown as the plan's warnings).
+PLAN_NOTES: dict[str, Callable[[ClusterSpec, list[Node], bool], list[str]]] = {
+    "remove_nodes": _remove_nodes_notes,
+}
+
+
+def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, *,
+               force: bool = False) -> Plan:
+    """The plan of a mode; raises SpecError when the spec does not suit the mode. `force` only
+    for a mode that takes it (installers/modes.py)."""
     problems = validate_for_mode(spec, mode, nodes)
     if problems:
         raise SpecError(problems)
-    phases = PLANNERS[mode](spec, [spec.node(n) for n in nodes or []])
+    named = [spec.node(n) for n in nodes or []]
+    if modes.get(mode).takes_force:
+        phases = PLANNERS[mode](spec, named, force)  # type: ignore[call-arg]
+    elif force:
+        raise SpecError([f"force: only applies to remove_nodes, not {mode}"])
+    else:
+        phases = PLANNERS[mode](spec, named)
     warnings = list(spec_warnings(spec)) + PLAN_WARNINGS.get(mode, [])
+    if (notes := PLAN_NOTES.get(mode)) is not None:
+        warnings += notes(spec, named, force)
     return Plan(mode=mode, cluster=spec.name, phases=tuple(phases), warnings=tuple(warnings))
 
 
@@ -399,7 +462,8 @@ def run_plans(spec: ClusterSpec, mode: str, params: Mapping[str, Any] | None = N
     """The plans a run of `mode` goes through, in order, given its flow parameters: one plan, or
     for a composed mode (rebuild) reset's, then the install's (installers/modes.py)."""
     params = params or {}
-    return [build_plan(spec, part, nodes=modes.nodes_param(part, params))
+    return [build_plan(spec, part, nodes=modes.nodes_param(part, params),
+                       force=modes.force_param(part, params))
             for part in modes.plan_sequence(mode, spec, params.get(modes.INSTALL_PARAM, modes.AUTO))]
 
 

@@ -42,6 +42,9 @@ CASES = [
     ("rebuild", aio(), {"mode": "auto"}),
     ("rebuild", ha(), {"mode": "auto"}),
     ("rebuild", ha(endpoint=LB, storage=NO_STORAGE), {"mode": "ha"}),
+    ("remove_nodes", ha(), {"nodes": ["worker-1"]}),                 # drain, reset, delete
+    ("remove_nodes", ha(), {"nodes": ["cp-1", "worker-2"]}),         # a VIP control plane too
+    ("remove_nodes", ha(endpoint=LB), {"nodes": ["cp-3"], "force": True}),  # dead: etcd, delete
     ("preflight", ha(), {}),
     ("health", ha(), {}),
 ]
@@ -50,7 +53,8 @@ CASES = [
 def case_id(case) -> str:
     mode, spec, params = case
     return f"{mode}-{len(spec['nodes'])}n-{spec.get('control_plane_endpoint', {}).get('type', 'node')}" \
-           f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}"
+           f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}" \
+           f"{'-force' if params.get('force') else ''}"
 
 
 @pytest.fixture
@@ -62,8 +66,8 @@ def recorded(monkeypatch) -> list[tuple[str, str, str]]:
         return {}
 
     @contextlib.contextmanager
-    def plan_only(spec, mode, *, nodes=None, lock_wait_s=30):
-        plan = build_plan(spec, mode, nodes=nodes)
+    def plan_only(spec, mode, *, nodes=None, lock_wait_s=30, force=False):
+        plan = build_plan(spec, mode, nodes=nodes, force=force)
         yield SimpleNamespace(spec=spec, plan=plan), plan
 
     monkeypatch.setattr(step_task, "run_task", record)

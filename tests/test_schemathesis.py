@@ -30,8 +30,9 @@ class StartsNothing:
     validate = staticmethod(control.validate)
     modes = staticmethod(control.modes)
 
-    def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None):
-        control.validate(mode, spec, nodes, rebuild_mode)
+    def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None,
+              force=False):
+        control.validate(mode, spec, nodes, rebuild_mode, force)
         return str(uuid.uuid4())
 
 
