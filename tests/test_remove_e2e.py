@@ -63,11 +63,24 @@ def cluster(hosts, server):
     st = wait(start("ha", spec), timeout=1200)
     assert_completed(st)
     TIMES["install"] = time.monotonic() - t0
-    cp1 = members[0]
-    cp1.put_file("/root/web.yaml", WEB)
-    kubectl(cp1, "apply --server-side --force-conflicts -f /root/web.yaml")
+    cp1, w1 = members[0], members[3]
     state = {"spec": spec, "vip": vip, "cps": members[:3], "workers": members[3:],
              "kubeconfig": Path(server.state_dir, "clusters", "rm", "admin.conf")}
+    # both web replicas on the worker removed first, so that its drain meets the budget: the
+    # other nodes are cordoned while they are placed (a placement sticks once made)
+    others = [h.name for h in members if h is not w1]
+    for name in others:
+        kubectl(cp1, f"cordon {name}")
+    cp1.put_file("/root/web.yaml", WEB)
+    kubectl(cp1, "apply --server-side --force-conflicts -f /root/web.yaml")
+    deadline = time.monotonic() + 60
+    while not (len(pods := web_pods(state)) == 2 and all(
+            p["spec"]["nodeName"] == w1.name and p["status"]["conditions"][0]["status"] == "True"
+            for p in pods)):
+        assert time.monotonic() < deadline, f"web pods not Ready on {w1.name}: {pods}"
+        time.sleep(1)
+    for name in others:
+        kubectl(cp1, f"uncordon {name}")
     yield state
     for h in members:  # a later module resets the hosts; a powered-off one must boot for that
         if h.leader_pid is None:
@@ -149,7 +162,7 @@ def test_remove_a_worker_from_the_cli(cluster, server, tmp_path):
 
     cp1, cp2, cp3 = cluster["cps"]
     w1, w2 = cluster["workers"]
-    pods_before = {p["spec"]["nodeName"] for p in web_pods(cluster)}
+    assert {p["spec"]["nodeName"] for p in web_pods(cluster)} == {w1.name}
     path = tmp_path / "rm.yaml"
     path.write_text(yaml.safe_dump(cluster["spec"]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -166,7 +179,9 @@ def test_remove_a_worker_from_the_cli(cluster, server, tmp_path):
     # from the first control plane, before its reset and delete
     assert kubectl_calls(cp1, "drain", w1.name) and kubectl_calls(cp1, "cordon", w1.name)
     assert w1.name not in {p["spec"]["nodeName"] for p in web_pods(cluster)}
-    print(f"\nweb pods were on {sorted(pods_before)}")
+    # the second eviction waited for the first pod's replacement to be Ready (minAvailable 1)
+    assert "Cannot evict pod as it would violate the pod's disruption budget" in out.stdout
+    assert f"[{cp1.name}] node/{w1.name} drained" in out.stdout
     # reset on the node: kubeadm's files, kai's done-markers and lock gone
     assert w1.exec("test -e /etc/kubernetes/kubelet.conf", check=False).returncode != 0
     assert w1.exec("ls /var/lib/kai/done 2>/dev/null | wc -l").stdout.strip() == "0"

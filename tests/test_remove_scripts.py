@@ -230,6 +230,25 @@ def test_hosts_block_drops_the_removed_node_and_keeps_the_rest(node: ScriptNode)
 
 
 @needs_sandbox
+def test_kube_vip_leave_waits_until_the_vip_has_left_this_node(node: ScriptNode) -> None:
+    """The VIP is on this node among many addresses (ip's output is long: a reader that stops at
+    the match must not miss it); the kubelet releases it a moment after the manifest goes."""
+    node.etc("kubernetes/manifests/kube-vip.yaml", "kind: Pod\n")
+    node.etc("kubernetes/pki/ca.crt", "CA\n")
+    node.fake("curl", f"echo \"$*\" >> {node.root}/curl.log; printf 200")
+    setup = ("PATH=$PATH:/usr/sbin:/sbin\nip link set lo up\nip addr add 10.9.0.250/32 dev lo\n"
+             "for i in $(seq 1 2000); do echo addr add 10.8.$((i / 250)).$((i % 250 + 1))/32 dev lo; done"
+             " | ip -batch -\n"
+             "( sleep 2; ip addr del 10.9.0.250/32 dev lo; date +%s.%N > " + str(node.root / "released") + " ) &")
+    res = node.run("remove-kube-vip.sh", {"KAI_VIP": "10.9.0.250", "KAI_VIP_PORT": "6443"},
+                   sandbox=True, netns=True, setup=setup)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "this node holds the VIP 10.9.0.250" in res.stdout
+    assert (node.root / "released").exists(), "the script went on before the VIP left"
+    assert len((node.root / "curl.log").read_text().splitlines()) == 1
+
+
+@needs_sandbox
 def test_kube_vip_leave_waits_for_the_vip_to_answer_elsewhere(node: ScriptNode) -> None:
     """The VIP is on no interface here (a sandbox with its own network); curl is a fake that
     answers 200 on its third call: the script removes the manifest and waits for it."""

@@ -15,7 +15,13 @@ KAI_VIP_WAIT_S=${KAI_VIP_WAIT_S:-90}
 MANIFEST=/etc/kubernetes/manifests/kube-vip.yaml
 CA=/etc/kubernetes/pki/ca.crt
 
-vip_here() { ip -o addr show 2>/dev/null | grep -qF " $KAI_VIP/"; }
+# Read all of ip's output first: `ip | grep -q` would stop reading at the match, and under
+# pipefail ip's SIGPIPE would turn the match into "not here".
+vip_here() {
+  local addrs
+  addrs=$(ip -o addr show 2>/dev/null) || true
+  [[ $addrs == *" $KAI_VIP/"* ]]
+}
 
 # wait_for DESCRIPTION COMMAND...: until COMMAND succeeds, at most KAI_VIP_WAIT_S seconds.
 wait_for() {
