@@ -41,7 +41,10 @@ LevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
 class StartRequest(BaseModel):
     """kai's own start body: a cluster spec (see `kai schema`) and the mode's extra parameters."""
     spec: dict[str, Any] = Field(description="the cluster spec (JSON Schema: `kai schema`)")
-    nodes: list[str] | None = Field(None, description="add_nodes: names of the nodes to add")
+    nodes: list[str] | None = Field(None, description="add_nodes: names of the nodes to add; "
+                                    "remove_nodes: names of the nodes to remove")
+    force: bool = Field(False, description="remove_nodes: the nodes are dead — delete them (and a "
+                        "control plane's etcd member) without drain or reset, never contacting them")
     lock_wait_s: float | None = Field(None, ge=0, le=3600,
                                       description="how long to wait for busy hosts before refusing")
     rebuild_mode: Literal[modes.install_choices()] = "auto"  # type: ignore[valid-type]
@@ -168,7 +171,8 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
     try:
         run_id = prefect_call(ctl.start, canonical, request.spec, nodes=request.nodes,
                               lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode,
-                              to=request.to, max_unavailable=request.max_unavailable)
+                              to=request.to, max_unavailable=request.max_unavailable,
+                              force=request.force)
     except ApiError:
         if secrets:
             legacy.delete_secrets(list(secrets))

@@ -75,10 +75,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default=None,
                    help=f"{' | '.join(modes.planned_names())} (aliases accepted; "
                         f"default: {modes.DEFAULT_RULE})")
-    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes)")
+    p.add_argument("--nodes", default=None, help="comma-separated node names (add_nodes, remove_nodes)")
     p.add_argument("--to", default=None, help="upgrade: the Kubernetes version to move to (1.37)")
     p.add_argument("--max-unavailable", type=int, default=None,
                    help="upgrade: workers upgraded at once (default 1)")
+    p.add_argument("--force", action="store_true",
+                   help="remove_nodes: the nodes are dead (no drain, no reset, never contacted)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -99,7 +101,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     try:
         mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec, nodes)
-        options = {modes.TARGET_PARAM: args.to, modes.MAX_UNAVAILABLE_PARAM: args.max_unavailable}
+        options = {modes.TARGET_PARAM: args.to, modes.MAX_UNAVAILABLE_PARAM: args.max_unavailable,
+                   modes.FORCE_PARAM: args.force}
         plan = build_plan(spec, mode, nodes=nodes, **options)
     except SpecError as exc:
         return _problems_to_stderr(exc.problems)
@@ -187,6 +190,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
 # hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
 from deployments import cli_runs  # noqa: E402,F401
 from deployments import cli_upgrade  # noqa: E402,F401  (upgrade)
+from deployments import cli_remove  # noqa: E402,F401  (remove)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 # --- install / reset: start and follow ---------------------------------------------------------
 
-def _start_and_follow(spec_path: str, mode: str | None, nodes: list[str] | None, follow: bool) -> int:
+def _start_and_follow(spec_path: str, mode: str | None, nodes: list[str] | None, follow: bool,
+                      force: bool = False) -> int:
     spec, code = _load(spec_path)
     if spec is None:
         return code
@@ -167,7 +168,8 @@ def _start_and_follow(spec_path: str, mode: str | None, nodes: list[str] | None,
 
     mode = modes.canonical_mode(mode) if mode else modes.default_mode(spec, nodes)
     try:
-        run_id = control.start(mode, spec.model_dump(mode="json"), nodes=nodes)
+        run_id = control.start(mode, spec.model_dump(mode="json"), nodes=nodes,
+                               **({"force": True} if force else {}))
     except SpecError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)

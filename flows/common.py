@@ -74,8 +74,8 @@ def kai_run(
     options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[RunContext, Plan]]:
     """The frame of a flow run (module doc). Whether it locks its hosts is the mode's
-    (installers/modes.py: read-only health does not). `options`: the target of a mode that
-    takes one (upgrade: to, max_unavailable)."""
+    (installers/modes.py: read-only health does not). `options`: what the mode takes besides
+    the spec and nodes (upgrade: to, max_unavailable; remove_nodes: force)."""
     logger = get_run_logger()
     redact.install()
     spec = load_spec(spec if isinstance(spec, dict) else spec.model_dump(mode="json"))

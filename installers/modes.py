@@ -35,6 +35,7 @@ INSTALL_PARAM = "mode"           # a mode whose `runs` holds INSTALL: which inst
 LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
 TARGET_PARAM = "to"              # takes_target: the Kubernetes version to move to ("1.37", "1.37.1")
 MAX_UNAVAILABLE_PARAM = "max_unavailable"  # takes_target: workers drained at once (default 1)
+FORCE_PARAM = "force"            # takes_force: remove dead nodes without their own steps
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Mode:
     installs: bool = False          # puts Kubernetes on hosts (`kai hosts check --mode` choices)
     takes_nodes: bool = False       # its flow takes NODES_PARAM
     takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
+    takes_force: bool = False       # its flow takes FORCE_PARAM (and its plan depends on it)
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
     # What `GET /modes` tells a person choosing a mode (the old service's keys): what the hosts
@@ -123,6 +125,15 @@ MODES: tuple[Mode, ...] = (
          features=("etcdctl snapshot through the etcd container", "sha256 checked, stored 0600",
                    "keeps the newest N", "schedulable"),
          estimated_time="under 1 minute"),
+    Mode("remove_nodes", "drain, delete and reset the named nodes of a running cluster "
+         "(--force: dead nodes, without their own steps)",
+         aliases=("remove-nodes", "remove"), takes_nodes=True, takes_force=True,
+         requirements=("a cluster kai installed", "the nodes to remove named in the request",
+                       "control planes left to keep etcd quorum"),
+         features=("cordon, drain (PodDisruptionBudgets honoured), delete the Node, kubeadm reset",
+                   "a control plane's etcd member removed", "the other nodes' /etc/hosts updated",
+                   "--force for dead nodes"),
+         estimated_time="1-3 minutes per node"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -209,7 +220,8 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
                     lock_wait_s: float | None = None, install: str = AUTO,
-                    target: str | None = None, max_unavailable: int | None = None) -> dict[str, Any]:
+                    target: str | None = None, max_unavailable: int | None = None,
+                    force: bool = False) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
@@ -219,6 +231,8 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
         params[TARGET_PARAM] = target
         if max_unavailable is not None:
             params[MAX_UNAVAILABLE_PARAM] = max_unavailable
+    if m.takes_force:
+        params[FORCE_PARAM] = bool(force)
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -231,13 +245,17 @@ def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
     return params.get(NODES_PARAM) if get(mode).takes_nodes else None
 
 
-def target_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The plan options a run of `mode` was given: {"to", "max_unavailable"} for a mode that
-    takes a target (build_plan's keywords), {} for the others."""
-    if not get(mode).takes_target:
-        return {}
-    return {TARGET_PARAM: params.get(TARGET_PARAM),
-            MAX_UNAVAILABLE_PARAM: params.get(MAX_UNAVAILABLE_PARAM)}
+def plan_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan options a run of `mode` was given (build_plan's keywords): "to" and
+    "max_unavailable" for a mode that takes a target, "force" for one that takes force; {} for
+    the others."""
+    m, options = get(mode), {}
+    if m.takes_target:
+        options.update({TARGET_PARAM: params.get(TARGET_PARAM),
+                        MAX_UNAVAILABLE_PARAM: params.get(MAX_UNAVAILABLE_PARAM)})
+    if m.takes_force:
+        options[FORCE_PARAM] = bool(params.get(FORCE_PARAM))
+    return options
 
 
 def overview_rows() -> list[str]:

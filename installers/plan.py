@@ -244,6 +244,42 @@ def etcd_backup_job(spec: ClusterSpec, node: Node) -> HostJob:
     return _job("etcd_backup", node)
 
 
+# remove_nodes' jobs (the plan: installers/remove_plan.py). `anchor`: the control plane that runs
+# the cluster-side work for the node being removed (installers/removal.py).
+
+def reachable_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return _job("reachable", node, {"KAI_NODE_NAME": node.name})
+
+
+def cordon_job(spec: ClusterSpec, anchor: Node, nodes: list[Node]) -> HostJob:
+    return _job("cordon", anchor, {"KAI_NODES": " ".join(n.name for n in nodes)})
+
+
+def remove_drain_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    # kubectl's own timeout ends before the step's: its error names the pod that blocks
+    timeout = max(10, int(policy_for(spec, "remove_drain").timeout_s) - 30)
+    return _job("remove_drain", anchor, {"KAI_NODE_NAME": node.name, "KAI_DRAIN_TIMEOUT_S": str(timeout)})
+
+
+def kube_vip_leave_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return _job("kube_vip_leave", node, {"KAI_VIP": spec.endpoint_host(),
+                                         "KAI_VIP_PORT": str(spec.endpoint_port())})
+
+
+def etcd_member_remove_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return _job("etcd_member_remove", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def delete_node_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return _job("delete_node", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def hosts_block_job(spec: ClusterSpec, node: Node, listed: list[Node]) -> HostJob:
+    """kai's /etc/hosts block listing only `listed` (the nodes that stay)."""
+    return _job("hosts_block", node, files={
+        "hosts": render.hosts_block(spec.model_copy(update={"nodes": listed}))})
+
+
 # --- steps and phases --------------------------------------------------------------------------
 
 def _step(spec: ClusterSpec, name: str, kind: str, title: str, jobs: list[HostJob],
@@ -390,6 +426,16 @@ def _etcd_backup_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
 from installers.plan_upgrade import (drain_job, uncordon_job, upgrade_facts_job,  # noqa: E402,F401
                                      upgrade_node_job, upgrade_plan)
 
+def _remove_nodes_plan(spec: ClusterSpec, nodes: list[Node], force: bool = False) -> list[Phase]:
+    from installers.remove_plan import remove_nodes_phases  # its own module, built on this one
+    return remove_nodes_phases(spec, nodes, force=force)
+
+
+def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> list[str]:
+    from installers.remove_plan import plan_notes
+    return plan_notes(spec, nodes, force=force)
+
+
 PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
     "ha": _ha_plan,
@@ -399,20 +445,34 @@ PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "health": _health_plan,
     "upgrade": upgrade_plan,
     "etcd_backup": _etcd_backup_plan,
+    "remove_nodes": _remove_nodes_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
                                "(nothing else is touched)"]}
 
 
+# Notes that depend on the spec and the nodes (shown as the plan's warnings).
+PLAN_NOTES: dict[str, Callable[[ClusterSpec, list[Node], bool], list[str]]] = {
+    "remove_nodes": _remove_nodes_notes,
+}
+
+
 def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, **options: Any) -> Plan:
     """The plan of a mode; raises SpecError when the spec does not suit the mode. `options`: what
-    a mode that takes a target is given (installers/modes.py target_options: to, max_unavailable)."""
+    the mode's flow was given besides the spec and nodes (installers/modes.py plan_options: to and
+    max_unavailable for upgrade, force for remove_nodes)."""
     problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)
-    given = {k: v for k, v in options.items() if v is not None}
-    phases = PLANNERS[mode](spec, [spec.node(n) for n in nodes or []], **given)
+    force = bool(options.get(modes.FORCE_PARAM))
+    given = {k: v for k, v in options.items() if v is not None and k != modes.FORCE_PARAM}
+    if modes.get(mode).takes_force:
+        given[modes.FORCE_PARAM] = force
+    named = [spec.node(n) for n in nodes or []]
+    phases = PLANNERS[mode](spec, named, **given)
     warnings = list(spec_warnings(spec)) + PLAN_WARNINGS.get(mode, [])
+    if (notes := PLAN_NOTES.get(mode)) is not None:
+        warnings += notes(spec, named, force)
     return Plan(mode=mode, cluster=spec.name, phases=tuple(phases), warnings=tuple(warnings))
 
 
@@ -421,7 +481,7 @@ def run_plans(spec: ClusterSpec, mode: str, params: Mapping[str, Any] | None = N
     for a composed mode (rebuild) reset's, then the install's (installers/modes.py)."""
     params = params or {}
     return [build_plan(spec, part, nodes=modes.nodes_param(part, params),
-                       **modes.target_options(part, params))
+                       **modes.plan_options(part, params))
             for part in modes.plan_sequence(mode, spec, params.get(modes.INSTALL_PARAM, modes.AUTO))]
 
 

@@ -149,7 +149,7 @@ def upgrade_plan(spec: ClusterSpec, nodes: list[Node], *, to: str | None = None,
                      [upgrade_node_job(spec, first, target, "apply")])]
     if others:
         steps.append(P._step(spec, "upgrade-control-planes", "upgrade_node",
-                             f"kubeadm package and `kubeadm upgrade node` (one at a time)",
+                             "kubeadm package and `kubeadm upgrade node` (one at a time)",
                              [upgrade_node_job(spec, n, target, "node") for n in others],
                              parallel=False))
     phases.append(P.Phase("control-planes", f"API servers to v{v}, one control plane at a time",

@@ -344,8 +344,13 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
                          f"the cluster is built around it")
             if len(set(nodes)) != len(nodes):
                 p.append("nodes: a node is named twice in the list to add")
+    elif mode == "remove_nodes":
+        from installers.removal import problems as removal_problems  # it reads this module's classes
+        p += removal_problems(spec, nodes)
     if nodes and not modes.get(mode).takes_nodes:
         p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
+    if (options or {}).get(modes.FORCE_PARAM) and not modes.get(mode).takes_force:
+        p.append(f"force: only applies to remove_nodes, not {mode}")
     if modes.get(mode).takes_target:
         p += upgrade_rules.upgrade_problems(spec, options or {})
     else:

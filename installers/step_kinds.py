@@ -112,6 +112,23 @@ STEP_KINDS: tuple[StepKind, ...] = (
              note="each node's version before/after, nodes left cordoned"),
     StepKind("etcd_backup", "tasks/etcd_backup.py:etcd_backup", "etcd-backup.sh", StepPolicy(2, 10, 300),
              note="stored by `installers/etcd_backups.py`"),
+    # remove_nodes (installers/remove_plan.py). A drain waits for PodDisruptionBudgets: its
+    # kubectl --timeout is the step's timeout less a margin, so the step fails with kubectl's
+    # error naming the blocking pod rather than being killed.
+    StepKind("quorum_check", "tasks/remove.py:quorum_check", None, StepPolicy(2, 5, 30),
+             note="the rules: `installers/removal.py`"),
+    StepKind("reachable", "tasks/remove.py:reachable", "remove-reachable.sh", StepPolicy(1, 5, 30)),
+    StepKind("cordon", "tasks/remove.py:cordon", "remove-cordon.sh", StepPolicy(2, 5, 120)),
+    StepKind("remove_drain", "tasks/remove.py:drain", "remove-drain.sh", StepPolicy(1, 10, 330)),
+    StepKind("kube_vip_leave", "tasks/remove.py:kube_vip_leave", "remove-kube-vip.sh",
+             StepPolicy(2, 5, 120)),
+    StepKind("etcd_member_remove", "tasks/remove.py:etcd_member_remove", "remove-etcd-member.sh",
+             StepPolicy(2, 10, 120)),
+    StepKind("delete_node", "tasks/remove.py:delete_node", "remove-delete-node.sh",
+             StepPolicy(2, 5, 120)),
+    StepKind("hosts_block", "tasks/remove.py:hosts_block", "hosts-block.sh", StepPolicy(2, 5, 60)),
+    StepKind("verify_removal", "tasks/remove.py:verify_removal", None,
+             StepPolicy(0, 0, 10, deadline_s=300), note="polls `installers/cluster_check.py`"),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

@@ -42,6 +42,9 @@ CASES = [
     ("rebuild", aio(), {"mode": "auto"}),
     ("rebuild", ha(), {"mode": "auto"}),
     ("rebuild", ha(endpoint=LB, storage=NO_STORAGE), {"mode": "ha"}),
+    ("remove_nodes", ha(), {"nodes": ["worker-1"]}),                 # drain, reset, delete
+    ("remove_nodes", ha(), {"nodes": ["cp-1", "worker-2"]}),         # a VIP control plane too
+    ("remove_nodes", ha(endpoint=LB), {"nodes": ["cp-3"], "force": True}),  # dead: etcd, delete
     ("preflight", ha(), {}),
     ("health", ha(), {}),
     ("upgrade", ha(), {"to": "1.37"}),                  # 3 control planes, 2 workers one at a time
@@ -56,7 +59,8 @@ def case_id(case) -> str:
     mode, spec, params = case
     return f"{mode}-{len(spec['nodes'])}n-{spec.get('control_plane_endpoint', {}).get('type', 'node')}" \
            f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}" \
-           f"{params.get('to', '')}{params.get('max_unavailable', '')}"
+           f"{params.get('to', '')}{params.get('max_unavailable', '')}" \
+           f"{'-force' if params.get('force') else ''}"
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_the_spec_and_the_plan_take_the_kinds_from_the_table():
     steps = ClusterSpec.model_json_schema()["properties"]["steps"]  # the spec's `steps:` keys
     assert tuple(steps["propertyNames"]["enum"]) == step_kinds.names()
     assert set(DEFAULT_POLICIES) == set(step_kinds.names())
-    assert POLLING_STEP_KINDS == ("verify", "health")
+    assert POLLING_STEP_KINDS == ("verify", "health", "verify_removal")
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
