@@ -96,7 +96,7 @@ def cordon(step: Step) -> list[HostOutcome]:
 
 @step_task
 def drain(step: Step) -> list[HostOutcome]:
-    """`remove-drain.sh` on the anchor control plane: kubectl drain one node (PDBs honoured,
+    """`remove-drain.sh` on the anchor control plane (step kind `remove_drain`): kubectl drain one node (PDBs honoured,
     a timeout, the error naming the pods that block)."""
     return run_node_step(step)
 

@@ -131,7 +131,7 @@ def test_bad_step_policies_are_all_reported_naming_the_field():
     expected = [
         "steps.verify.retries: verify polls the cluster until deadline_s instead of retrying",
         "steps.verify.retry_delay_s: verify polls the cluster until deadline_s instead of retrying",
-        "steps.runtime.deadline_s: only the polling steps (verify, health) take a deadline",
+        "steps.runtime.deadline_s: only the polling steps (verify, health, verify_removal) take a deadline",
         "steps.runtime.max_retry_delay_s: 5 s is below retry_delay_s 20 s",
         "steps.health.deadline_s: Input should be greater than 0",
         "steps.join.max_retry_delay_s: Input should be less than or equal to 3600",

@@ -154,7 +154,8 @@ class Recorder:
         self.started = []
 
     def start(self, mode, spec, **kw):
-        control.validate(mode, spec, kw.get("nodes"), kw.get("rebuild_mode", "auto"), kw.get("force", False))
+        control.validate(mode, spec, kw.get("nodes"), kw.get("rebuild_mode", "auto"),
+                         force=kw.get("force", False))
         self.started.append((mode, kw))
         return "00000000-0000-0000-0000-000000000001"
 
