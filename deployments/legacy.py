@@ -122,12 +122,11 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest) -> Mapped:
                 "ssh.private_key_file": "ssh_config.key_path",
                 "control_plane_endpoint.address": "load_balancer",
                 "control_plane_endpoint.port": "load_balancer",
-                "control_plane_endpoint.interface": "load_balancer.interface"}
+                "control_plane_endpoint.interface": "load_balancer.interface",
+                "addons.monitoring": "enable_monitoring"}
     if not req.enable_rbac:
         problems.append("enable_rbac: false is not supported (kubeadm clusters always use RBAC)")
-    warnings = []
-    if req.enable_monitoring:
-        warnings.append("enable_monitoring: ignored — kai installs no monitoring stack")
+    warnings: list[str] = []
 
     if isinstance(req, LegacyAllInOneRequest):
         nodes = [{"name": "master-1", "address": req.host, "roles": ["control-plane", "worker"]}]
@@ -188,8 +187,15 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest) -> Mapped:
                        "cni": req.cni_provider},
         "nodes": nodes,
         "ssh": ssh,
+        "addons": monitoring_addons(req.enable_monitoring),
     }
     return Mapped(spec, secrets, warnings, field_of, problems)
+
+
+def monitoring_addons(enable_monitoring: bool) -> dict[str, Any]:
+    """The old body's `enable_monitoring` as the spec's `addons` block: true installs
+    metrics-server and the kube-prometheus stack (installers/addons.py), false nothing."""
+    return {"monitoring": bool(enable_monitoring)}
 
 
 def _decrypt_key(path: str, passphrase: str) -> tuple[str, str | None]:
