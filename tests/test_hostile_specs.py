@@ -266,6 +266,7 @@ def rich_spec(endpoint: dict, bastion_by_file: bool) -> dict:
                 "host_key_fingerprints": {"cp-1": ["SHA256:" + "A" * 43]},
                 "bastion": _bastion("192.0.2.200", bastion_by_file)},
         "preflight": {"ignore": ["swap"]},
+        "addons": {"monitoring": True, "checksums": {"components.yaml": "ab" * 32}},
     }
 
 

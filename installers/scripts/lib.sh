@@ -681,12 +681,14 @@ kai_report_file() {
 }
 
 # kai_helm_index_digest INDEX FILE: the digest a Helm repository's index.yaml publishes for the
-# chart archive FILE (the entry whose urls list it). Entries are list items ("- key: value");
-# helm writes each entry's keys sorted, but the parse does not rely on it.
+# chart archive FILE (the entry whose urls list it). Entries are the list items ("- key: value")
+# at the indentation of the first one; deeper list items (maintainers, dependencies) are not.
 kai_helm_index_digest() {
-  local index=$1 file=$2 line digest="" found=0
+  local index=$1 file=$2 line indent="" digest="" found=0
   while IFS= read -r line || [[ -n $line ]]; do
-    if [[ $line =~ ^[[:space:]]*-[[:space:]]+[A-Za-z]+:([[:space:]]|$) ]]; then
+    if [[ $line =~ ^([[:space:]]*)-[[:space:]]+[A-Za-z]+:([[:space:]]|$) ]] &&
+      [[ -z $indent || ${BASH_REMATCH[1]} == "$indent" ]]; then
+      indent=${BASH_REMATCH[1]}
       if ((found)); then break; fi
       digest=""
       line=${line/-/ }

@@ -7,7 +7,8 @@
 Contents: containerd / runc / CNI plugins as upstream-style release files repackaged from Debian's
 packages; an apt flat repository per Kubernetes minor (signed like pkgs.k8s.io) holding the
 stand-in packages kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni; stand-in CNI and
-local-path-provisioner manifests. Versions come from installers/versions.py.
+local-path-provisioner manifests; helm, the cilium chart repository and the monitoring release
+files with their checksum files (addon_files.py). Versions come from installers/versions.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from installers import versions
 
+from . import addon_files
 from .standins import manifests as standin_manifests
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class MirrorInputs:
 
     def key(self) -> str:
         h = hashlib.sha256(json.dumps([self.minors, self.cnis, self.local_path_version]).encode())
-        for f in sorted(STANDINS.glob("*.py")) + [Path(__file__)]:
+        h.update(json.dumps(addon_files.pinned_versions()).encode())
+        for f in sorted(STANDINS.glob("*.py")) + [Path(__file__), Path(addon_files.__file__)]:
             h.update(f.name.encode() + f.read_bytes())
         return h.hexdigest()[:16]
 
@@ -351,6 +354,7 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     d = partial_root / "manifests" / "local-path-provisioner" / f"v{inputs.local_path_version}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "local-path-storage.yaml").write_text(standin_manifests.local_path_manifest(inputs.local_path_version))
+    addon_files.build_addon_files(partial_root, inputs.cnis)
     (partial_root / "versions.json").write_text(json.dumps({**got, "kubernetes": inputs.minors}, indent=1))
     (partial_root / ".complete").write_text(f"{time.monotonic() - t0:.1f}s\n")
     shutil.rmtree(root, ignore_errors=True)
