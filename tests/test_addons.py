@@ -221,3 +221,27 @@ def test_the_helm_archive_holds_a_strict_stand_in(tmp_path):
     (tmp_path / "h.tgz").write_bytes(addon_files.helm_archive())
     with tarfile.open(tmp_path / "h.tgz") as tar:
         assert tar.getnames() == ["linux-amd64/helm", "linux-amd64/LICENSE"]
+
+
+def test_workload_readiness_per_kind():
+    from installers.cluster_check import workload_problem
+    assert workload_problem("Deployment", {"spec": {"replicas": 2}, "status": {"availableReplicas": 2}}) is None
+    assert workload_problem("Deployment", {"spec": {"replicas": 2}, "status": {"availableReplicas": 1}}) == \
+        "1 of 2 replica(s) available"
+    assert workload_problem("DaemonSet", {"status": {"desiredNumberScheduled": 0}}) == "scheduled on no node"
+    assert workload_problem("DaemonSet", {"status": {"desiredNumberScheduled": 3, "numberReady": 3}}) is None
+    assert workload_problem("Prometheus", {"status": {}}) == "not Available (no Available condition yet)"
+    assert workload_problem("Alertmanager", {"status": {"conditions": [
+        {"type": "Available", "status": "False", "message": "0 of 3 replicas"}]}}) == "not Available (0 of 3 replicas)"
+
+
+def test_the_cluster_report_lists_every_applied_file():
+    from pathlib import Path as P
+
+    from installers.cluster_check import ClusterReport
+    from tasks.verify import render_report
+    rows = parse_applied_files("cni", "n1", f"{'b' * 64} {CHART.file} index.yaml https://helm.cilium.io/x\n")
+    text = render_report("c", ClusterReport(server="https://x", workloads={"Deployment kube-system/metrics-server": "ready"}),
+                         P("/k"), rows)
+    assert f"| {CHART.file} | `{'b' * 64}` | index.yaml | cni |" in text
+    assert "| Deployment kube-system/metrics-server | ready |" in text
