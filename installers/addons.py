@@ -124,7 +124,7 @@ def _manifest(spec: "ClusterSpec", name: str, version: str, file: str, upstream:
     return Source(upstream, pin(spec, file, table_pin), "")
 
 
-def known_files(spec: "ClusterSpec") -> set[str]:
+def known_files() -> set[str]:
     """The file names `addons.checksums` may pin (anything else is a typo: validation says so)."""
     names = {c.manifest_file for c in V.CNIS.values()} | {c.file for c in V.CNI_CHARTS.values()}
     names |= {f"helm-v{V.HELM_VERSION}-linux-{arch}.tar.gz" for arch in ("amd64", "arm64")}

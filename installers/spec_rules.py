@@ -1,7 +1,7 @@
 """The spec's meaning: every semantic and cross-field rule pydantic's types cannot say.
 
 `check_rules` runs one function per section of the spec (name and versions, networking, nodes,
-control-plane endpoint, runtime, ssh, preflight, steps) and returns every problem of every
+control-plane endpoint, runtime, add-ons, ssh, preflight, steps) and returns every problem of every
 section at once, each prefixed with its field path (`nodes[2].address: not an IP address: …`).
 The checks of single values live in spec_values.py; the model in spec.py. Contacts nothing.
 """
@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from installers import versions as V
+from installers.addons import known_files
 from installers.patterns import FINGERPRINT
 from installers.spec import (POLLING_STEP_KINDS, PREFLIGHT_CHECKS, ClusterSpec, KubeVipEndpoint,
                              LoadBalancerEndpoint, Node, StepPolicyOverride)
@@ -81,8 +82,7 @@ def _check_networking(spec: ClusterSpec, p: list[str]) -> Cidrs:
 
 
 def _check_addons(spec: ClusterSpec, p: list[str]) -> None:
-    from installers.addons import known_files  # it reads the spec's classes
-    known = known_files(spec)
+    known = known_files()
     for name, digest in spec.addons.checksums.items():
         path = f"addons.checksums[{shown(name)}]"
         if name not in known:

@@ -194,7 +194,7 @@ class Downloads:
     runc: str
     cni_plugins: str
     k8s_repo: str          # base; the repo is $base/core:/stable:/v$MINOR/{deb,rpm}/
-    cni_manifest: str      # "" when there is none (cilium without a mirror; validation refuses)
+    cni_manifest: str      # "" when there is none upstream (cilium: a chart, installers/addons.py)
     local_path: str
 
 
