@@ -330,6 +330,7 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     inputs = inputs or MirrorInputs()
     root = cache / inputs.key()
     if (root / ".complete").exists():
+        (root / ".last-used").touch()  # a mirror in use is never pruned (_prune)
         return root
     t0 = time.monotonic()
     cache.mkdir(parents=True, exist_ok=True)
@@ -364,12 +365,23 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     return root
 
 
+IN_USE_S = 6 * 3600  # a mirror built or reused this recently may be served by a running test
+
+
+def _last_used(d: Path) -> float:
+    return max((f.stat().st_mtime for f in (d / ".last-used", d / ".complete") if f.exists()), default=0.0)
+
+
 def _prune(cache: Path, keep: Path, keep_others: int = 1) -> None:
-    """Drop mirrors of older inputs (each is ~90 MB), keeping the newest few in case a run uses them."""
+    """Drop mirrors of older inputs (each is ~90 MB), keeping the newest few in case a run uses
+    them — and every one used in the last IN_USE_S: the cache is shared by concurrent test runs
+    (worktrees of other branches build other mirrors), and pruning one mid-run made every later
+    download of that run a 404."""
     others = sorted((d for d in cache.iterdir() if d.is_dir() and d != keep and len(d.name) == 16
-                     and (d / ".complete").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+                     and (d / ".complete").exists()), key=_last_used, reverse=True)
     for d in others[keep_others:]:
-        shutil.rmtree(d, ignore_errors=True)
+        if time.time() - _last_used(d) > IN_USE_S:
+            shutil.rmtree(d, ignore_errors=True)
     for d in cache.glob("tmp*"):
         if d.is_dir() and time.time() - d.stat().st_mtime > 3600:
             shutil.rmtree(d, ignore_errors=True)
