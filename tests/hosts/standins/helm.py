@@ -5,9 +5,9 @@ The test mirror serves it as helm's release archive (linux-amd64/helm: this modu
 standin_common.py in a Python zip application). CHART is a chart archive (.tgz: <name>/Chart.yaml,
 values.yaml, values.schema.json, templates/*.yaml). Rendering is the honest subset kai's charts
 need: `{{ .Values.a.b }}`, `{{ .Release.Name }}`, `{{ .Release.Namespace }}`, `{{ .Chart.Version }}`;
-any other action fails. Values are checked like helm checks a chart's values.schema.json: a key
-the schema does not know, or a value of the wrong type, fails loudly (Cilium's chart has a schema
-with additionalProperties: false). Unknown flags fail (argparse, exit 2).
+any other action fails. Values are checked like helm checks a chart's values.schema.json (the
+stand-in chart's schema forbids unknown keys): a key it does not know, or a value of the wrong
+type, fails loudly. Unknown flags fail (argparse, exit 2).
 """
 
 from __future__ import annotations
