@@ -418,8 +418,10 @@ def test_all_in_one_with_cilium_and_monitoring_reports_every_file(hosts, server)
               V.KUBE_PROMETHEUS_FILE: root / f"manifests/kube-prometheus/v{V.KUBE_PROMETHEUS_VERSION}"
                                              f"/{V.KUBE_PROMETHEUS_FILE}"}
     with get_client(sync_client=True) as client:
-        artifacts = {a.key: a.data for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(st["id"])])))}
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(st["id"])])))
+    # each add-on step publishes the run's whole list so far under one key: the newest is complete
+    artifacts = {a.key: a.data for a in sorted(found, key=lambda a: a.created)}
     rows = json.loads(artifacts["applied-files"]) if isinstance(artifacts["applied-files"], str) \
         else artifacts["applied-files"]
     by_file = {r["file"]: r for r in rows}
