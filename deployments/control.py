@@ -226,7 +226,7 @@ def modes() -> dict:
              "default": k.minor == V.DEFAULT_KUBERNETES_MINOR}
             for k in V.KUBERNETES_MINORS.values()],
         "cnis": [{"name": c.name, "version": c.version, "default": c.name == V.DEFAULT_CNI,
-                  "needs_mirror": c.manifest_url is None}
+                  "needs_mirror": c.manifest_url is None and c.name not in V.CNI_CHARTS}
                  for c in V.CNIS.values()],
         "defaults": {
             "kubernetes_version": V.DEFAULT_KUBERNETES_MINOR,

@@ -58,9 +58,9 @@ class KubeVip(_Old):
 
 
 # An old body's defaults, which `GET /modes` also shows as `default_config`: one place. The old
-# service's default CNI was cilium; kai's default stays until cilium installs without a mirror
-# (issue 13 §3), which is the day this line says "cilium".
-OLD_DEFAULT_CNI = V.DEFAULT_CNI
+# service's default CNI was cilium, which kai installs without a mirror too (its pinned Helm chart,
+# installers/addons.py).
+OLD_DEFAULT_CNI = "cilium"
 OLD_DEFAULTS = {"k8s_version": V.DEFAULT_KUBERNETES_MINOR,
                 "pod_cidr": Networking.model_fields["pod_cidr"].default,
                 "service_cidr": Networking.model_fields["service_cidr"].default,
@@ -187,12 +187,11 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
                 "ssh.known_hosts_file": "ssh_config.known_hosts_file",
                 "control_plane_endpoint.address": "load_balancer",
                 "control_plane_endpoint.port": "load_balancer",
-                "control_plane_endpoint.interface": "load_balancer.interface"}
+                "control_plane_endpoint.interface": "load_balancer.interface",
+                "addons.monitoring": "enable_monitoring"}
     if not req.enable_rbac:
         problems.append("enable_rbac: false is not supported (kubeadm clusters always use RBAC)")
-    warnings = []
-    if req.enable_monitoring:
-        warnings.append("enable_monitoring: ignored — kai installs no monitoring stack")
+    warnings: list[str] = []
 
     if isinstance(req, LegacyAllInOneRequest) and req.host is None:
         address, problem = local_address()
@@ -233,6 +232,7 @@ def to_spec(mode: str, req: LegacyAllInOneRequest | LegacyHARequest,
                        "cni": req.cni_provider},
         "nodes": nodes,
         "ssh": ssh,
+        "addons": monitoring_addons(req.enable_monitoring),
     }
     return Mapped(spec, secrets, warnings, field_of, problems)
 
@@ -274,6 +274,12 @@ def ssh_block(ssh_cfg: SSHConfig) -> tuple[dict[str, Any], dict[str, str], list[
 
 
 MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def monitoring_addons(enable_monitoring: bool) -> dict[str, Any]:
+    """The old body's `enable_monitoring` as the spec's `addons` block: true installs
+    metrics-server and the kube-prometheus stack (installers/addons.py), false nothing."""
+    return {"monitoring": bool(enable_monitoring)}
 
 
 def _decrypt_key(path: str, passphrase: str) -> tuple[str, str | None]:

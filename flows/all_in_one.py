@@ -5,6 +5,7 @@ from prefect import flow
 from flows.common import kai_run
 from flows.hooks import kill_remote_steps
 from installers.spec import ClusterSpec
+from tasks.addons import monitoring
 from tasks.kubeconfig import kubeconfig
 from tasks.node_tasks import cni, kube_packages, kubeadm_init, os_prep, runtime, storage
 from tasks.preflight import preflight
@@ -23,4 +24,5 @@ def all_in_one(spec: ClusterSpec, lock_wait_s: float = 30) -> dict:
         kubeconfig(plan.get("kubeconfig"))
         cni(plan.get("cni"))
         storage(plan.get("storage"))  # None (nothing runs) when the spec turns storage off
+        monitoring(plan.get("monitoring"))  # None unless addons.monitoring
         return verify(plan.get("verify"))

@@ -47,7 +47,7 @@ class NodeInfo:
 
 # The checks of one look at the cluster, in the order they run. Each fails on its own, with its
 # own error, so a report (and a polling step's final message) can name every one that failed.
-CHECKS = ("api", "etcd", "nodes", "pods", "storage", "certificates")
+CHECKS = ("api", "etcd", "nodes", "pods", "storage", "workloads", "certificates")
 NOT_CHECKED = "not checked before the deadline"
 
 
@@ -59,6 +59,7 @@ class ClusterReport:
     pods_by_namespace: dict[str, int] = field(default_factory=dict)
     not_ready_pods: list[str] = field(default_factory=list)
     storage_classes: list[str] = field(default_factory=list)
+    workloads: dict[str, str] = field(default_factory=dict)  # "Kind ns/name" -> ready | problem
     cert_expiry: dict[str, str] = field(default_factory=dict)  # what -> ISO date
     cert_days_left: dict[str, int] = field(default_factory=dict)  # what -> whole days left
     etcd: str = ""            # "ok", or why it is not known (the API server's /readyz/etcd)
@@ -84,6 +85,7 @@ class ClusterReport:
             "pod_count_by_namespace": self.pods_by_namespace,
             "not_ready_pods": self.not_ready_pods,
             "storage_classes": self.storage_classes,
+            "workloads": self.workloads,
             "certificate_expiry": self.cert_expiry,
             "certificate_days_left": self.cert_days_left,
             "etcd": self.etcd,
@@ -178,6 +180,7 @@ class _Expectations:
     creds: KubeconfigCredentials
     nodes: list[str]
     storage_class: str | None
+    workloads: tuple[tuple[str, str, str], ...] = ()  # (kind, namespace, name) that must be ready
 
 
 def _check_api(look: _Look, report: ClusterReport, want: _Expectations) -> None:
@@ -252,6 +255,53 @@ def _check_storage(look: _Look, report: ClusterReport, want: _Expectations) -> N
         report.fail("storage", f"storage class {want.storage_class} missing")
 
 
+# kind -> its API collection (the workloads add-ons bring: installers/addons.py)
+WORKLOAD_COLLECTIONS = {
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets/{name}",
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    "Prometheus": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/prometheuses/{name}",
+    "Alertmanager": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/alertmanagers/{name}",
+}
+
+
+def workload_problem(kind: str, obj: dict) -> str | None:
+    """Why a workload is not ready yet (None: ready). Deployments and StatefulSets: every
+    replica available; DaemonSets: a ready pod on every node it is scheduled to; the operator's
+    custom objects: the condition Available=True."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if kind in ("Deployment", "StatefulSet"):
+        want = spec.get("replicas", 1)
+        have = status.get("availableReplicas" if kind == "Deployment" else "readyReplicas", 0) or 0
+        return None if have >= want else f"{have} of {want} replica(s) available"
+    if kind == "DaemonSet":
+        want, have = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
+        if not want:
+            return "scheduled on no node"
+        return None if have >= want else f"{have} of {want} pod(s) ready"
+    available = [c for c in status.get("conditions") or [] if c.get("type") == "Available"]
+    if available and available[0].get("status") == "True":
+        return None
+    reason = available[0].get("message") or available[0].get("reason") if available else None
+    return f"not Available ({reason or 'no Available condition yet'})"
+
+
+def _check_workloads(look: _Look, report: ClusterReport, want: _Expectations) -> None:
+    for kind, ns, name in want.workloads:
+        label = f"{kind} {ns}/{name}"
+        path = WORKLOAD_COLLECTIONS[kind].format(ns=ns, name=name)
+        resp = look.get(path)
+        if resp.status_code == 404:
+            problem: str | None = "missing"
+        elif resp.status_code != 200:
+            raise CheckFailed(f"GET {path} answered {resp.status_code}: {resp.text[:200]}")
+        else:
+            problem = workload_problem(kind, resp.json())
+        report.workloads[label] = problem or "ready"
+        if problem:
+            report.fail("workloads", f"{label}: {problem}")
+
+
 def _check_certificates(look: _Look, report: ClusterReport, want: _Expectations) -> None:
     try:
         serving = want.creds.serving_cert(look.request_timeout())
@@ -271,7 +321,8 @@ def _check_certificates(look: _Look, report: ClusterReport, want: _Expectations)
 
 
 _CHECK_FUNCTIONS = {"api": _check_api, "etcd": _check_etcd, "nodes": _check_nodes, "pods": _check_pods,
-                    "storage": _check_storage, "certificates": _check_certificates}
+                    "storage": _check_storage, "workloads": _check_workloads,
+                    "certificates": _check_certificates}
 
 
 def check_cluster(
@@ -279,6 +330,7 @@ def check_cluster(
     expected_nodes: list[str],
     *,
     expect_storage_class: str | None = None,
+    expect_workloads: tuple[tuple[str, str, str], ...] = (),
     timeout: float = 10,
     deadline: float | None = None,
 ) -> ClusterReport:
@@ -287,7 +339,7 @@ def check_cluster(
     and the checks not reached by then are listed in `unchecked`."""
     creds = KubeconfigCredentials(kubeconfig)
     report = ClusterReport(server=creds.server)
-    want = _Expectations(creds, expected_nodes, expect_storage_class)
+    want = _Expectations(creds, expected_nodes, expect_storage_class, tuple(expect_workloads))
     with creds.client(timeout) as api:
         look = _Look(api, timeout, deadline)
         for name in CHECKS:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from installers import kubeadm, modes, render, scripts_store, step_kinds
+from installers import addons, kubeadm, modes, render, scripts_store, step_kinds
 from installers import versions as V
 from installers.step_kinds import StepPolicy  # defined with the kinds' default policies
 from installers.spec import (ClusterSpec, KubeVipEndpoint, Node, SpecError, spec_warnings,
@@ -218,13 +218,42 @@ def kubeconfig_job(spec: ClusterSpec, node: Node) -> HostJob:
 
 
 def cni_job(spec: ClusterSpec, node: Node) -> HostJob:
+    """A manifest CNI (calico, flannel) or a chart CNI (cilium: pinned helm renders the pinned
+    chart); every file checked against its pins and published sums (installers/addons.py)."""
     cni = V.CNIS[spec.networking.cni]
-    return _job("cni", node, {
+    env = {
         "KAI_CNI": cni.name,
         "KAI_CNI_VERSION": cni.version,
-        "KAI_CNI_MANIFEST_URL": V.download_urls(spec).cni_manifest,
-        "KAI_CNI_MANIFEST_SHA256": cni.sha256 or "",
         "KAI_POD_CIDR": spec.networking.pod_cidr,
+        "KAI_DOWNLOAD_PROXY": render.download_proxy(spec),
+    }
+    files = {}
+    chart = addons.cni_chart(spec)
+    if chart is None:
+        manifest = addons.cni_manifest(spec)
+        env |= {"KAI_CNI_SOURCE": "manifest", "KAI_CNI_MANIFEST_URL": manifest.url,
+                "KAI_CNI_MANIFEST_SHA256": manifest.sha256,
+                "KAI_CNI_MANIFEST_SUMS_URL": manifest.sums_url}
+    else:
+        release, source = chart
+        helm = addons.helm(spec)
+        env |= {"KAI_CNI_SOURCE": "chart", "KAI_CNI_CHART": release.name,
+                "KAI_CNI_CHART_URL": source.url, "KAI_CNI_CHART_SHA256": source.sha256,
+                "KAI_CNI_CHART_INDEX_URL": source.sums_url,
+                "KAI_HELM_URL": helm.url, "KAI_HELM_SUMS_URL": helm.sums_url,
+                **addons.helm_pins(spec)}
+        files["values.yaml"] = addons.cilium_values(spec)
+    return _job("cni", node, env, files)
+
+
+def monitoring_job(spec: ClusterSpec, node: Node) -> HostJob:
+    ms, kp = addons.metrics_server(spec), addons.kube_prometheus(spec)
+    return _job("monitoring", node, {
+        "KAI_METRICS_SERVER_URL": ms.url, "KAI_METRICS_SERVER_SHA256": ms.sha256,
+        "KAI_METRICS_SERVER_SUMS_URL": ms.sums_url,
+        "KAI_KUBE_PROMETHEUS_URL": kp.url, "KAI_KUBE_PROMETHEUS_SHA256": kp.sha256,
+        "KAI_KUBE_PROMETHEUS_SUMS_URL": kp.sums_url,
+        "KAI_KUBE_PROMETHEUS_SKIP": addons.KUBE_PROMETHEUS_SKIPPED_PREFIX,
         "KAI_DOWNLOAD_PROXY": render.download_proxy(spec),
     })
 
@@ -352,6 +381,10 @@ def _addons_phase(spec: ClusterSpec, first: Node) -> Phase:
     if spec.storage.local_path:
         steps.append(_step(spec, "storage", "storage", "local-path provisioner + default StorageClass",
                            [storage_job(spec, first)]))
+    if spec.addons.monitoring:
+        steps.append(_step(spec, "monitoring", "monitoring",
+                           "metrics-server + kube-prometheus (CRDs established first)",
+                           [monitoring_job(spec, first)]))
     return Phase("addons", "Cluster add-ons", tuple(steps))
 
 

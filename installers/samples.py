@@ -38,7 +38,7 @@ networking:
   pod_cidr: 10.244.0.0/16
   service_cidr: 10.96.0.0/12
   node_cidr_mask: 24         # each node gets a /24 of pod_cidr
-  cni: calico                # calico | flannel | cilium (cilium needs mirror.url)
+  cni: calico                # calico | flannel | cilium (from its Helm chart)
   kube_proxy_mode: iptables  # or nftables
   dns_domain: cluster.local
 
@@ -61,6 +61,12 @@ kubelet:
 
 storage:
   local_path: true           # local-path provisioner as the default StorageClass
+
+addons:
+  monitoring: false          # true: metrics-server + kube-prometheus (Prometheus, Alertmanager,
+                             # node-exporter, kube-state-metrics, Grafana)
+  # checksums:               # reviewed sha256 pins of add-on files (file name -> sha256)
+  #   cilium-1.18.4.tgz: <64 hex digits>
 
 ssh:
   user: root

@@ -141,6 +141,16 @@ class Storage(_Model):
     local_path: bool = True
 
 
+class Addons(_Model):
+    monitoring: bool = Field(False, description="metrics-server and the kube-prometheus stack "
+                                                "(Prometheus, Alertmanager, node-exporter, "
+                                                "kube-state-metrics, Grafana)")
+    checksums: dict[Text, Text] = Field(
+        default_factory=dict,
+        description="file name -> sha256 pin for a CNI manifest or chart, helm or a monitoring "
+                    "release file (installers/addons.py); wins over the versions table's pin")
+
+
 class Bastion(_Model):
     host: Text
     port: int = Field(22, ge=1, le=65535)
@@ -235,6 +245,7 @@ class ClusterSpec(_Model):
     mirror: Mirror | None = None
     kubelet: Kubelet = Kubelet()
     storage: Storage = Storage()
+    addons: Addons = Addons()
     nodes: list[Node] = Field(min_length=1)
     ssh: SSH = SSH()
     steps: dict[StepKind, StepPolicyOverride] = Field(default_factory=dict)

@@ -1,7 +1,7 @@
 """The spec's meaning: every semantic and cross-field rule pydantic's types cannot say.
 
 `check_rules` runs one function per section of the spec (name and versions, networking, nodes,
-control-plane endpoint, runtime, ssh, preflight, steps) and returns every problem of every
+control-plane endpoint, runtime, add-ons, ssh, preflight, steps) and returns every problem of every
 section at once, each prefixed with its field path (`nodes[2].address: not an IP address: …`).
 The checks of single values live in spec_values.py; the model in spec.py. Contacts nothing.
 """
@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from installers import versions as V
+from installers.addons import known_files
 from installers.patterns import FINGERPRINT
 from installers.spec import (POLLING_STEP_KINDS, PREFLIGHT_CHECKS, ClusterSpec, KubeVipEndpoint,
                              LoadBalancerEndpoint, Node, StepPolicyOverride)
@@ -22,6 +23,8 @@ from installers.spec_values import (BLOCK_NAME, DNS_NAME, IMAGE_REF, LABEL_VALUE
                                     check_network, ip_or_problem, label_key_problem, parse_taint,
                                     path_problem, reserved_label_problem, taint_problem,
                                     unusable_address_problem, url_problem)
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # (pod_cidr, service_cidr), each None where the spec's value is not a CIDR
 Cidrs = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, ...]
@@ -35,6 +38,7 @@ def check_rules(spec: ClusterSpec) -> list[str]:
     addresses = _check_nodes(spec, cidrs, p)
     _check_endpoint(spec.control_plane_endpoint, addresses, cidrs, p)
     _check_runtime(spec, p)
+    _check_addons(spec, p)
     _check_ssh(spec, p)
     _check_preflight(spec, p)
     p += check_step_policies(spec.steps)
@@ -70,11 +74,21 @@ def _check_networking(spec: ClusterSpec, p: list[str]) -> Cidrs:
     if not DNS_NAME.fullmatch(net.dns_domain):
         p.append(f"networking.dns_domain: not a DNS name: {shown(net.dns_domain)}")
     cni = V.CNIS[net.cni]
-    if cni.manifest_url is None and spec.mirror is None:
+    if cni.manifest_url is None and net.cni not in V.CNI_CHARTS and spec.mirror is None:
         p.append(f"networking.cni: {net.cni} has no single-file upstream manifest; "
                  f"set mirror.url and put a rendered manifest at "
                  f"manifests/{cni.name}/v{cni.version}/{cni.manifest_file}")
     return pod, svc
+
+
+def _check_addons(spec: ClusterSpec, p: list[str]) -> None:
+    known = known_files()
+    for name, digest in spec.addons.checksums.items():
+        path = f"addons.checksums[{shown(name)}]"
+        if name not in known:
+            p.append(f"{path}: not a file kai downloads for an add-on (known: {', '.join(sorted(known))})")
+        if not SHA256_HEX.fullmatch(digest):
+            p.append(f"{path}: not a sha256 (64 lowercase hex digits): {shown(digest)}")
 
 
 def _inside_cidrs(addr: IPAddress, cidrs: Cidrs) -> list[str]:

@@ -92,6 +92,7 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("kubeconfig", "tasks/kubeconfig.py:kubeconfig", "kubeconfig.sh", StepPolicy(2, 5, 60)),
     StepKind("cni", "tasks/node_tasks.py:cni", "cni.sh", StepPolicy(3, 10, 600)),
     StepKind("storage", "tasks/node_tasks.py:storage", "storage.sh", StepPolicy(3, 10, 300)),
+    StepKind("monitoring", "tasks/addons.py:monitoring", "monitoring.sh", StepPolicy(2, 10, 900)),
     # Polling steps: no retries, a deadline. An install's verify waits for nodes to turn Ready
     # after the CNI is up; a scheduled health run must report a broken cluster quickly.
     StepKind("verify", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=600),

@@ -93,13 +93,52 @@ CNIS: dict[str, CniRelease] = {
         "https://github.com/flannel-io/flannel/releases/download/v0.27.4/kube-flannel.yml",
         "kube-flannel.yml", None,
         (PortSpec("8472", "udp"),)),
-    # Cilium publishes a Helm chart, not a manifest: render it once with `helm template` into
-    # the mirror ({mirror}/manifests/cilium/v{V}/cilium.yaml). Validation enforces a mirror.
+    # Cilium publishes a Helm chart, not a manifest: cni.sh renders the pinned chart with a
+    # pinned helm (`helm template`) and applies the result server-side (CNI_CHARTS below).
     "cilium": CniRelease(
         "cilium", "1.18.4", None, "cilium.yaml", None,
         (PortSpec("4240"), PortSpec("4244-4245"), PortSpec("8472", "udp"))),
 }
 DEFAULT_CNI = "calico"
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    """A chart of a Helm repository: {repo}/{name}-{version}.tgz, its sha256 published as the
+    entry's `digest` in {repo}/index.yaml (what `helm pull --verify`-less installs trust)."""
+    name: str
+    version: str
+    repo: str
+    sha256: str | None = None   # a reviewed pin; None: the repository index's digest alone
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}-{self.version}.tgz"
+
+
+# CNIs installed from a chart (cni.sh: helm template + server-side apply), not a manifest.
+CNI_CHARTS: dict[str, HelmChart] = {
+    "cilium": HelmChart("cilium", "1.18.4", "https://helm.cilium.io"),
+}
+
+# helm itself: get.helm.sh/helm-v{V}-linux-{arch}.tar.gz, with a .sha256sum file beside it.
+HELM_VERSION = "3.19.0"
+HELM_UPSTREAM = "https://get.helm.sh"
+HELM_SHA256: dict[str, str] = {}   # arch -> reviewed pin; empty: the published .sha256sum alone
+
+# Monitoring (spec: addons.monitoring): metrics-server's release manifest and kube-prometheus's
+# release (the prometheus-operator project's stack: operator, Prometheus, Alertmanager,
+# node-exporter, kube-state-metrics, Grafana), both applied server-side by monitoring.sh.
+METRICS_SERVER_VERSION = "0.8.1"
+METRICS_SERVER_FILE = "components.yaml"
+METRICS_SERVER_UPSTREAM = (f"https://github.com/kubernetes-sigs/metrics-server/releases/download/"
+                           f"v{METRICS_SERVER_VERSION}/{METRICS_SERVER_FILE}")
+METRICS_SERVER_SHA256: str | None = None
+KUBE_PROMETHEUS_VERSION = "0.17.0"
+KUBE_PROMETHEUS_FILE = f"kube-prometheus-{KUBE_PROMETHEUS_VERSION}.tar.gz"
+KUBE_PROMETHEUS_UPSTREAM = (f"https://github.com/prometheus-operator/kube-prometheus/archive/refs/"
+                            f"tags/v{KUBE_PROMETHEUS_VERSION}.tar.gz")
+KUBE_PROMETHEUS_SHA256: str | None = None
 
 LOCAL_PATH_VERSION = "0.0.32"
 LOCAL_PATH_FILE = "local-path-storage.yaml"
@@ -155,7 +194,7 @@ class Downloads:
     runc: str
     cni_plugins: str
     k8s_repo: str          # base; the repo is $base/core:/stable:/v$MINOR/{deb,rpm}/
-    cni_manifest: str      # "" when there is none (cilium without a mirror; validation refuses)
+    cni_manifest: str      # "" when there is none upstream (cilium: a chart, installers/addons.py)
     local_path: str
 
 

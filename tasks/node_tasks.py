@@ -6,6 +6,7 @@ controller side have their own modules: preflight, join, kubeconfig, verify.
 """
 
 from installers.plan import Step
+from tasks.addons import run_accounted_step
 from tasks.node_step import HostOutcome, run_node_step
 from tasks.step_task import step_task
 
@@ -45,8 +46,9 @@ def kubeadm_init(step: Step) -> list[HostOutcome]:
 
 @step_task
 def cni(step: Step) -> list[HostOutcome]:
-    """`cni.sh` on the first control plane: apply the pinned CNI manifest."""
-    return run_node_step(step)
+    """`cni.sh` on the first control plane: apply the pinned CNI manifest (or render the pinned
+    chart with a pinned helm), every file verified and its sha256 reported (tasks/addons.py)."""
+    return run_accounted_step(step)
 
 
 @step_task

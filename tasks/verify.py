@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY, POLL_S, ClusterReport,
                                       check_cluster, poll_until_healthy, unhealthy_message, version_drift)
+from installers.addons import MONITORING_WORKLOADS
 from installers.plan import Step
 from installers.spec import ClusterSpec
 from tasks.context import current_run
@@ -36,8 +37,9 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     path = Path(kubeconfig or run.info.get("kubeconfig_path") or run.cluster_dir / "admin.conf")
     expected = [n.name for n in run.spec.nodes]
     storage_class = "local-path" if run.spec.storage.local_path else None
+    workloads = MONITORING_WORKLOADS if run.spec.addons.monitoring else ()
     deadline_s = step.policy.deadline_s or step.policy.timeout_s
-    look = partial(_look, path, expected, storage_class, step.policy.timeout_s)
+    look = partial(_look, path, expected, storage_class, workloads, step.policy.timeout_s)
     outcome = poll_until_healthy(
         look, deadline_s, poll_s=POLL_S, stop=run.cancel,
         on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
@@ -50,7 +52,8 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     info = cluster_facts(run.spec, report, path) | {"drift": drift}
     run.info.update(info)
     create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
-    create_markdown_artifact(render_report(run.spec.name, report, path), key="cluster-info",
+    create_markdown_artifact(render_report(run.spec.name, report, path,
+                                           run.info.get("applied_files", [])), key="cluster-info",
                              description=f"cluster {run.spec.name}")
     if not outcome.healthy:
         raise ClusterUnhealthy(unhealthy_message(run.spec.name, outcome, deadline_s))
@@ -92,13 +95,15 @@ def cluster_facts(spec: ClusterSpec, report: ClusterReport, kubeconfig: Path) ->
                                "cni": net.cni, "pod_cidr": net.pod_cidr, "service_cidr": net.service_cidr}
 
 
-def _look(path: Path, expected: list[str], storage_class: str | None, timeout_s: float,
+def _look(path: Path, expected: list[str], storage_class: str | None,
+          workloads: tuple[tuple[str, str, str], ...], timeout_s: float,
           deadline: float) -> ClusterReport:
-    return check_cluster(path, expected, expect_storage_class=storage_class, timeout=timeout_s,
-                         deadline=deadline)
+    return check_cluster(path, expected, expect_storage_class=storage_class,
+                         expect_workloads=workloads, timeout=timeout_s, deadline=deadline)
 
 
-def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
+def render_report(cluster: str, r: ClusterReport, kubeconfig: Path,
+                  applied_files: list[dict] | None = None) -> str:
     lines = [f"# Cluster `{cluster}` — {'healthy' if r.healthy else 'NOT healthy'}", "",
              f"API server `{r.server}` version `{r.version}`; kubeconfig `{kubeconfig}` (mode 0600)", "",
              "| node | roles | ready | kubelet | address |", "|---|---|---|---|---|"]
@@ -107,6 +112,13 @@ def render_report(cluster: str, r: ClusterReport, kubeconfig: Path) -> str:
     lines += ["", "| namespace | pods |", "|---|---|"]
     lines += [f"| {ns} | {count} |" for ns, count in r.pods_by_namespace.items()]
     lines += ["", "Storage classes: " + (", ".join(r.storage_classes) or "none"), ""]
+    if r.workloads:
+        lines += ["| add-on workload | state |", "|---|---|"]
+        lines += [f"| {w} | {state} |" for w, state in r.workloads.items()] + [""]
+    if applied_files:
+        lines += ["| applied file | sha256 | verified against | step |", "|---|---|---|---|"]
+        lines += [f"| {f['file']} | `{f['sha256']}` | {f['verified_by']} | {f['step']} |"
+                  for f in applied_files] + [""]
     lines += [f"- {what} expires {date} ({r.cert_days_left.get(what, '?')} days left)"
               for what, date in r.cert_expiry.items()]
     lines += ["", f"etcd: {r.etcd or 'not checked'}"]

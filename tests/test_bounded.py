@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from installers.backoff import capped_exponential
+from installers.addons import MONITORING_WORKLOADS
 from installers.cluster_check import (CHECKS, NOT_CHECKED, ClusterReport, check_cluster,
                                       poll_until_healthy, unhealthy_message)
 from installers.plan import DEFAULT_POLICIES, StepPolicy, build_plan
@@ -253,7 +254,7 @@ def _kubeconfig_for(tmp_path: Path, server: str) -> Path:
 def test_api_server_down_fails_every_check_with_its_own_error(tmp_path):
     server = f"https://127.0.0.1:{closed_port()}"
     report = check_cluster(_kubeconfig_for(tmp_path, server), ["node-1"], expect_storage_class="local-path",
-                           timeout=5)
+                           expect_workloads=MONITORING_WORKLOADS, timeout=5)
     assert not report.healthy and report.unchecked == []
     assert list(report.failed_checks) == list(CHECKS)
     assert report.failed_checks["api"][0].startswith(f"API server {server} unreachable: GET /readyz: ConnectError")
@@ -261,6 +262,8 @@ def test_api_server_down_fails_every_check_with_its_own_error(tmp_path):
     assert report.failed_checks["nodes"][0].startswith("GET /api/v1/nodes: ConnectError")
     assert report.failed_checks["pods"][0].startswith("GET /api/v1/pods: ConnectError")
     assert report.failed_checks["storage"][0].startswith("GET /apis/storage.k8s.io/v1/storageclasses: ConnectError")
+    assert report.failed_checks["workloads"][0].startswith(
+        "GET /apis/apps/v1/namespaces/kube-system/deployments/metrics-server: ConnectError")
     assert report.failed_checks["certificates"][0].startswith("cannot read the API server certificate: ")
     assert all("Connection refused" in errors[0] for errors in report.failed_checks.values()), report.failed_checks
 

@@ -10,6 +10,8 @@ The module runs in order on 6 booted hosts (KAI_TEST_HOSTS=6):
   reset all; unreachable host → preflight fails, nothing changed
   h1 install: a second run is refused naming the holder; cancel mid-step; rerun completes
   h2 install: SIGKILL the flow process mid-run; rerun resumes, skipping what was done
+  h3 install with cilium (its chart) and monitoring: verify checks the stack; every file's sha256
+     is in the report
   finally: no secret in any log line or artifact of any run.
 """
 
@@ -423,6 +425,60 @@ def test_sigkill_of_the_flow_process_then_rerun_resumes(hosts, server):
     for step in ("os-prep", "runtime", "kube-packages"):
         assert f"[{h2.name}] {step}: already done" in text, f"{step} was not skipped on resume"
     assert [c["exit_code"] for c in calls(h2, "kubeadm", "init")] == [0]
+
+
+def test_all_in_one_with_cilium_and_monitoring_reports_every_file(hosts, server):
+    """Issue 13 §3-4: cilium from its chart (rendered by a verified helm), metrics-server and the
+    kube-prometheus stack (CRDs Established before their objects), checked by verify; every file
+    applied is in the run's report with the sha256 the mirror serves."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from uuid import UUID
+
+    from installers import versions as V
+    from installers.cluster_check import KubeconfigCredentials
+    from tests.hosts.mirror import build_mirror, sha256_file
+
+    h3 = hosts[3]
+    spec = make_spec(hosts, [h3], name="observed", networking={"cni": "cilium"},
+                     addons={"monitoring": True})
+    t0 = time.monotonic()
+    st = wait(start("all_in_one", spec))
+    install_s = time.monotonic() - t0
+    assert_completed(st)
+    workloads = st["cluster_info"]["workloads"]
+    assert len(workloads) == 7 and set(workloads.values()) == {"ready"}, workloads
+    assert [c["exit_code"] for c in calls(h3, "helm", "template")] == [0]
+    waits = [r for r in journal(h3) if r["tool"] == "kubectl" and "wait" in r["argv"]]
+    assert [c["exit_code"] for c in waits] == [0], waits
+
+    root, chart, hv = build_mirror(), V.CNI_CHARTS["cilium"], V.HELM_VERSION
+    served = {f"helm-v{hv}-linux-amd64.tar.gz": root / f"helm/v{hv}/helm-v{hv}-linux-amd64.tar.gz",
+              chart.file: root / "charts/cilium" / chart.file,
+              "components.yaml": root / f"manifests/metrics-server/v{V.METRICS_SERVER_VERSION}/components.yaml",
+              V.KUBE_PROMETHEUS_FILE: root / f"manifests/kube-prometheus/v{V.KUBE_PROMETHEUS_VERSION}"
+                                             f"/{V.KUBE_PROMETHEUS_FILE}"}
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(st["id"])])))
+    # each add-on step publishes the run's whole list so far under one key: the newest is complete
+    artifacts = {a.key: a.data for a in sorted(found, key=lambda a: a.created)}
+    rows = json.loads(artifacts["applied-files"]) if isinstance(artifacts["applied-files"], str) \
+        else artifacts["applied-files"]
+    by_file = {r["file"]: r for r in rows}
+    assert set(by_file) == set(served) | {f"cilium-{chart.version}-rendered.yaml"}, by_file
+    for name, path in served.items():
+        assert by_file[name]["sha256"] == sha256_file(path), name
+        assert by_file[name]["verified_by"] != "unverified", by_file[name]
+        assert by_file[name]["sha256"] in artifacts["cluster-info"], f"{name} missing from the report"
+
+    # metrics.k8s.io is metrics-server's: kube-prometheus's adapter was left out
+    creds = KubeconfigCredentials(Path(server.state_dir, "clusters", "observed", "admin.conf"))
+    with creds.client(10) as api:
+        svc = api.get("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io").json()["spec"]["service"]
+        assert (svc["namespace"], svc["name"]) == ("kube-system", "metrics-server"), svc
+        assert api.get("/apis/apps/v1/namespaces/monitoring/deployments/prometheus-adapter").status_code == 404
+    print(f"\nall_in_one with cilium + monitoring: {install_s:.0f} s")
 
 
 def flow_run_pid(run_id: str) -> int:

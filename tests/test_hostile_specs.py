@@ -267,6 +267,7 @@ def rich_spec(endpoint: dict, bastion_by_file: bool) -> dict:
                 "bastion": _bastion("192.0.2.200", bastion_by_file)},
         "preflight": {"ignore": ["swap"]},
         "etcd_backup": {"directory": "/nonexistent/kai/etcd-backups", "keep": 3},
+        "addons": {"monitoring": True, "checksums": {"components.yaml": "ab" * 32}},
     }
 
 

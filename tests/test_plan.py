@@ -21,8 +21,14 @@ CONTRACT_ENV = {
     "join-credentials.sh": {"KAI_TOKEN_TTL", "KAI_NEED_CERT_KEY"},
     "kubeadm-join.sh": {"KAI_NODE_NAME", "KAI_CONTROL_PLANE"},
     "kubeconfig.sh": set(),
-    "cni.sh": {"KAI_CNI", "KAI_CNI_VERSION", "KAI_CNI_MANIFEST_URL", "KAI_CNI_MANIFEST_SHA256",
-               "KAI_POD_CIDR", "KAI_DOWNLOAD_PROXY"},
+    # a manifest CNI (the default); a chart CNI's env: tests/test_addons.py
+    "cni.sh": {"KAI_CNI", "KAI_CNI_VERSION", "KAI_CNI_SOURCE", "KAI_CNI_MANIFEST_URL",
+               "KAI_CNI_MANIFEST_SHA256", "KAI_CNI_MANIFEST_SUMS_URL", "KAI_POD_CIDR",
+               "KAI_DOWNLOAD_PROXY"},
+    "monitoring.sh": {"KAI_METRICS_SERVER_URL", "KAI_METRICS_SERVER_SHA256",
+                      "KAI_METRICS_SERVER_SUMS_URL", "KAI_KUBE_PROMETHEUS_URL",
+                      "KAI_KUBE_PROMETHEUS_SHA256", "KAI_KUBE_PROMETHEUS_SUMS_URL",
+                      "KAI_KUBE_PROMETHEUS_SKIP", "KAI_DOWNLOAD_PROXY"},
     "storage.sh": {"KAI_LOCAL_PATH_URL", "KAI_LOCAL_PATH_SHA256"},
     "reset.sh": {"KAI_RESET_PACKAGES"},
 }
@@ -196,8 +202,12 @@ def test_upstream_and_mirror_urls():
     assert env["KAI_RUNC_URL"] == f"{m}/runc/v1.1.5/runc.{{arch}}"
     assert env["KAI_CNI_PLUGINS_URL"] == f"{m}/cni-plugins/v1.1.1/cni-plugins-linux-{{arch}}-v1.1.1.tgz"
     assert plan.step("kube-packages").jobs[0].env["KAI_K8S_REPO"] == f"{m}/pkgs.k8s.io"
-    cni = V.CNIS["cilium"]
-    assert plan.step("cni").jobs[0].env["KAI_CNI_MANIFEST_URL"] == f"{m}/manifests/cilium/v{cni.version}/cilium.yaml"
+    chart = V.CNI_CHARTS["cilium"]
+    cni_env = plan.step("cni").jobs[0].env
+    assert cni_env["KAI_CNI_CHART_URL"] == f"{m}/charts/cilium/cilium-{chart.version}.tgz"
+    assert cni_env["KAI_CNI_CHART_INDEX_URL"] == f"{m}/charts/cilium/index.yaml"
+    assert cni_env["KAI_HELM_URL"] == (
+        f"{m}/helm/v{V.HELM_VERSION}/helm-v{V.HELM_VERSION}-linux-{{arch}}.tar.gz")
     assert plan.step("storage").jobs[0].env["KAI_LOCAL_PATH_URL"] == (
         f"{m}/manifests/local-path-provisioner/v{V.LOCAL_PATH_VERSION}/local-path-storage.yaml")
     assert any("1.6.20 is end of life" in w for w in plan.warnings)

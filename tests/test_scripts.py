@@ -604,9 +604,9 @@ def test_cni_flannel_pod_cidr_and_checksum(node: ScriptNode, http_files) -> None
     good = hashlib.sha256(FLANNEL.encode()).hexdigest()
     node.etc("kubernetes/admin.conf", "admin\n")
     kubectl_fake(node)
-    env = {"KAI_CNI": "flannel", "KAI_CNI_VERSION": "0.27.4",
+    env = {"KAI_CNI": "flannel", "KAI_CNI_VERSION": "0.27.4", "KAI_CNI_SOURCE": "manifest",
            "KAI_CNI_MANIFEST_URL": f"{base}/kube-flannel.yml", "KAI_CNI_MANIFEST_SHA256": "0" * 64,
-           "KAI_POD_CIDR": "10.32.0.0/12"}
+           "KAI_CNI_MANIFEST_SUMS_URL": "", "KAI_POD_CIDR": "10.32.0.0/12"}
     bad = node.run("cni.sh", env, sandbox=True)
     assert bad.returncode != 0
     assert f"expected {'0' * 64}, got {good}" in bad.stderr
@@ -628,6 +628,7 @@ def test_cni_flannel_without_network_line_fails(node: ScriptNode, http_files) ->
     node.etc("kubernetes/admin.conf", "admin\n")
     kubectl_fake(node)
     res = node.run("cni.sh", {"KAI_CNI": "flannel", "KAI_CNI_VERSION": "0.27.4",
+                              "KAI_CNI_SOURCE": "manifest", "KAI_CNI_MANIFEST_SUMS_URL": "",
                               "KAI_CNI_MANIFEST_URL": f"{base}/kube-flannel.yml",
                               "KAI_CNI_MANIFEST_SHA256": "", "KAI_POD_CIDR": "10.32.0.0/12"},
                    sandbox=True)

@@ -669,6 +669,70 @@ kai_fetch_manifest() {
   fi
 }
 
+# --- verified add-on files (installers/addons.py) ------------------------------------------------
+
+# kai_report_file FILE NAME SOURCE VERIFIED_BY: one line "<sha256> <name> <verified-by> <source>"
+# in $KAI_OUT_DIR/files.sha256, returned to the controller for the run's report.
+kai_report_file() {
+  local sum
+  sum=$(kai_sha256_of "$1")
+  printf '%s %s %s %s\n' "$sum" "$2" "$4" "$3" >>"$KAI_OUT_DIR/files.sha256"
+  kai_log "sha256 $sum $2 ($4)"
+}
+
+# kai_helm_index_digest INDEX FILE: the digest a Helm repository's index.yaml publishes for the
+# chart archive FILE (the entry whose urls list it). Entries are the list items ("- key: value")
+# at the indentation of the first one; deeper list items (maintainers, dependencies) are not.
+kai_helm_index_digest() {
+  local index=$1 file=$2 line indent="" digest="" found=0
+  while IFS= read -r line || [[ -n $line ]]; do
+    if [[ $line =~ ^([[:space:]]*)-[[:space:]]+[A-Za-z]+:([[:space:]]|$) ]] &&
+      [[ -z $indent || ${BASH_REMATCH[1]} == "$indent" ]]; then
+      indent=${BASH_REMATCH[1]}
+      if ((found)); then break; fi
+      digest=""
+      line=${line/-/ }
+    fi
+    if [[ $line =~ ^[[:space:]]*digest:[[:space:]]*\"?([0-9a-fA-F]{64})\"?[[:space:]]*$ ]]; then
+      digest=${BASH_REMATCH[1]}
+    elif [[ $line =~ ^[[:space:]]*-[[:space:]]+\"?([^\"[:space:]]+)\"?[[:space:]]*$ ]]; then
+      local url=${BASH_REMATCH[1]}
+      [[ $url == "$file" || $url == */"$file" ]] && found=1
+    fi
+  done <"$index"
+  ((found)) || kai_die "${index##*/} lists no chart archive $file"
+  [[ -n $digest ]] || kai_die "${index##*/} lists $file without a digest"
+  printf '%s\n' "${digest,,}"
+}
+
+# kai_fetch_verified URL DEST PIN SUMS_URL: download URL to DEST and check it against every sha256
+# known for it: PIN (may be empty) and the one published at SUMS_URL (may be empty): a
+# sha256sum-style list, or a Helm repository's index.yaml. A mismatch stops the step, naming the
+# file, the expected and the actual digest. The file's sha256 goes to the run's report.
+kai_fetch_verified() {
+  local url=$1 dest=$2 pin=$3 sums_url=$4 name=${1##*/} published by=()
+  kai_log "downloading $url"
+  kai_fetch "$url" "$dest"
+  if [[ -n $pin ]]; then
+    kai_sha256_verify "$dest" "$pin" "$name (pinned)"
+    by+=(pin)
+  fi
+  if [[ -n $sums_url ]]; then
+    kai_fetch "$sums_url" "$dest.sums"
+    if [[ ${sums_url##*/} == index.yaml ]]; then
+      published=$(kai_helm_index_digest "$dest.sums" "$name")
+    else
+      published=$(kai_sha256_from_list "$dest.sums" "$name")
+    fi
+    rm -f "$dest.sums"
+    kai_sha256_verify "$dest" "$published" "$name (published in ${sums_url##*/})"
+    by+=("${sums_url##*/}")
+  fi
+  ((${#by[@]})) || kai_warn "no sha256 known for $name (no pin, no published list): not verified"
+  local IFS=+
+  kai_report_file "$dest" "$name" "$url" "${by[*]:-unverified}"
+}
+
 # --- systemd -----------------------------------------------------------------------------------
 
 kai_systemd_running() { [[ -d /run/systemd/system ]]; }

@@ -7,7 +7,8 @@
 Contents: containerd / runc / CNI plugins as upstream-style release files repackaged from Debian's
 packages; an apt flat repository per Kubernetes minor (signed like pkgs.k8s.io) holding the
 stand-in packages kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni; stand-in CNI and
-local-path-provisioner manifests. Versions come from installers/versions.py.
+local-path-provisioner manifests; helm, the cilium chart repository and the monitoring release
+files with their checksum files (addon_files.py). Versions come from installers/versions.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from installers import versions
 
+from . import addon_files
 from .standins import manifests as standin_manifests
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class MirrorInputs:
 
     def key(self) -> str:
         h = hashlib.sha256(json.dumps([self.minors, self.cnis, self.local_path_version]).encode())
-        for f in sorted(STANDINS.glob("*.py")) + [Path(__file__)]:
+        h.update(json.dumps(addon_files.pinned_versions()).encode())
+        for f in sorted(STANDINS.glob("*.py")) + [Path(__file__), Path(addon_files.__file__)]:
             h.update(f.name.encode() + f.read_bytes())
         return h.hexdigest()[:16]
 
@@ -327,6 +330,7 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     inputs = inputs or MirrorInputs()
     root = cache / inputs.key()
     if (root / ".complete").exists():
+        (root / ".last-used").touch()  # a mirror in use is never pruned (_prune)
         return root
     t0 = time.monotonic()
     cache.mkdir(parents=True, exist_ok=True)
@@ -351,6 +355,7 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     d = partial_root / "manifests" / "local-path-provisioner" / f"v{inputs.local_path_version}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "local-path-storage.yaml").write_text(standin_manifests.local_path_manifest(inputs.local_path_version))
+    addon_files.build_addon_files(partial_root, inputs.cnis)
     (partial_root / "versions.json").write_text(json.dumps({**got, "kubernetes": inputs.minors}, indent=1))
     (partial_root / ".complete").write_text(f"{time.monotonic() - t0:.1f}s\n")
     shutil.rmtree(root, ignore_errors=True)
@@ -360,12 +365,23 @@ def build_mirror(inputs: MirrorInputs | None = None, cache: Path = CACHE) -> Pat
     return root
 
 
+IN_USE_S = 6 * 3600  # a mirror built or reused this recently may be served by a running test
+
+
+def _last_used(d: Path) -> float:
+    return max((f.stat().st_mtime for f in (d / ".last-used", d / ".complete") if f.exists()), default=0.0)
+
+
 def _prune(cache: Path, keep: Path, keep_others: int = 1) -> None:
-    """Drop mirrors of older inputs (each is ~90 MB), keeping the newest few in case a run uses them."""
+    """Drop mirrors of older inputs (each is ~90 MB), keeping the newest few in case a run uses
+    them — and every one used in the last IN_USE_S: the cache is shared by concurrent test runs
+    (worktrees of other branches build other mirrors), and pruning one mid-run made every later
+    download of that run a 404."""
     others = sorted((d for d in cache.iterdir() if d.is_dir() and d != keep and len(d.name) == 16
-                     and (d / ".complete").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+                     and (d / ".complete").exists()), key=_last_used, reverse=True)
     for d in others[keep_others:]:
-        shutil.rmtree(d, ignore_errors=True)
+        if time.time() - _last_used(d) > IN_USE_S:
+            shutil.rmtree(d, ignore_errors=True)
     for d in cache.glob("tmp*"):
         if d.is_dir() and time.time() - d.stat().st_mtime > 3600:
             shutil.rmtree(d, ignore_errors=True)

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import yaml  # noqa: E402
 
 import standin_etcd as etcd  # noqa: E402
+import standin_crds as crds  # noqa: E402
 import standin_pki as pki  # noqa: E402
 from standin_common import version, version_event  # noqa: E402
 
@@ -172,6 +173,23 @@ class Cluster:
             data[f"jws-kubeconfig-{tid}"] = pki.jws_detached(tid, tsecret, kc)
         return {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "cluster-info", "namespace": "kube-public"}, "data": data}
+
+    # --- custom resources ------------------------------------------------------------------------
+    def crds(self) -> list[tuple[dict, float | None]]:
+        return [(o, self.state.get("times", k)) for k, o in self.state.items("objects")
+                if k.startswith(crds.CRD_PREFIX)]
+
+    def operator_status(self, key: str, pods: list[dict]) -> dict | None:
+        """What prometheus-operator reports on its Prometheus and Alertmanager objects: Available
+        once the operator runs (the stand-in has no StatefulSets for it to create)."""
+        if not re.fullmatch(r"apis/monitoring\.coreos\.com/v1/namespaces/[^/]+/(prometheuses|alertmanagers)/[^/]+", key):
+            return None
+        running = any(o.get("kind") == "ReplicaSet" and o.get("name") == "prometheus-operator"
+                      and p["status"]["conditions"][0]["status"] == "True"
+                      for p in pods for o in p["metadata"].get("ownerReferences", []))
+        return {"conditions": [{"type": "Available", "status": "True" if running else "False",
+                                "reason": "" if running else "OperatorNotRunning",
+                                "message": "" if running else "no ready prometheus-operator pod"}]}
 
     # --- nodes and pods --------------------------------------------------------------------------
     def nodes(self) -> list[tuple[str, dict]]:
@@ -387,6 +405,11 @@ class Cluster:
     def with_status(self, key: str, obj: dict, pods: list[dict]) -> dict:
         """DaemonSet/Deployment/PodDisruptionBudget status computed from the pods."""
         obj = json.loads(json.dumps(obj))
+        if key.startswith(crds.CRD_PREFIX):
+            return crds.with_conditions(obj, self.state.get("times", key), time.time())
+        if (operated := self.operator_status(key, pods)) is not None:
+            obj["status"] = operated
+            return obj
         name = obj.get("metadata", {}).get("name")
         ns = obj.get("metadata", {}).get("namespace")
         mine = [p for p in pods if p["metadata"]["namespace"] == ns and
@@ -547,6 +570,12 @@ class Handler(BaseHTTPRequestHandler):
             if pod is None:
                 return self.status(404, "NotFound", f'pods "{m[2]}" not found')
             return self.send_json(200, pod)
+        m = re.fullmatch(r"/apis/([^/]+)/([^/]+)", path)
+        if method == "GET" and m and crds.is_custom(f"{m[1]}/{m[2]}"):
+            found = crds.discovery(c.crds(), m[1], m[2], now)  # kubectl's discovery of CRD groups
+            if found is None:
+                return self.status(404, "NotFound", f"the server could not find the requested resource ({path})")
+            return self.send_json(200, found)
         key = path.lstrip("/")
         if method == "PATCH":
             return self._apply(key, query, now)
@@ -599,11 +628,19 @@ class Handler(BaseHTTPRequestHandler):
         obj = self.body()
         if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("apiVersion"):
             return self.status(400, "BadRequest", "apply patch without apiVersion/kind")
-        want = resource_path(obj)
-        if want != key:
-            return self.status(400, "BadRequest", f"the object's path is {want!r}, the request's is {key!r}")
+        if crds.is_custom(obj["apiVersion"]):
+            if (problem := crds.custom_object_problem(c.crds(), obj, key, now)):
+                return self.status(404, "NotFound", problem)
+            cluster_scoped = "/namespaces/" not in key
+        else:
+            want = resource_path(obj)
+            if want != key:
+                return self.status(400, "BadRequest", f"the object's path is {want!r}, the request's is {key!r}")
+            cluster_scoped = plural(obj["kind"]) in CLUSTER_SCOPED
+        if key.startswith(crds.CRD_PREFIX) and (problem := crds.crd_problem(obj)):
+            return self.status(422, "Invalid", problem)
         ns = (obj.get("metadata") or {}).get("namespace")
-        if plural(obj["kind"]) in CLUSTER_SCOPED:
+        if cluster_scoped:
             ns = None
         elif ns is None:
             obj.setdefault("metadata", {})["namespace"] = key.split("/namespaces/")[1].split("/")[0]
