@@ -208,6 +208,6 @@ def test_old_body_password_goes_to_a_secret_block_not_the_parameters(kai_server,
         assert password not in repr(params)
         assert params["spec"]["ssh"]["password_secret"] == block
         assert params["spec"]["networking"]["cni"] == "flannel"
-        assert params["spec"]["addons"] == {"monitoring": True}  # enable_monitoring does it
+        assert params["spec"]["addons"]["monitoring"] is True  # enable_monitoring does it
         assert Secret.load(block).get() == password
     assert password not in kai_server.log_text()

@@ -69,6 +69,13 @@ class Vip:
         if want == self.held:
             return
         self.release()
+        if want and self.on_this_node(want):
+            # already on this node's interface: carried over from an earlier kubelet process, or
+            # from before a power-off (a test host's network namespace outlives it). Adopt it, or
+            # the ping below answers from here and it is never released when kube-vip goes.
+            self.held = want
+            print(f"kube-vip: holding {want[0]} on {want[1]} (already there)", file=sys.stderr, flush=True)
+            return
         if want and self.held_elsewhere(want[0]):
             return  # another control plane holds it: the real kube-vip's leader election, in short
         if want:
@@ -78,6 +85,12 @@ class Vip:
                 print(f"kube-vip: holding {want[0]} on {want[1]}", file=sys.stderr, flush=True)
             else:
                 print(f"kube-vip: ip addr add failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def on_this_node(want: tuple[str, str]) -> bool:
+        r = subprocess.run(["ip", "-o", "addr", "show", "dev", want[1], "to", f"{want[0]}/32"],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and bool(r.stdout.strip())
 
     @staticmethod
     def held_elsewhere(address: str) -> bool:
