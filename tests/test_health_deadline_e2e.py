@@ -71,8 +71,11 @@ def test_health_of_a_cluster_whose_api_server_is_down_fails_within_its_deadline(
     assert st["duration_s"] <= deadline_s + FLOW_MARGIN_S, st["duration_s"]
     message = st["failure"]["message"]
     assert st["failure"]["step"] == "verify", st["failure"]
-    assert f"failing checks: {', '.join(CHECKS)}" in message, message
-    for check in CHECKS:  # each failing check on its own line with its real error
+    # every check that reads the API fails; `workloads` has nothing to read in a spec without
+    # add-ons (it checks only the workloads the spec's add-ons bring), so it cannot fail here
+    failing = [c for c in CHECKS if c != "workloads"]
+    assert f"failing checks: {', '.join(failing)}" in message, message
+    for check in failing:  # each failing check on its own line with its real error
         line = next((ln for ln in message.splitlines() if ln.strip().startswith(f"{check}: ")), None)
         assert line is not None and "Connection refused" in line, (check, message)
     assert f"{host.address}:6443" in message
