@@ -14,6 +14,7 @@ import httpx
 
 from benchmarks.measure import tree_cpu
 from tests.support.ports import free_port
+from tests.support.processes import stop_group
 
 
 def quiet_env() -> dict[str, str]:
@@ -74,13 +75,8 @@ class PrefectServer:
         return len(data), locked, errors
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        if self.proc:
+            stop_group(self.proc, 20)
         shutil.rmtree(self.home, ignore_errors=True)
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY, POLL_S, ClusterReport,
-                                      check_cluster, poll_until_healthy, unhealthy_message, version_drift)
 from installers.addons import MONITORING_WORKLOADS
+from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY, POLL_S,
+                                      ClusterReport, check_cluster, poll_until_healthy, unhealthy_message,
+                                      version_drift)
 from installers.plan import Step
 from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
-
 
 
 class ClusterUnhealthy(Exception):
