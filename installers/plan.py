@@ -265,8 +265,12 @@ def storage_job(spec: ClusterSpec, node: Node) -> HostJob:
                 {"storageclass.yaml": render.default_storage_class()})
 
 
-def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False) -> HostJob:
-    return _job("reset", node, {"KAI_RESET_PACKAGES": "1" if remove_packages else "0"})
+def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False,
+              leave_etcd: bool = False) -> HostJob:
+    """leave_etcd: a control plane leaving a cluster that stays removes its etcd member; when the
+    whole cluster is reset the members go with it (see reset.sh)."""
+    return _job("reset", node, {"KAI_RESET_PACKAGES": "1" if remove_packages else "0",
+                                "KAI_RESET_ETCD_MEMBER": "1" if leave_etcd else "0"})
 
 
 def etcd_backup_job(spec: ClusterSpec, node: Node) -> HostJob:

@@ -76,7 +76,7 @@ def _node_steps(spec: ClusterSpec, anchor: Node, node: Node, force: bool) -> lis
         steps.append(_step(spec, f"reset-{n}", "reset",
                            f"kubeadm reset on {n}" + (" (removes its etcd member)"
                                                      if node.is_control_plane else "")
-                           + ", kai's files and done-markers", [reset_job(spec, node)]))
+                           + ", kai's files and done-markers", [reset_job(spec, node, leave_etcd=True)]))
     elif node.is_control_plane:
         steps.append(_step(spec, f"etcd-member-remove-{n}", "etcd_member_remove",
                            f"etcdctl member remove {n} (from {anchor.name})",

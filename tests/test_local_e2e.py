@@ -65,9 +65,14 @@ def test_the_old_body_without_a_host_runs_on_the_local_machine(local_machine, se
     """Through the REST start path. Port 6443 is held on the host, so the run ends at its facts
     step, deterministically, with preflight's finding: the facts came from the host."""
     h = local_machine
+    # SO_REUSEADDR as every server sets it: an earlier module's API server on this host leaves
+    # TIME_WAIT connections on 6443 for a minute, and a plain bind() fails on them (EADDRINUSE).
     h.exec("systemd-run --unit=kai-test-busy-port python3 -c 'import socket, time; "
-           "s = socket.socket(); s.bind((\"0.0.0.0\", 6443)); s.listen(); time.sleep(900)'")
-    wait_until("port 6443 held on the host",
+           "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+           "s.bind((\"0.0.0.0\", 6443)); s.listen(); time.sleep(900)'")
+    wait_until(lambda: "port 6443 held on the host: " + h.exec(
+                   "systemctl status --no-pager kai-test-busy-port; ss -Htan '( sport = :6443 )'",
+                   check=False).stdout,
                lambda: ":6443 " in h.exec("ss -Htln", check=False).stdout, 30, 0.2)
     body = {"cluster_name": "old-local", "k8s_version": "1.36", "cni_provider": "flannel"}
     t0 = time.monotonic()

@@ -30,7 +30,7 @@ CONTRACT_ENV = {
                       "KAI_KUBE_PROMETHEUS_SHA256", "KAI_KUBE_PROMETHEUS_SUMS_URL",
                       "KAI_KUBE_PROMETHEUS_SKIP", "KAI_DOWNLOAD_PROXY"},
     "storage.sh": {"KAI_LOCAL_PATH_URL", "KAI_LOCAL_PATH_SHA256"},
-    "reset.sh": {"KAI_RESET_PACKAGES"},
+    "reset.sh": {"KAI_RESET_PACKAGES", "KAI_RESET_ETCD_MEMBER"},
 }
 
 
@@ -120,6 +120,8 @@ def test_reset_workers_first():
     plan = build_plan(load_spec(ha()), "reset")
     assert shape(plan) == [("reset", [("reset-workers", ["worker-1", "worker-2"]),
                                       ("reset-control-planes", ["cp-1", "cp-2", "cp-3"])])]
+    # the whole cluster goes: no control plane removes its etcd member while its peers stop
+    assert {j.env["KAI_RESET_ETCD_MEMBER"] for s in plan.phases[0].steps for j in s.jobs} == {"0"}
 
 
 def test_preflight_is_facts_only():

@@ -34,7 +34,9 @@ def test_a_worker_is_cordoned_drained_reset_and_deleted_from_the_first_control_p
     ]
     assert plan.step("drain-worker-1").jobs[0].env == {"KAI_NODE_NAME": "worker-1",
                                                        "KAI_DRAIN_TIMEOUT_S": "300"}
-    assert plan.step("reset-worker-1").jobs[0].env == {"KAI_RESET_PACKAGES": "0"}
+    # a node leaving a cluster that stays takes its etcd member with it (a worker has none)
+    assert plan.step("reset-worker-1").jobs[0].env == {"KAI_RESET_PACKAGES": "0",
+                                                       "KAI_RESET_ETCD_MEMBER": "1"}
     block = plan.step("hosts-block").jobs[0].files["hosts"]
     assert "worker-2" in block and "worker-1" not in block and "192.168.10.21" not in block
     assert plan.nodes_touched() == {"cp-1", "cp-2", "cp-3", "worker-1", "worker-2"}

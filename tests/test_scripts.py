@@ -655,11 +655,15 @@ def test_storage_applies_provisioner_and_class(node: ScriptNode, http_files) -> 
 # --- reset.sh -----------------------------------------------------------------------------------
 
 @needs_sandbox
-def test_reset_cleans_kube_state_only(node: ScriptNode) -> None:
+@pytest.mark.parametrize("leave_etcd,kubeadm_args", [
+    ("1", "reset -f --cleanup-tmp-dir"),                                      # one node leaves
+    ("0", "reset -f --cleanup-tmp-dir --skip-phases=remove-etcd-member"),    # the whole cluster goes
+])
+def test_reset_cleans_kube_state_only(node: ScriptNode, leave_etcd: str, kubeadm_args: str) -> None:
     if not shutil.which("iptables-restore", path="/usr/sbin:/sbin:/usr/bin"):
         pytest.skip("iptables is not installed (apt-get install iptables)")
     node.fake("kubeadm", f"""
-[[ "$*" == "reset -f --cleanup-tmp-dir" ]] || {{ echo "fake kubeadm: unsupported: $*" >&2; exit 64; }}
+[[ "$*" == "{kubeadm_args}" ]] || {{ echo "fake kubeadm: unsupported: $*" >&2; exit 64; }}
 touch {node.root}/kubeadm-reset-ran
 """)
     node.etc("cni/net.d/10-flannel.conflist", "{}")
@@ -675,8 +679,8 @@ touch {node.root}/kubeadm-reset-ran
              "iptables -A INPUT -p tcp --dport 22 -j ACCEPT\n"
              "iptables -t nat -N KUBE-POSTROUTING; iptables -t nat -A POSTROUTING -j KUBE-POSTROUTING\n")
     post = "PATH=$PATH:/usr/sbin:/sbin; iptables-save"
-    res = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0"}, sandbox=True, netns=True,
-                   setup=setup, post=post)
+    res = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0", "KAI_RESET_ETCD_MEMBER": leave_etcd},
+                   sandbox=True, netns=True, setup=setup, post=post)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (node.root / "kubeadm-reset-ran").exists()
     rules = node.post_log.read_text()
@@ -692,10 +696,12 @@ touch {node.root}/kubeadm-reset-ran
 
 @needs_sandbox
 def test_reset_of_a_blank_node(node: ScriptNode) -> None:
-    res = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0"}, sandbox=True, netns=True)
+    res = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0", "KAI_RESET_ETCD_MEMBER": "0"},
+                     sandbox=True, netns=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "kubeadm is not installed" in res.stdout
-    twice = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0"}, sandbox=True, netns=True)
+    twice = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0", "KAI_RESET_ETCD_MEMBER": "0"},
+                     sandbox=True, netns=True)
     assert twice.returncode == 0
 
 

@@ -2,7 +2,10 @@
 # Return the node to a blank state: `kubeadm reset`, CNI configuration, kube-vip manifest,
 # root's ~/.kube, Kubernetes' own iptables chains (KUBE-*; other rules stay) and nftables table
 # (kube-proxy), every kai done marker. KAI_RESET_PACKAGES=1 also removes kubelet, kubeadm,
-# kubectl and their repository. Idempotent by nature: resetting a never-installed node succeeds.
+# kubectl and their repository. KAI_RESET_ETCD_MEMBER=1 lets kubeadm remove a control plane's etcd
+# member (one node leaves a cluster that stays); 0 skips that phase (the whole cluster goes, and
+# members removing themselves while their peers stop lose quorum: kubeadm then retries for 2 min).
+# Idempotent by nature: resetting a never-installed node succeeds.
 # No done marker: it removes them all.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -10,14 +13,18 @@ set -euo pipefail
 
 : "${KAI_RESET_PACKAGES:?KAI_RESET_PACKAGES is required (0|1)}"
 case $KAI_RESET_PACKAGES in 0 | 1) ;; *) kai_die "KAI_RESET_PACKAGES must be 0 or 1, not '$KAI_RESET_PACKAGES'" ;; esac
+: "${KAI_RESET_ETCD_MEMBER:?KAI_RESET_ETCD_MEMBER is required (0|1)}"
+case $KAI_RESET_ETCD_MEMBER in 0 | 1) ;; *) kai_die "KAI_RESET_ETCD_MEMBER must be 0 or 1, not '$KAI_RESET_ETCD_MEMBER'" ;; esac
 
 kubeadm_reset() {
   if ! command -v kubeadm >/dev/null 2>&1; then
     kai_log "kubeadm is not installed: nothing for kubeadm reset"
     return 0
   fi
-  kai_log "running kubeadm reset -f --cleanup-tmp-dir"
-  kubeadm reset -f --cleanup-tmp-dir 2>&1 || kai_die "kubeadm reset failed (its output is above)"
+  local args=(-f --cleanup-tmp-dir)
+  [[ $KAI_RESET_ETCD_MEMBER == 1 ]] || args+=(--skip-phases=remove-etcd-member)
+  kai_log "running kubeadm reset ${args[*]}"
+  kubeadm reset "${args[@]}" 2>&1 || kai_die "kubeadm reset failed (its output is above)"
 }
 
 remove_files() {

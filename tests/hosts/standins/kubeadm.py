@@ -712,13 +712,27 @@ def remove_etcd_member() -> None:
         say(f"[reset] Failed to remove etcd member: {e}. Please manually remove this etcd member using etcdctl")
 
 
+RESET_PHASES = ("preflight", "remove-etcd-member", "cleanup-node")   # `kubeadm reset phase --help`
+
+
+def _reset_phases(value: str) -> tuple[str, ...]:
+    phases = tuple(p for p in value.split(",") if p)
+    unknown = [p for p in phases if p not in RESET_PHASES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown reset phase(s) {unknown}: kubeadm reset has {list(RESET_PHASES)}")
+    return phases
+
+
 def cmd_reset(a) -> int:
     if not a.force:
         raise Fail("reset needs -f here (no interactive confirmation in the stand-in)")
     say("[reset] Reading configuration from the cluster...")
     # Like kubeadm, reset leaves the Node object alone: removing a node ends with
     # `kubectl delete node` (after this reset stopped the kubelet, which would register it again).
-    remove_etcd_member()
+    if "remove-etcd-member" not in a.skip_phases:
+        remove_etcd_member()
+    if "cleanup-node" in a.skip_phases:
+        raise Fail("the stand-in does not model reset without cleanup-node")
     say("[reset] Stopping the kubelet service")
     sh("systemctl", "stop", "kubelet", check=False)
     if etcd.UNIT.exists():  # the etcd "container": kubeadm reset removes the node's containers
@@ -1054,6 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset = sub.add_parser("reset", allow_abbrev=False)
     reset.add_argument("-f", "--force", action="store_true")
     reset.add_argument("--cleanup-tmp-dir", action="store_true")
+    reset.add_argument("--skip-phases", type=_reset_phases, default=())
     reset.set_defaults(fn=cmd_reset)
     ver = sub.add_parser("version", allow_abbrev=False)
     ver.add_argument("-o", "--output", required=True)

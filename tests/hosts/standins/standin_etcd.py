@@ -173,9 +173,13 @@ def member_add(endpoints: list[str], name: str, peer_url: str, timeout_s: float 
                     f"manifest file: {last}")
 
 
-def member_remove_self(peer_url: str) -> str:
+def member_remove_self(peer_url: str, timeout_s: float = 120, interval_s: float = 0.5) -> str:
     """kubeadm reset's remove-etcd-member phase: this node's member leaves the cluster (not when
-    it is the only one). -> what was done, for kubeadm's output."""
+    it is the only one). -> what was done, for kubeadm's output. As kubeadm's etcd client does
+    (RemoveMember: poll every EtcdAPICallRetryInterval = 500 ms for EtcdAPICallTimeout = 2 min,
+    "member not found" counts as removed), a refused removal is retried: etcd's strict
+    reconfiguration check answers "unhealthy cluster" while a member that joined moments ago is not
+    yet counted active (etcd 3.4 wants 5 s of connection), which a reset right after a join meets."""
     local = [f"https://127.0.0.1:{CLIENT_PORT}"]
     members = member_list(local)
     mine = [m for m in members if peer_url in (m.get("peerURLs") or [])]
@@ -184,10 +188,15 @@ def member_remove_self(peer_url: str) -> str:
     if len(members) == 1:
         return "this is the only etcd member: nothing to remove"
     others = [u for m in members if m not in mine for u in (m.get("clientURLs") or [])]
-    r = etcdctl(others or local, "member", "remove", format(int(mine[0]["ID"]), "x"))
-    if r.returncode != 0:
-        raise EtcdError(f"etcdctl member remove: {r.stderr.strip()}")
-    return f"removed etcd member {mine[0].get('name')} ({format(int(mine[0]['ID']), 'x')})"
+    member_id = format(int(mine[0]["ID"]), "x")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = etcdctl(others or local, "member", "remove", member_id)
+        if r.returncode == 0 or "member not found" in r.stderr:
+            return f"removed etcd member {mine[0].get('name')} ({member_id})"
+        if time.monotonic() + interval_s > deadline:
+            raise EtcdError(f"etcdctl member remove: {r.stderr.strip()}")
+        time.sleep(interval_s)
 
 
 # --- the API stand-in's storage: etcd's v3 JSON gateway ----------------------------------------
