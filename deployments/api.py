@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from deployments import alerts, control, legacy, schedules
+from deployments import alerts, control, legacy, old_body_defaults, schedules
 from deployments.status_cache import StatusCache
 from installers import modes
 from installers.spec import SpecError
@@ -193,14 +193,17 @@ def _start_request(ctl: Any, mode: str, canonical: str,
                            f"ha_secure, not {mode}; send {{\"spec\": …}}"])
     try:
         mapped = legacy.to_spec(canonical, legacy.parse(canonical, body))
+        defaults = old_body_defaults.load()
     except SpecError as exc:
         _old_body_invalid(exc.problems)
+    mapped.spec = old_body_defaults.fill(mapped.spec, defaults)
     problems = list(mapped.problems)
     try:
         if mapped.spec["nodes"]:  # no node: the mapping said why; a spec without nodes adds nothing
             ctl.validate(canonical, mapped.spec)
     except SpecError as exc:
-        problems += legacy.rename_problems(exc.problems, mapped)
+        problems += [f"{p} (set in {old_body_defaults.path()})" if p.split(".")[0].split(":")[0]
+                     in defaults else p for p in legacy.rename_problems(exc.problems, mapped)]
     if problems:
         _old_body_invalid(problems)
     return StartRequest(spec=mapped.spec), mapped.warnings, mapped.secrets

@@ -5,8 +5,9 @@ local_machine.py); nothing runs on the machine running the tests, and the host's
 for the whole module, so nothing can go over SSH either.
 
 One booted host, in order:
-  the old all-in-one body without a host, through the REST start path: mapped onto a local node
-  at the host's own address (asked of the host); its facts run there (port 6443 held: refused);
+  the old all-in-one body without a host (cilium, monitoring), through the REST start path, with
+  the operator's old-body defaults (mirror, kubelet) underneath: mapped onto a local node at the
+  host's own address (asked of the host), installed there, then reset through kai;
   a spec with `connection: local`: install with kubeadm init hanging → cancel mid-step (the
   step's process group killed on the host) → rerun completes (done steps skipped), verify's data.
 """
@@ -17,7 +18,9 @@ import time
 import uuid
 
 import pytest
+import yaml
 
+from deployments import old_body_defaults
 from tests.hosts.mirror import serve_mirror_to
 from tests.support.e2e_server import kai_server, wait_final  # noqa: F401  (session fixture)
 from tests.support.local_machine import acting_as_local_machine
@@ -61,45 +64,60 @@ def local_machine(hosts, server):
         h.exec("systemctl start ssh.service", check=False)
 
 
-def test_the_old_body_without_a_host_runs_on_the_local_machine(local_machine, server):
-    """Through the REST start path. Port 6443 is held on the host, so the run ends at its facts
-    step, deterministically, with preflight's finding: the facts came from the host."""
+def test_the_old_body_without_a_host_installs_on_the_local_machine_with_cilium_and_monitoring(
+        local_machine, hosts, server):
+    """Issue 13's old-client test, through the REST start path: the documented all-in-one body —
+    no host, the old default CNI cilium, monitoring on — installs on the local machine. The
+    operator's old-body defaults (deployments/old_body_defaults.py) supply what an old body has no
+    field for: this site's mirror and containerd source, and the kubelet setting these cgroup-v1
+    test hosts need. Then `reset` through kai (the local transport again) leaves a blank node."""
     h = local_machine
-    # SO_REUSEADDR as every server sets it: an earlier module's API server on this host leaves
-    # TIME_WAIT connections on 6443 for a minute, and a plain bind() fails on them (EADDRINUSE).
-    h.exec("systemd-run --unit=kai-test-busy-port python3 -c 'import socket, time; "
-           "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-           "s.bind((\"0.0.0.0\", 6443)); s.listen(); time.sleep(900)'")
-    wait_until(lambda: "port 6443 held on the host: " + h.exec(
-                   "systemctl status --no-pager kai-test-busy-port; ss -Htan '( sport = :6443 )'",
-                   check=False).stdout,
-               lambda: ":6443 " in h.exec("ss -Htln", check=False).stdout, 30, 0.2)
-    body = {"cluster_name": "old-local", "k8s_version": "1.36", "cni_provider": "flannel"}
+    site = {k: v for k, v in make_spec(hosts, [h], name="unused").items()
+            if k in ("mirror", "runtime", "kubelet", "preflight")}
+    defaults_file = old_body_defaults.path(server.state_dir)
+    defaults_file.write_text(yaml.safe_dump(site))
+    body = {"cluster_name": "old-local", "k8s_version": "1.36", "cni_provider": "cilium",
+            "enable_monitoring": True}
     t0 = time.monotonic()
     try:
         with server.client() as c:
+            # a problem in the operator's file is the old 400, and says where it was set
+            defaults_file.write_text(yaml.safe_dump({**site, "kubelet": {"max_pods": 0}}))
+            r = c.post(f"{P}/all_in_one/start", json=body)
+            assert r.status_code == 400 and f"(set in {defaults_file})" in r.text, r.text
+            defaults_file.write_text(yaml.safe_dump(site))
             r = c.post(f"{P}/all_in_one/start", json=body)
             assert r.status_code == 202, r.text
             run_id = r.json()["installation_id"]
-            final = wait_final(c, run_id, 300)
+            final = wait_final(c, run_id, 900)
     finally:
-        h.exec("systemctl stop kai-test-busy-port", check=False)
-    # the node is the local machine, at the address the host itself reported
+        defaults_file.unlink(missing_ok=True)
+    install_s = time.monotonic() - t0
+    # the node is the local machine, at the address the host itself reported; the body's own
+    # fields won, the site's defaults filled the rest
     from prefect.client.orchestration import get_client
     with get_client(sync_client=True) as client:
         spec = client.read_flow_run(uuid.UUID(run_id)).parameters["spec"]
     assert spec["nodes"][0]["connection"] == "local", spec["nodes"]
     assert spec["nodes"][0]["address"] == h.address, spec["nodes"]
+    assert (spec["networking"]["cni"], spec["addons"]["monitoring"]) == ("cilium", True), spec
+    assert spec["mirror"]["url"] == site["mirror"]["url"] and spec["kubelet"] == site["kubelet"], spec
+
     progress = final["progress"]
-    assert progress["status"] == "failed", progress
-    # preflight judged the facts that master-1 (the host) reported
-    assert progress["error_message"].startswith("step facts failed"), progress["error_message"]
-    assert "master-1: [ports] ports already in use: 6443" in progress["error_message"], progress
+    assert (progress["status"], final["success_status"]) == ("completed", True), progress
+    info = final["cluster_info"]
+    assert (info["cni_provider"], [n["internal_ip"] for n in info["nodes"]]) == ("cilium", [h.address]), info
+    assert len(info["workloads"]) == 7 and set(info["workloads"].values()) == {"ready"}, info["workloads"]
+    assert [c["exit_code"] for c in calls(h, "helm", "template")] == [0], "cilium's chart rendered on the host"
     facts = [r for r in progress["step_results"] if r["step_name"] == "facts"]
     assert [(r["host"], r["success"]) for r in facts] == [("master-1", True)], facts
+
+    t1 = time.monotonic()
+    assert_completed(wait(start("reset", spec), timeout=300))
+    assert not h.exec("ls /etc/kubernetes/manifests", check=False).stdout.strip(), "reset left manifests"
     assert_no_kai_processes(h, within_s=20)
-    print(f"\nold body without a host: mapped, facts on the local machine, refused in "
-          f"{time.monotonic() - t0:.0f} s")
+    print(f"\nold body without a host (cilium + monitoring): installed on the local machine in "
+          f"{install_s:.0f} s; reset in {time.monotonic() - t1:.0f} s")
 
 
 def test_a_local_node_installs_after_a_cancel_mid_step(local_machine, hosts, server):
