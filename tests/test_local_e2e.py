@@ -107,6 +107,7 @@ def test_the_old_body_without_a_host_installs_on_the_local_machine_with_cilium_a
     assert (progress["status"], final["success_status"]) == ("completed", True), progress
     info = final["cluster_info"]
     assert (info["cni_provider"], [n["internal_ip"] for n in info["nodes"]]) == ("cilium", [h.address]), info
+    assert info["etcd"] == "ok", info     # the API stand-in's /readyz/etcd reads the node's real etcd
     assert len(info["workloads"]) == 7 and set(info["workloads"].values()) == {"ready"}, info["workloads"]
     assert [c["exit_code"] for c in calls(h, "helm", "template")] == [0], "cilium's chart rendered on the host"
     facts = [r for r in progress["step_results"] if r["step_name"] == "facts"]

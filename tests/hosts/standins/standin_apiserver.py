@@ -523,6 +523,13 @@ class Handler(BaseHTTPRequestHandler):
         c, now = self.cluster, time.time()
         if method == "GET" and path == "/readyz" and not c.storage_ready():
             return self.status(500, "InternalError", "[-]etcd failed: the watch on etcd is down")
+        if method == "GET" and path == "/readyz/etcd":   # a real etcd behind it, or no such check
+            check = getattr(c.state, "unhealthy", None)
+            if check is None:
+                return self.status(404, "NotFound", "the page could not be found")
+            why = check()
+            return self._text("ok") if why is None else self.status(
+                500, "InternalError", f"[-]etcd failed: {why}")
         if method == "GET" and path in ("/readyz", "/livez", "/healthz"):
             return self._text("ok")
         if method == "GET" and path == "/version":

@@ -359,6 +359,21 @@ class EtcdState:
         for op in ops:
             self._cache(op[1], op[2], op[3] if op[0] == "set" else None, rev)
 
+    def unhealthy(self) -> str | None:
+        """kube-apiserver's /readyz/etcd check: a quorum read of /registry/health (the key it reads,
+        storage/storagebackend/factory/etcd3.go) answers within 2 s -> None, or why not."""
+        conn = self.gw.connect(timeout=2)
+        try:
+            conn.request("POST", "/v3/kv/range", body=json.dumps({"key": _b64("/registry/health")}),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            return None if resp.status == 200 else f"etcd answered {resp.status}"
+        except (OSError, http.client.HTTPException) as e:
+            return f"etcd at {self.gw.host}:{self.gw.port}: {e}"
+        finally:
+            conn.close()
+
     def get(self, section: str, key: str, default=None):
         with self.lock:
             return self.data[section].get(key, default)
