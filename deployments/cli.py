@@ -132,7 +132,7 @@ def _waits(delays: list[float]) -> str:
 
 def format_policy(step) -> str:
     """The step's retry schedule or deadline, and the longest it can take before it fails."""
-    from installers.cluster_check import POLL_S
+    from installers.cluster_poll import POLL_S
 
     pol = step.policy
     order = "parallel" if step.parallel else "one host at a time"
