@@ -189,6 +189,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
 
 # hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
 from deployments import cli_runs  # noqa: E402,F401
+from deployments import cli_schedules  # noqa: E402,F401  (schedule, alerts)
 from deployments import cli_upgrade  # noqa: E402,F401  (upgrade)
 from deployments import cli_remove  # noqa: E402,F401  (remove)
 
