@@ -1,6 +1,6 @@
 """Alerts: `kai alerts set --webhook URL` — a Prefect notification block and two automations.
 
-1. A run of an alerting mode (health; etcd_backup and certs by name, once the mode table has them)
+1. A run of an alerting mode (health, etcd_backup; certs by name, once the mode table has it)
    ends FAILED or CRASHED → the block is sent a message naming the cluster (the run's spec),
    the mode, the run (name, id, UI link) and its state message — for health that is the verify
    step's "failing checks: …" with each check's error.

@@ -2,31 +2,30 @@
 
 Every /api/v1 path needs `Authorization: Bearer <token>` (compared in constant time); a refused
 request is logged with method, path and client — never the token. Answers keep the old service's
-contract (docs/old-api.md: names, JSON types, codes; shapes in deployments/legacy.py) and add kai's
+contract (docs/old-api.md: names, JSON types, codes; shapes in deployments/legacy*.py) and add kai's
 richer fields beside. Codes: 400 for an invalid request (an old flat body, a path or query value),
 404 unknown run, 400 cancelling a finished run; kai's own `{"spec": …}` body with an invalid spec is
 422 with every problem; 500 is the same `{"success": false, "error": …}` envelope.
-`/healthz`, `/openapi.json` and `/docs` need no token.
+`/healthz`, `/openapi.json` and `/docs` need no token. What the routes share (the errors and their
+answers, the token check, the app's state): deployments/api_support.py.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime
 
 import asyncio
 import contextlib
-import hmac
 import logging
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from deployments import alerts, control, legacy, old_body_defaults, schedules
-from deployments.status_cache import StatusCache
+from deployments import alerts, control, legacy, legacy_hosts, old_body_defaults, schedules
+from deployments.api_support import (ApiError, Ctl, Served, authorized, error_response, prefect_call,
+                                     prefect_errors, served)
 from installers import modes
 from installers.spec import SpecError
 
@@ -52,93 +51,6 @@ class StartRequest(BaseModel):
                            description="upgrade: the Kubernetes version to move to (\"1.37\", \"1.37.1\")")
     max_unavailable: int | None = Field(None, ge=1, le=10000,
                                         description="upgrade: workers upgraded at once (default 1)")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, **extra: Any):
-        self.status, self.error, self.extra = status, error, extra
-
-
-def _error(status: int, error: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"success": False, "error": error, **extra}, status_code=status,
-                        headers=headers)
-
-
-# --- what the routes share (on app.state, reached through dependencies) -------------------------
-
-@dataclass
-class Served:
-    """The app's token, wrapper and status cache: made by create_app, put on `app.state.kai`."""
-    token: bytes
-    ctl: Any                # deployments/control.py (the tests' schemathesis run swaps in one that starts nothing)
-    statuses: StatusCache = field(init=False)
-    prefect: Any = None     # the Prefect client the app keeps open while it serves (lifespan)
-
-    def __post_init__(self) -> None:
-        # the answer's JSON is encoded once per read, not once per poller
-        self.statuses = StatusCache(self.read_status,
-                                    render=lambda st: JSONResponse(legacy.status_envelope(st)).body)
-
-    async def read_status(self, run_id: str) -> dict:
-        # in a worker thread: Prefect's client turns its answers into pydantic models, 10-20 ms
-        # of CPU per read (several times that on a loaded machine) that would hold up every
-        # poller if it ran on the event loop
-        return await asyncio.to_thread(self.ctl.status, run_id, self.prefect)
-
-
-# The dependencies are async: a sync one would cost each request a hop to the threadpool.
-async def served(request: Request) -> Served:
-    return request.app.state.kai
-
-
-async def wrapper(request: Request) -> Any:
-    """The wrapper the routes call (deployments/control.py, or a test's stand-in)."""
-    return request.app.state.kai.ctl
-
-
-Ctl = Annotated[Any, Depends(wrapper)]
-bearer = HTTPBearer(auto_error=False, description="the token in <state dir>/api-token or KAI_API_TOKEN")
-
-
-async def authorized(request: Request,
-                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    given = creds.credentials.encode() if creds else b""
-    if not creds or not hmac.compare_digest(given, request.app.state.kai.token):
-        client = request.client.host if request.client else "?"
-        log.warning("refused %s %s from %s: %s bearer token", request.method, request.url.path,
-                    client, "wrong" if creds else "missing")
-        raise ApiError(401, "unauthorized: a valid bearer token is required")
-
-
-@contextlib.contextmanager
-def prefect_errors():
-    """The wrapper's errors turned into HTTP answers."""
-    import httpx
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    try:
-        yield
-    except control.UnknownRun as exc:
-        raise ApiError(404, legacy.NOT_FOUND, detail=str(exc)) from None
-    except schedules.UnknownSchedule as exc:
-        raise ApiError(404, str(exc)) from None
-    except control.RunFinished as exc:
-        raise ApiError(400, legacy.ALREADY_COMPLETED, detail=str(exc)) from None
-    except control.NotServed as exc:
-        raise ApiError(503, str(exc)) from None
-    except SpecError as exc:
-        raise ApiError(422, "invalid cluster spec", problems=exc.problems) from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
-        log.error("Prefect server call failed: %s", type(exc).__name__)
-        raise ApiError(503, f"the Prefect server did not answer: {type(exc).__name__}") from None
-
-
-def prefect_call(fn, *args, **kwargs):
-    with prefect_errors():
-        return fn(*args, **kwargs)
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -273,7 +185,7 @@ def post_hosts_check(body: Annotated[dict[str, Any], Body()], ctl: Ctl) -> dict:
                                      ctl.canonical_mode(request.mode) if request.mode else None)
     else:
         try:
-            mapped = legacy.host_list_spec(body)
+            mapped = legacy_hosts.host_list_spec(body)
         except SpecError as exc:
             _old_body_invalid(exc.problems)
         with prefect_errors():
@@ -347,11 +259,11 @@ async def lifespan(app: FastAPI):
 
 
 async def _api_error(request: Request, exc: ApiError):
-    return _error(exc.status, exc.error, **exc.extra)
+    return error_response(exc.status, exc.error, **exc.extra)
 
 
 async def _http_error(request: Request, exc: HTTPException):
-    return _error(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, str(exc.detail))
 
 
 async def _invalid(request: Request, exc: RequestValidationError):
@@ -360,12 +272,12 @@ async def _invalid(request: Request, exc: RequestValidationError):
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
         problems.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-    return _error(400, legacy.validation_error(problems), problems=problems)
+    return error_response(400, legacy.validation_error(problems), problems=problems)
 
 
 async def _unexpected(request: Request, exc: Exception):
     log.exception("%s %s failed", request.method, request.url.path)
-    return _error(500, f"internal error: {type(exc).__name__}")
+    return error_response(500, f"internal error: {type(exc).__name__}")
 
 
 def create_app(token: str, ctl=control) -> FastAPI:
@@ -396,7 +308,8 @@ def _add_legacy_schemas(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (legacy.LegacyAllInOneRequest, legacy.LegacyHARequest, legacy.LegacyHostList):
+        for model in (legacy.LegacyAllInOneRequest, legacy.LegacyHARequest,
+                      legacy_hosts.LegacyHostList):
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema

@@ -132,7 +132,7 @@ def _waits(delays: list[float]) -> str:
 
 def format_policy(step) -> str:
     """The step's retry schedule or deadline, and the longest it can take before it fails."""
-    from installers.cluster_check import POLL_S
+    from installers.cluster_poll import POLL_S
 
     pol = step.policy
     order = "parallel" if step.parallel else "one host at a time"
@@ -189,6 +189,7 @@ def format_plan(plan, *, scripts: bool = False) -> str:
 
 # hosts, install, status, logs, cancel, kubeconfig, reset, serve: registered when imported
 from deployments import cli_runs  # noqa: E402,F401
+from deployments import cli_schedules  # noqa: E402,F401  (schedule, alerts)
 from deployments import cli_upgrade  # noqa: E402,F401  (upgrade)
 from deployments import cli_remove  # noqa: E402,F401  (remove)
 

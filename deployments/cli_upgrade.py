@@ -7,10 +7,9 @@ the field); `kai plan SPEC --mode upgrade --to 1.37` shows the node order and ba
 from __future__ import annotations
 
 import argparse
-import sys
 
-from deployments.cli_commands import EXIT_INVALID, EXIT_NO_SERVER, EXIT_OK, command
-from deployments.cli_runs import _fail, _load, _need_server, _spec_arg, follow_run
+from deployments.cli_commands import command
+from deployments.cli_runs import _spec_arg, _start_and_follow
 
 
 def _upgrade_args(p: argparse.ArgumentParser) -> None:
@@ -25,24 +24,6 @@ def _upgrade_args(p: argparse.ArgumentParser) -> None:
 @command("upgrade", "upgrade the spec's running cluster one minor (control planes, then workers)",
          _upgrade_args)
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    spec, code = _load(args.spec)
-    if spec is None:
-        return code
-    if (code := _need_server()) is not None:
-        return code
-    from deployments import control
-    from installers.spec import SpecError
-
-    try:
-        run_id = control.start("upgrade", spec.model_dump(mode="json"), to=args.to,
-                               max_unavailable=args.max_unavailable)
-    except SpecError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return _fail(EXIT_INVALID, f"{args.spec}: cannot upgrade to {args.to}")
-    except control.NotServed as exc:
-        return _fail(EXIT_NO_SERVER, str(exc))
-    print(f"started upgrade run {run_id} (to {args.to})")
-    if args.detach:
-        return EXIT_OK
-    return follow_run(run_id)
+    return _start_and_follow(args.spec, "upgrade", None, not args.detach, to=args.to,
+                             max_unavailable=args.max_unavailable,
+                             refused=f"cannot upgrade to {args.to}", started=f" (to {args.to})")

@@ -6,14 +6,15 @@ parentheses). Secrets in an old body — the SSH password, or the passphrase of 
 reach flow-run parameters: the password goes into a Prefect Secret block named for the request, and
 an encrypted key file is opened with its passphrase here and stored, unencrypted, in a Secret block
 (the spec has no field for a key passphrase); the spec names only the blocks.
+
+Beside it: a run's status in the old shape (deployments/legacy_status.py) and the old SSH
+manager's hosts-check body (deployments/legacy_hosts.py).
 """
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -94,35 +95,6 @@ class LegacyHARequest(LegacyCommon):
                     "or {vip, interface} for kube-vip")
 
 
-class LegacyHostList(_Old):
-    """The old SSH manager's request: hosts to test over SSH, with the old `ssh_config`. Each is
-    judged as a control plane (the strictest requirements)."""
-    hosts: list[str] = Field(min_length=1, description="IP addresses of the hosts")
-    ssh_config: SSHConfig = SSHConfig()
-    k8s_version: str = OLD_DEFAULTS["k8s_version"]
-
-
-def host_list_spec(body: dict) -> Mapped:
-    """A spec for these hosts (and their secrets, to keep in memory) from an old host list;
-    SpecError with every problem under the old field names."""
-    try:
-        req = LegacyHostList.model_validate(body)
-    except ValidationError as exc:
-        raise SpecError(_pydantic_problems(exc)) from None
-    ssh, secrets, problems = ssh_block(req.ssh_config)
-    if problems:
-        raise SpecError(problems)
-    nodes = [{"name": f"host-{i + 1}", "address": address, "roles": ["control-plane"]}
-             for i, address in enumerate(req.hosts)]
-    spec = {"name": "hosts-check", "kubernetes": {"version": req.k8s_version}, "nodes": nodes,
-            "ssh": ssh}
-    field_of = {f"nodes[{i}].address": f"hosts[{i}]" for i in range(len(nodes))}
-    field_of |= {"kubernetes.version": "k8s_version", "ssh.user": "ssh_config.username",
-                 "ssh.port": "ssh_config.port", "ssh.private_key_file": "ssh_config.key_path",
-                 "ssh.known_hosts_file": "ssh_config.known_hosts_file"}
-    return Mapped(spec, secrets, field_of=field_of)
-
-
 def is_legacy(body: dict) -> bool:
     return "spec" not in body and bool(LEGACY_KEYS & set(body))
 
@@ -136,7 +108,7 @@ class Mapped:
     problems: list[str] = field(default_factory=list)  # found while mapping (old field names)
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def pydantic_problems(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         path = format_path([p for p in err["loc"] if p not in ("str", "LoadBalancer", "KubeVip")])
@@ -152,7 +124,7 @@ def parse(mode: str, body: dict) -> LegacyAllInOneRequest | LegacyHARequest:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise SpecError(_pydantic_problems(exc)) from None
+        raise SpecError(pydantic_problems(exc)) from None
 
 
 _HOST_PORT = re.compile(r"^(?P<host>[^:\[\]]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -340,7 +312,7 @@ def delete_secrets(names: list[str]) -> None:
 # --- response shapes ---------------------------------------------------------------------------
 # The old service's answers (docs/old-api.md: names and JSON types an old client parses), built
 # from kai's richer data, which stays beside them. Where an old name would change kai's type, kai's
-# value moves to a new name (`mode_list`, `current_step_name`, `start_time_iso`, `role_list`).
+# value moves to a new name (`mode_list`). A run's status: deployments/legacy_status.py.
 
 NOT_FOUND = "Installation not found"
 SHOWN_PROBLEMS = 10  # in an old 400's `error` line
@@ -388,149 +360,3 @@ def start_envelope(run_id: str, mode: str, **kai: Any) -> dict:
     return {"success": True, "installation_id": run_id, "mode": mode,
             "message": f"{mode} installation started",
             "estimated_duration": mode_table.get(mode).estimated_time, **kai}
-
-
-def epoch(iso_time: str | None) -> float | None:
-    return datetime.fromisoformat(iso_time).timestamp() if iso_time else None
-
-
-# a step still to finish (run_status's "running" states): the run's current step is the last one
-_STEP_ACTIVE = ("RUNNING", "PENDING", "AWAITINGRETRY", "RETRYING")
-
-
-def step_number(st: dict) -> int:
-    """The old `current_step`: the number of the step being run, counting from 1 in the order the
-    steps started ("step 3 of 9"); 0 before the first; once none runs, the last one that ran."""
-    steps = st["steps"]
-    active = [i for i, s in enumerate(steps) if s["state"] in _STEP_ACTIVE]
-    if active and not st["final"]:
-        return active[-1] + 1
-    ran = [i for i, s in enumerate(steps) if s["state"] not in ("PENDING", "SCHEDULED")]
-    return ran[-1] + 1 if ran else 0
-
-
-def _step_results(st: dict) -> list[dict]:
-    results = []
-    for step in st["steps"]:
-        ok = step["state"] == "COMPLETED"
-        if step["hosts"]:
-            for h in step["hosts"]:
-                results.append({
-                    "step_name": step["name"], "success": h["status"] != "FAILED",
-                    "duration": float(h["seconds"] or 0.0), "error_message": h["error"],
-                    "output": h.get("output") or None, "host": h["host"]})
-        else:
-            results.append({"step_name": step["name"], "success": ok,
-                            "duration": float(step["duration_s"] or 0.0),
-                            "error_message": None if ok else step["message"], "output": None,
-                            "host": None})
-    return results
-
-
-def status_envelope(st: dict, now: float | None = None) -> dict:
-    """`GET /{id}/status`: the old `progress`, `started_at`, `completed` (and, once completed,
-    `success_status` and `cluster_info`), with kai's richer view beside."""
-    failure = st.get("failure") or {}
-    status_word = {"SCHEDULED": "pending", "PENDING": "pending", "RUNNING": "running",
-                   "COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed",
-                   "CANCELLING": "cancelling", "CANCELLED": "cancelled",
-                   "PAUSED": "paused"}.get(st["state"], st["state"].lower())
-    error_message = failure.get("message")
-    if failure.get("step"):
-        hosts = ", ".join(failure.get("hosts") or []) or "controller"
-        error_message = f"step {failure['step']} failed on {hosts}: {error_message or ''}".strip()
-    # a run not started yet has no start time: it was asked for at `created`
-    started_at = epoch(st["created"]) or 0.0
-    body = {
-        "success": True,
-        "installation_id": st["id"],
-        "mode": st["mode"],
-        "progress": {
-            "installation_id": st["id"],
-            "current_step": step_number(st),
-            "total_steps": st["total_steps"],
-            "status": status_word,
-            "progress_percentage": float(st["percent"]),
-            "duration": float(st["duration_s"] or 0.0),
-            "start_time": epoch(st["start_time"]) or started_at,
-            "end_time": epoch(st["end_time"]),
-            "error_message": error_message,
-            "step_results": _step_results(st),
-            # kai's
-            "current_step_name": st["current_step"],
-            "steps_done": st["steps_done"],
-            "start_time_iso": st["start_time"],
-            "end_time_iso": st["end_time"],
-        },
-        "started_at": started_at,
-        "completed": st["final"],
-        # kai's richer view
-        "state": st["state"],
-        "steps": st["steps"],
-        "failure": st["failure"],
-        "preflight_findings": st["preflight_findings"],
-    }
-    if st["final"]:
-        body["success_status"] = st["state"] == "COMPLETED"
-        body["cluster_info"] = cluster_info(st, now)
-    return body
-
-
-def cluster_info(st: dict, now: float | None = None) -> dict:
-    """The old `cluster_info` from verify's data (the `cluster-facts` artifact, kept whole beside
-    the old keys); a run that ended before verify has the spec's values and no nodes."""
-    facts = dict(st.get("cluster_info") or {})
-    spec = st.get("cluster") or {}
-    now = time.time() if now is None else now
-    nodes = []
-    for n in facts.get("nodes") or []:
-        roles = n.get("roles") or []
-        created = epoch(n.get("created") or None)
-        nodes.append({**n,
-                      "name": n.get("name", ""),
-                      "status": "Ready" if n.get("ready") else "NotReady",
-                      "roles": ",".join(roles) or "<none>",    # as `kubectl get nodes` shows them
-                      "age": human_age(now - created) if created is not None else "<unknown>",
-                      "version": n.get("kubelet_version", ""),
-                      "internal_ip": n.get("address", ""),
-                      "role_list": list(roles)})
-    return {**facts,
-            "mode": st["mode"],
-            "installation_id": st["id"],
-            "kubernetes_version": facts.get("version") or str(spec.get("kubernetes_version") or ""),
-            "cni_provider": facts.get("cni") or str(spec.get("cni") or ""),
-            "pod_cidr": facts.get("pod_cidr") or str(spec.get("pod_cidr") or ""),
-            "service_cidr": facts.get("service_cidr") or str(spec.get("service_cidr") or ""),
-            "kubeconfig_path": facts.get("kubeconfig_path") or "",
-            "nodes": nodes,
-            "pod_count_by_namespace": dict(facts.get("pod_count_by_namespace") or {})}
-
-
-def human_age(seconds: float) -> str:
-    """An age as `kubectl get` prints it (apimachinery's duration.HumanDuration): 45s, 5m30s,
-    3h20m, 2d4h, 400d, 3y20d."""
-    s = int(seconds)
-    if s < -1:
-        return "<invalid>"
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    years, days = hours // (24 * 365), (hours // 24) % 365
-    if years < 8:
-        return f"{years}y{days}d" if days else f"{years}y"
-    return f"{years}y"

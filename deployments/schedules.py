@@ -124,42 +124,41 @@ def add(mode: str, spec: Any, cron: str, timezone: str = "UTC") -> dict:
 def list_schedules() -> list[dict]:
     """Every schedule of every served mode's deployment (prefect.yaml's paused ones too)."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
-    entries = []
     with get_client(sync_client=True) as client:
-        for mode in mode_table.names():
-            try:
-                deployment = client.read_deployment_by_name(f"{mode}/{mode}")
-            except ObjectNotFound:
-                continue
-            for schedule in client.read_deployment_schedules(deployment.id):
-                entries.append(_entry(client, mode, deployment.id, schedule))
-    return entries
+        return [_entry(client, mode, deployment_id, schedule)
+                for mode, deployment_id, schedule in _every_schedule(client)]
 
 
 def remove(schedule_id: str) -> dict:
     """Delete the schedule (and the runs it had scheduled) → the entry it was."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     try:
         wanted = uuid.UUID(str(schedule_id))
     except ValueError:
         raise ValueError(f"id: {schedule_id!r} is not a schedule id (a UUID; see kai schedule list)") from None
     with get_client(sync_client=True) as client:
-        for mode in mode_table.names():
-            try:
-                deployment = client.read_deployment_by_name(f"{mode}/{mode}")
-            except ObjectNotFound:
-                continue
-            for schedule in client.read_deployment_schedules(deployment.id):
-                if schedule.id == wanted:
-                    entry = _entry(client, mode, deployment.id, schedule)
-                    client.delete_deployment_schedule(deployment.id, schedule.id)
-                    entry["next_run"] = None
-                    return entry
+        for mode, deployment_id, schedule in _every_schedule(client):
+            if schedule.id == wanted:
+                entry = _entry(client, mode, deployment_id, schedule)
+                client.delete_deployment_schedule(deployment_id, schedule.id)
+                entry["next_run"] = None
+                return entry
     raise UnknownSchedule(f"no schedule {wanted} on any served deployment (see kai schedule list)")
+
+
+def _every_schedule(client):
+    """(mode, deployment id, schedule) of every served mode's deployment, mode by mode."""
+    from prefect.exceptions import ObjectNotFound
+
+    for mode in mode_table.names():
+        try:
+            deployment = client.read_deployment_by_name(f"{mode}/{mode}")
+        except ObjectNotFound:
+            continue
+        for schedule in client.read_deployment_schedules(deployment.id):
+            yield mode, deployment.id, schedule
 
 
 def _entry(client, mode: str, deployment_id, schedule) -> dict:

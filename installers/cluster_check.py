@@ -2,27 +2,24 @@
 
 Used by the verify step after an install and by the schedulable `health` flow. Plain httpx against
 the API server's real paths (/readyz, /version, /api/v1/nodes, /api/v1/pods, storage classes),
-with the kubeconfig's CA pinned and its client certificate presented; no kubectl needed.
+with the kubeconfig's CA pinned and its client certificate presented (installers/kube_api.py); no
+kubectl needed. A polling step's looks until healthy or its deadline: installers/cluster_poll.py.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import socket
 import ssl
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
-import yaml
 from cryptography import x509
+
+# KubeconfigCredentials: also imported from here by callers
+from installers.kube_api import KubeconfigCredentials, describe_error, is_ready  # noqa: F401
 
 CERT_WARN_DAYS = 30
 # The Prefect event a health run emits per certificate under CERT_WARN_DAYS (deployments/alerts.py
@@ -31,7 +28,6 @@ CERT_EXPIRING_EVENT = "kai.certificate.expiring"
 # The Prefect artifact (a one-row table) in which verify publishes what it found (tasks/verify.py),
 # read back as a run's `cluster_info` (deployments/run_status.py).
 FACTS_ARTIFACT_KEY = "cluster-facts"
-POLL_S = 3.0  # pause between two looks of a polling step (verify, health)
 
 
 @dataclass
@@ -95,48 +91,8 @@ class ClusterReport:
         }
 
 
-class KubeconfigCredentials:
-    """The first cluster and user of a kubeconfig as an SSL context (files removed on close)."""
-
-    def __init__(self, kubeconfig: Path):
-        config = yaml.safe_load(Path(kubeconfig).read_text())
-        cluster = config["clusters"][0]["cluster"]
-        user = config["users"][0]["user"]
-        self.server = cluster["server"].rstrip("/")
-        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
-        self.client_cert = base64.b64decode(user["client-certificate-data"])
-        key = base64.b64decode(user["client-key-data"])
-        self.context = ssl.create_default_context(cadata=ca)
-        # ssl only loads a client key from a file: a private 0700 dir, deleted right away
-        with tempfile.TemporaryDirectory(prefix="kai-cred-") as tmp:
-            cert_path, key_path = Path(tmp, "c.pem"), Path(tmp, "k.pem")
-            cert_path.write_bytes(self.client_cert)
-            key_path.touch(mode=0o600)
-            key_path.write_bytes(key)
-            self.context.load_cert_chain(cert_path, key_path)
-
-    def client(self, timeout: float) -> httpx.Client:
-        return httpx.Client(base_url=self.server, verify=self.context, timeout=timeout)
-
-    def serving_cert(self, timeout: float) -> x509.Certificate:
-        url = urlparse(self.server)
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout) as sock:
-            with self.context.wrap_socket(sock, server_hostname=url.hostname) as tls:
-                return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-
 def _expiry(cert: x509.Certificate) -> dt.datetime:
     return cert.not_valid_after_utc
-
-
-def _ready(conditions: list[dict]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions or [])
-
-
-def _describe(exc: BaseException) -> str:
-    # some httpx/ssl errors have an empty str(): the type alone still says what happened
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class CheckFailed(Exception):
@@ -161,7 +117,7 @@ class _Look:
         try:
             return self.api.get(path, timeout=self.request_timeout())
         except httpx.HTTPError as exc:
-            raise CheckFailed(f"GET {path}: {_describe(exc)}") from None
+            raise CheckFailed(f"GET {path}: {describe_error(exc)}") from None
 
     def get_json(self, path: str) -> dict:
         resp = self.get(path)
@@ -217,7 +173,7 @@ def _check_nodes(look: _Look, report: ClusterReport, want: _Expectations) -> Non
         address = next((a["address"] for a in status.get("addresses", [])
                         if a.get("type") == "InternalIP"), "")
         report.nodes.append(NodeInfo(meta["name"], roles or ["worker"],
-                                     _ready(status.get("conditions", [])),
+                                     is_ready(status.get("conditions", [])),
                                      status.get("nodeInfo", {}).get("kubeletVersion", ""), address,
                                      meta.get("creationTimestamp", ""),
                                      status.get("nodeInfo", {}).get("containerRuntimeVersion", "")))
@@ -238,7 +194,7 @@ def _check_pods(look: _Look, report: ClusterReport, want: _Expectations) -> None
         status = pod.get("status", {})
         if status.get("phase") == "Succeeded":
             continue
-        if status.get("phase") != "Running" or not _ready(status.get("conditions", [])):
+        if status.get("phase") != "Running" or not is_ready(status.get("conditions", [])):
             report.not_ready_pods.append(f"{ns}/{name}")
     report.pods_by_namespace = dict(sorted(counts.items()))
     if report.not_ready_pods:
@@ -306,7 +262,7 @@ def _check_certificates(look: _Look, report: ClusterReport, want: _Expectations)
     try:
         serving = want.creds.serving_cert(look.request_timeout())
     except (OSError, ssl.SSLError, ValueError) as exc:
-        raise CheckFailed(f"cannot read the API server certificate: {_describe(exc)}") from None
+        raise CheckFailed(f"cannot read the API server certificate: {describe_error(exc)}") from None
     now = dt.datetime.now(dt.timezone.utc)
     for what, cert in (("admin client certificate", x509.load_pem_x509_certificate(want.creds.client_cert)),
                        ("API server certificate", serving)):
@@ -368,65 +324,3 @@ def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None
         if containerd and runtime == "containerd" and version.lstrip("v") != containerd:
             drift.append(f"node {node.name}: containerd {version}, the spec says {containerd}")
     return drift
-
-
-# --- polling: look until healthy or the deadline ---------------------------------------------------
-
-@dataclass
-class PollOutcome:
-    report: ClusterReport   # the last look
-    looks: int
-    elapsed_s: float
-    failing: dict[str, list[str]]  # check -> its last real errors, for the checks failing at the end
-
-    @property
-    def healthy(self) -> bool:
-        return self.report.healthy
-
-
-def poll_until_healthy(
-    look: Callable[[float], ClusterReport],
-    deadline_s: float,
-    *,
-    poll_s: float = 3.0,
-    stop: threading.Event | None = None,
-    on_wait: Callable[[ClusterReport], None] | None = None,
-) -> PollOutcome:
-    """Call look(deadline) every poll_s until a report is healthy, `stop` is set or no further
-    look fits before deadline_s (so it ends between deadline_s - poll_s and deadline_s, plus the
-    last look, whose requests are themselves cut to end by the deadline).
-
-    A check cut off by the deadline in the last look keeps the error of the look before, so the
-    outcome names every failing check with its last real error, not just the last exception."""
-    stop = stop or threading.Event()
-    started = time.monotonic()
-    deadline = started + deadline_s
-    last_errors: dict[str, list[str]] = {}
-    looks = 0
-    while True:
-        report = look(deadline)
-        looks += 1
-        for check in CHECKS:
-            if check in report.failed_checks:
-                last_errors[check] = report.failed_checks[check]
-            elif check not in report.unchecked:
-                last_errors.pop(check, None)  # passed this time
-        remaining = deadline - time.monotonic()
-        # A look that would start after the deadline could check nothing: stop before it.
-        if report.healthy or stop.is_set() or remaining < poll_s:
-            break
-        if on_wait is not None:
-            on_wait(report)
-        stop.wait(poll_s)  # a cancel cuts the pause short
-    failing = {check: last_errors.get(check, [NOT_CHECKED]) for check in CHECKS
-               if check in report.failed_checks or check in report.unchecked}
-    return PollOutcome(report, looks, time.monotonic() - started, failing)
-
-
-def unhealthy_message(cluster: str, outcome: PollOutcome, deadline_s: float) -> str:
-    """Every failing check with its last error, one per line."""
-    lines = [f"cluster {cluster} is not healthy after {outcome.elapsed_s:.0f} s (deadline "
-             f"{deadline_s:g} s, {outcome.looks} look(s)); failing checks: {', '.join(outcome.failing)}"]
-    for check, errors in outcome.failing.items():
-        lines += [f"  {check}: {error}" for error in errors]
-    return "\n".join(lines)

@@ -26,14 +26,11 @@ continues where it stopped even when the batches changed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from installers import render, upgrade_rules
 from installers import versions as V
-
-if TYPE_CHECKING:
-    from installers.plan import HostJob, Phase, Step
-    from installers.spec import ClusterSpec, Node
+from installers.plan import kubeconfig_job  # build_plan imports this module when it plans an upgrade
+from installers.plan_model import HostJob, Phase, Step, host_job, plan_step, policy_for
+from installers.spec import ClusterSpec, Node, SpecError
 
 # kubectl drain's --timeout is the drain step's timeout less this margin: kubectl ends first and
 # names the pod that blocked it, instead of the step being killed without a word.
@@ -41,12 +38,6 @@ DRAIN_MARGIN_S = 30
 MIN_DRAIN_TIMEOUT_S = 30
 UPGRADE_CONFIG_FILE = "kubeadm-upgrade.yaml"
 UPGRADE_MANIFESTS_TIMEOUT = "5m0s"
-
-
-def _plan():
-    # installers/plan.py imports this module for its PLANNERS row: import it back lazily
-    from installers import plan
-    return plan
 
 
 # --- rendered files ------------------------------------------------------------------------------
@@ -72,13 +63,13 @@ def render_upgrade_config(version: str) -> str:
 # --- jobs ------------------------------------------------------------------------------------------
 
 def upgrade_facts_job(spec: ClusterSpec, node: Node, target: upgrade_rules.Target) -> HostJob:
-    return _plan()._job("upgrade_facts", node, {"KAI_K8S_VERSION": target.version})
+    return host_job("upgrade_facts", node, {"KAI_K8S_VERSION": target.version})
 
 
 def upgrade_node_job(spec: ClusterSpec, node: Node, target: upgrade_rules.Target, part: str) -> HostJob:
     """upgrade-node.sh's `part`: apply (first control plane), node (other control planes),
     kubelet (a drained control plane), worker (a drained worker)."""
-    return _plan()._job("upgrade_node", node, {
+    return host_job("upgrade_node", node, {
         "KAI_UPGRADE_PART": part,
         "KAI_NODE_NAME": node.name,
         "KAI_K8S_MINOR": target.minor,
@@ -92,7 +83,7 @@ def drain_job(spec: ClusterSpec, host: Node, nodes: list[Node], target: upgrade_
               timeout_s: float) -> HostJob:
     """kubectl drain of `nodes`, run on `host` (the first control plane: admin.conf)."""
     drain_s = max(MIN_DRAIN_TIMEOUT_S, int(timeout_s) - DRAIN_MARGIN_S)
-    return _plan()._job("drain", host, {
+    return host_job("drain", host, {
         "KAI_DRAIN_NODES": " ".join(n.name for n in nodes),
         "KAI_DRAIN_TIMEOUT_S": str(drain_s),
         "KAI_K8S_VERSION": target.version,  # a drain per target: the next upgrade drains again
@@ -102,7 +93,7 @@ def drain_job(spec: ClusterSpec, host: Node, nodes: list[Node], target: upgrade_
 def uncordon_job(spec: ClusterSpec, host: Node, nodes: list[Node], target: upgrade_rules.Target,
                  timeout_s: float) -> HostJob:
     """Wait until `nodes` are Ready at the target, then uncordon them (those kai cordoned)."""
-    return _plan()._job("uncordon", host, {
+    return host_job("uncordon", host, {
         "KAI_UNCORDON_NODES": " ".join(n.name for n in nodes),
         "KAI_K8S_VERSION": target.version,
         "KAI_READY_TIMEOUT_S": str(max(30, int(timeout_s) - DRAIN_MARGIN_S)),
@@ -114,52 +105,50 @@ def uncordon_job(spec: ClusterSpec, host: Node, nodes: list[Node], target: upgra
 def _node_group(spec: ClusterSpec, first: Node, name: str, title: str, nodes: list[Node],
                 target: upgrade_rules.Target, part: str) -> list[Step]:
     """drain → upgrade → uncordon of some nodes: three steps, one after another."""
-    P = _plan()
     names = ", ".join(n.name for n in nodes)
-    drain_policy, uncordon_policy = P.policy_for(spec, "drain"), P.policy_for(spec, "uncordon")
+    drain_policy, uncordon_policy = policy_for(spec, "drain"), policy_for(spec, "uncordon")
     return [
-        P._step(spec, f"drain-{name}", "drain", f"Drain {names} (PodDisruptionBudgets honoured)",
-                [drain_job(spec, first, nodes, target, drain_policy.timeout_s)]),
-        P._step(spec, f"{'kubelet' if part == 'kubelet' else 'upgrade'}-{name}", "upgrade_node",
-                f"{title}: {names}", [upgrade_node_job(spec, n, target, part) for n in nodes]),
-        P._step(spec, f"uncordon-{name}", "uncordon",
-                f"{names} Ready at v{target.version}, then uncordoned",
-                [uncordon_job(spec, first, nodes, target, uncordon_policy.timeout_s)]),
+        plan_step(spec, f"drain-{name}", "drain", f"Drain {names} (PodDisruptionBudgets honoured)",
+                  [drain_job(spec, first, nodes, target, drain_policy.timeout_s)]),
+        plan_step(spec, f"{'kubelet' if part == 'kubelet' else 'upgrade'}-{name}", "upgrade_node",
+                  f"{title}: {names}", [upgrade_node_job(spec, n, target, part) for n in nodes]),
+        plan_step(spec, f"uncordon-{name}", "uncordon",
+                  f"{names} Ready at v{target.version}, then uncordoned",
+                  [uncordon_job(spec, first, nodes, target, uncordon_policy.timeout_s)]),
     ]
 
 
 def upgrade_plan(spec: ClusterSpec, nodes: list[Node], *, to: str | None = None,
                  max_unavailable: int | None = None) -> list[Phase]:
     """The upgrade's phases (module doc). build_plan has validated the options already."""
-    P = _plan()
     target, problems = upgrade_rules.resolve_target(to)
     if target is None:  # build_plan validates first; a direct call gets the same message
-        raise P.SpecError(problems)
+        raise SpecError(problems)
     cps, workers = spec.control_planes(), spec.workers()
     first, others = cps[0], cps[1:]
     v = target.version
-    phases = [P.Phase("preflight", "Look at the cluster and every node before changing anything", (
-        P._step(spec, "kubeconfig", "kubeconfig", "Fetch admin.conf", [P.kubeconfig_job(spec, first)]),
-        P._step(spec, "upgrade-facts", "upgrade_facts",
-                "Node facts + the API's view: nodes Ready, API servers healthy, skew, disk",
-                [upgrade_facts_job(spec, n, target) for n in spec.nodes]),
+    phases = [Phase("preflight", "Look at the cluster and every node before changing anything", (
+        plan_step(spec, "kubeconfig", "kubeconfig", "Fetch admin.conf", [kubeconfig_job(spec, first)]),
+        plan_step(spec, "upgrade-facts", "upgrade_facts",
+                  "Node facts + the API's view: nodes Ready, API servers healthy, skew, disk",
+                  [upgrade_facts_job(spec, n, target) for n in spec.nodes]),
     ))]
-    steps = [P._step(spec, "upgrade-apply", "upgrade_node",
-                     f"kubeadm package, `kubeadm upgrade plan` and `upgrade apply` v{v}",
-                     [upgrade_node_job(spec, first, target, "apply")])]
+    steps = [plan_step(spec, "upgrade-apply", "upgrade_node",
+                       f"kubeadm package, `kubeadm upgrade plan` and `upgrade apply` v{v}",
+                       [upgrade_node_job(spec, first, target, "apply")])]
     if others:
-        steps.append(P._step(spec, "upgrade-control-planes", "upgrade_node",
-                             "kubeadm package and `kubeadm upgrade node` (one at a time)",
-                             [upgrade_node_job(spec, n, target, "node") for n in others],
-                             parallel=False))
-    phases.append(P.Phase("control-planes", f"API servers to v{v}, one control plane at a time",
-                          tuple(steps)))
+        steps.append(plan_step(spec, "upgrade-control-planes", "upgrade_node",
+                               "kubeadm package and `kubeadm upgrade node` (one at a time)",
+                               [upgrade_node_job(spec, n, target, "node") for n in others],
+                               parallel=False))
+    phases.append(Phase("control-planes", f"API servers to v{v}, one control plane at a time",
+                        tuple(steps)))
     kubelets: list[Step] = []
     for cp in cps:
         kubelets += _node_group(spec, first, cp.name, "kubelet and kubectl packages, kubelet restarted",
                                 [cp], target, "kubelet")
-    phases.append(P.Phase("control-plane-kubelets",
-                          f"Control-plane kubelets to v{v}, one node at a time", tuple(kubelets)))
+    phases.append(Phase("control-plane-kubelets",
+                        f"Control-plane kubelets to v{v}, one node at a time", tuple(kubelets)))
     batches = upgrade_rules.worker_batches([w.name for w in workers], max_unavailable)
     if batches:
         by_name = {w.name: w for w in workers}
@@ -169,13 +158,13 @@ def upgrade_plan(spec: ClusterSpec, nodes: list[Node], *, to: str | None = None,
                                  "kubeadm package, `kubeadm upgrade node`, kubelet and kubectl",
                                  [by_name[n] for n in batch], target, "worker")
         size = max_unavailable or upgrade_rules.DEFAULT_MAX_UNAVAILABLE
-        phases.append(P.Phase("workers", f"Workers to v{v} in {len(batches)} batch(es) of at most "
-                                         f"{size} (max_unavailable)", tuple(steps)))
-    phases.append(P.Phase("verify", "Verify the cluster and report each node's version", (
-        P._step(spec, "verify", "verify",
-                "API reachable through the endpoint, nodes Ready, system pods running", []),
-        P._step(spec, "upgrade-report", "upgrade_report",
-                "Each node's version before/after; nodes left cordoned", []),
+        phases.append(Phase("workers", f"Workers to v{v} in {len(batches)} batch(es) of at most "
+                                       f"{size} (max_unavailable)", tuple(steps)))
+    phases.append(Phase("verify", "Verify the cluster and report each node's version", (
+        plan_step(spec, "verify", "verify",
+                  "API reachable through the endpoint, nodes Ready, system pods running", []),
+        plan_step(spec, "upgrade-report", "upgrade_report",
+                  "Each node's version before/after; nodes left cordoned", []),
     )))
     return phases
 

@@ -20,40 +20,79 @@ on the removed nodes, which are never contacted. The rules (refusals, anchor): i
 
 from __future__ import annotations
 
-from installers import removal
-from installers.plan import (Phase, Plan, _kubeconfig_phase, _step, cordon_job, delete_node_job,
-                             remove_drain_job, etcd_member_remove_job, hosts_block_job,
-                             kube_vip_leave_job, reachable_job, reset_job)
+from installers import removal, render
+# build_plan imports this module when it plans a removal
+from installers.plan import _kubeconfig_phase, reset_job
+from installers.plan_model import HostJob, Phase, Plan, host_job, plan_step, policy_for
 from installers.spec import ClusterSpec, KubeVipEndpoint, LoadBalancerEndpoint, Node
 
 NODE_PHASE_PREFIX = "remove-"
 
+
+# --- jobs -----------------------------------------------------------------------------------------
+# `anchor`: the control plane that runs the cluster-side work for the node being removed
+# (installers/removal.py).
+
+def reachable_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return host_job("reachable", node, {"KAI_NODE_NAME": node.name})
+
+
+def cordon_job(spec: ClusterSpec, anchor: Node, nodes: list[Node]) -> HostJob:
+    return host_job("cordon", anchor, {"KAI_NODES": " ".join(n.name for n in nodes)})
+
+
+def remove_drain_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    # kubectl's own timeout ends before the step's: its error names the pod that blocks
+    timeout = max(10, int(policy_for(spec, "remove_drain").timeout_s) - 30)
+    return host_job("remove_drain", anchor, {"KAI_NODE_NAME": node.name, "KAI_DRAIN_TIMEOUT_S": str(timeout)})
+
+
+def kube_vip_leave_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return host_job("kube_vip_leave", node, {"KAI_VIP": spec.endpoint_host(),
+                                             "KAI_VIP_PORT": str(spec.endpoint_port())})
+
+
+def etcd_member_remove_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return host_job("etcd_member_remove", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def delete_node_job(spec: ClusterSpec, anchor: Node, node: Node) -> HostJob:
+    return host_job("delete_node", anchor, {"KAI_NODE_NAME": node.name})
+
+
+def hosts_block_job(spec: ClusterSpec, node: Node, listed: list[Node]) -> HostJob:
+    """kai's /etc/hosts block listing only `listed` (the nodes that stay)."""
+    return host_job("hosts_block", node, files={
+        "hosts": render.hosts_block(spec.model_copy(update={"nodes": listed}))})
+
+
+# --- phases ---------------------------------------------------------------------------------------
 
 def remove_nodes_phases(spec: ClusterSpec, nodes: list[Node], *, force: bool = False) -> list[Phase]:
     names = [n.name for n in nodes]
     anchor = removal.anchor(spec, names)
     kubeconfig = _kubeconfig_phase(spec, anchor).steps
     check = [*kubeconfig,
-             _step(spec, "quorum-check", "quorum_check",
-                   "The running cluster keeps etcd quorum without the control planes to remove", [])]
+             plan_step(spec, "quorum-check", "quorum_check",
+                       "The running cluster keeps etcd quorum without the control planes to remove", [])]
     if not force:
-        check.append(_step(spec, "reachable", "reachable", "Each node to remove answers over SSH",
-                           [reachable_job(spec, n) for n in nodes]))
+        check.append(plan_step(spec, "reachable", "reachable", "Each node to remove answers over SSH",
+                               [reachable_job(spec, n) for n in nodes]))
     phases = [Phase("check", "Check the removal before anything changes", tuple(check))]
     if not force:
         phases.append(Phase("cordon", "Cordon every node to remove", (
-            _step(spec, "cordon", "cordon", f"kubectl cordon {' '.join(names)}",
-                  [cordon_job(spec, anchor, nodes)]),)))
+            plan_step(spec, "cordon", "cordon", f"kubectl cordon {' '.join(names)}",
+                      [cordon_job(spec, anchor, nodes)]),)))
     for node in sorted(nodes, key=lambda n: n.is_control_plane):  # workers first
         phases.append(Phase(NODE_PHASE_PREFIX + node.name, _node_title(node, force),
                             tuple(_node_steps(spec, anchor, node, force))))
     left = removal.remaining(spec, names)
     phases.append(Phase("hosts", "The remaining nodes' /etc/hosts block", (
-        _step(spec, "hosts-block", "hosts_block", f"kai's /etc/hosts block without {', '.join(names)}",
-              [hosts_block_job(spec, n, left) for n in left]),)))
+        plan_step(spec, "hosts-block", "hosts_block", f"kai's /etc/hosts block without {', '.join(names)}",
+                  [hosts_block_job(spec, n, left) for n in left]),)))
     phases.append(Phase("verify", "Verify the cluster without the removed nodes", (
-        _step(spec, "verify", "verify_removal",
-              "Remaining nodes Ready, removed nodes gone, system pods running", []),)))
+        plan_step(spec, "verify", "verify_removal",
+                  "Remaining nodes Ready, removed nodes gone, system pods running", []),)))
     return phases
 
 
@@ -66,23 +105,23 @@ def _node_steps(spec: ClusterSpec, anchor: Node, node: Node, force: bool) -> lis
     n = node.name
     steps = []
     if not force:
-        steps.append(_step(spec, f"drain-{n}", "remove_drain",
-                           f"kubectl drain {n} (PodDisruptionBudgets honoured)",
-                           [remove_drain_job(spec, anchor, node)]))
+        steps.append(plan_step(spec, f"drain-{n}", "remove_drain",
+                               f"kubectl drain {n} (PodDisruptionBudgets honoured)",
+                               [remove_drain_job(spec, anchor, node)]))
         if node.is_control_plane and isinstance(spec.control_plane_endpoint, KubeVipEndpoint):
-            steps.append(_step(spec, f"kube-vip-leave-{n}", "kube_vip_leave",
-                               f"kube-vip leaves {n}: the VIP answers from another control plane",
-                               [kube_vip_leave_job(spec, node)]))
-        steps.append(_step(spec, f"reset-{n}", "reset",
-                           f"kubeadm reset on {n}" + (" (removes its etcd member)"
-                                                     if node.is_control_plane else "")
-                           + ", kai's files and done-markers", [reset_job(spec, node, leave_etcd=True)]))
+            steps.append(plan_step(spec, f"kube-vip-leave-{n}", "kube_vip_leave",
+                                   f"kube-vip leaves {n}: the VIP answers from another control plane",
+                                   [kube_vip_leave_job(spec, node)]))
+        steps.append(plan_step(spec, f"reset-{n}", "reset",
+                               f"kubeadm reset on {n}" + (" (removes its etcd member)"
+                                                         if node.is_control_plane else "")
+                               + ", kai's files and done-markers", [reset_job(spec, node, leave_etcd=True)]))
     elif node.is_control_plane:
-        steps.append(_step(spec, f"etcd-member-remove-{n}", "etcd_member_remove",
-                           f"etcdctl member remove {n} (from {anchor.name})",
-                           [etcd_member_remove_job(spec, anchor, node)]))
-    steps.append(_step(spec, f"delete-node-{n}", "delete_node", f"kubectl delete node {n}",
-                       [delete_node_job(spec, anchor, node)]))
+        steps.append(plan_step(spec, f"etcd-member-remove-{n}", "etcd_member_remove",
+                               f"etcdctl member remove {n} (from {anchor.name})",
+                               [etcd_member_remove_job(spec, anchor, node)]))
+    steps.append(plan_step(spec, f"delete-node-{n}", "delete_node", f"kubectl delete node {n}",
+                           [delete_node_job(spec, anchor, node)]))
     return steps
 
 

@@ -2,8 +2,8 @@
 
 Every plan step has a kind (installers/plan.py `Step.kind`). The kind says which task in tasks/
 runs the step (a flow calls that task with the step), which static script that task runs on each
-of the step's hosts (installers/scripts/, built by the plan's `<kind>_job`), and how long a step of
-the kind may take by default (the spec's `steps:` block overrides it per kind). The spec's list of
+of the step's hosts (installers/scripts/, built by `<kind>_job` in the planner module of the mode
+that runs the kind), and how long a step of the kind may take by default (the spec's `steps:` block overrides it per kind). The spec's list of
 kinds, the plan's default policies, `kai plan`'s "script:" lines and the "Where is X" table of
 docs/architecture.md all come from here; tests/test_step_kinds.py checks each task's docstring names
 its script and the doc's table matches this one.
@@ -56,6 +56,8 @@ class StepKind:
     script: str | None       # what that task runs on each host (installers/scripts/); None: controller only
     policy: StepPolicy       # the default; the spec's `steps.<kind>` overrides it
     note: str = ""           # where else the kind's logic lives (shown in docs/architecture.md)
+    planner: str = "plan.py"  # the module under installers/ holding the kind's job builder: the
+                              # planner of the mode that runs the kind (day-2 modes have their own)
 
     @property
     def polling(self) -> bool:
@@ -64,8 +66,13 @@ class StepKind:
 
     @property
     def job(self) -> str | None:
-        """The plan's builder of one host's job for this kind (installers/plan.py)."""
+        """The builder of one host's job for this kind, in `job_module`."""
         return f"{self.name}_job" if self.script else None
+
+    @property
+    def job_module(self) -> str:
+        """The planner module holding `job`, importable ("installers.plan_upgrade")."""
+        return "installers." + self.planner.removesuffix(".py")
 
     @property
     def task_module(self) -> str:
@@ -75,6 +82,9 @@ class StepKind:
     def task_function(self) -> str:
         return self.task.partition(":")[2]
 
+
+UPGRADE_PLANNER = "plan_upgrade.py"
+REMOVE_PLANNER = "remove_plan.py"
 
 STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("facts", "tasks/preflight.py:preflight", "facts.sh", StepPolicy(1, 5, 30),
@@ -102,13 +112,16 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("reset", "tasks/node_tasks.py:reset", "reset.sh", StepPolicy(1, 10, 600)),
     # The upgrade mode (flows/upgrade.py, installers/plan_upgrade.py).
     StepKind("upgrade_facts", "tasks/upgrade.py:upgrade_preflight", "upgrade-facts.sh",
-             StepPolicy(1, 5, 60), note="judged with the API's view in `installers/upgrade_checks.py`"),
+             StepPolicy(1, 5, 60), note="judged with the API's view in `installers/upgrade_checks.py`",
+             planner=UPGRADE_PLANNER),
     StepKind("upgrade_node", "tasks/upgrade.py:upgrade_node", "upgrade-node.sh",
-             StepPolicy(1, 20, 900)),
+             StepPolicy(1, 20, 900), planner=UPGRADE_PLANNER),
     # A drain waits for PodDisruptionBudgets: kubectl's --timeout is this timeout less a margin
     # (installers/plan_upgrade.py), so the error names the pod that blocked it.
-    StepKind("drain", "tasks/upgrade.py:drain", "upgrade-drain.sh", StepPolicy(1, 10, 330)),
-    StepKind("uncordon", "tasks/upgrade.py:uncordon", "upgrade-uncordon.sh", StepPolicy(2, 5, 300)),
+    StepKind("drain", "tasks/upgrade.py:drain", "upgrade-drain.sh", StepPolicy(1, 10, 330),
+             planner=UPGRADE_PLANNER),
+    StepKind("uncordon", "tasks/upgrade.py:uncordon", "upgrade-uncordon.sh", StepPolicy(2, 5, 300),
+             planner=UPGRADE_PLANNER),
     StepKind("upgrade_report", "tasks/upgrade.py:upgrade_report", None, StepPolicy(1, 5, 60),
              note="each node's version before/after, nodes left cordoned"),
     StepKind("etcd_backup", "tasks/etcd_backup.py:etcd_backup", "etcd-backup.sh", StepPolicy(2, 10, 300),
@@ -118,16 +131,20 @@ STEP_KINDS: tuple[StepKind, ...] = (
     # error naming the blocking pod rather than being killed.
     StepKind("quorum_check", "tasks/remove.py:quorum_check", None, StepPolicy(2, 5, 30),
              note="the rules: `installers/removal.py`"),
-    StepKind("reachable", "tasks/remove.py:reachable", "remove-reachable.sh", StepPolicy(1, 5, 30)),
-    StepKind("cordon", "tasks/remove.py:cordon", "remove-cordon.sh", StepPolicy(2, 5, 120)),
-    StepKind("remove_drain", "tasks/remove.py:drain", "remove-drain.sh", StepPolicy(1, 10, 330)),
+    StepKind("reachable", "tasks/remove.py:reachable", "remove-reachable.sh", StepPolicy(1, 5, 30),
+             planner=REMOVE_PLANNER),
+    StepKind("cordon", "tasks/remove.py:cordon", "remove-cordon.sh", StepPolicy(2, 5, 120),
+             planner=REMOVE_PLANNER),
+    StepKind("remove_drain", "tasks/remove.py:drain", "remove-drain.sh", StepPolicy(1, 10, 330),
+             planner=REMOVE_PLANNER),
     StepKind("kube_vip_leave", "tasks/remove.py:kube_vip_leave", "remove-kube-vip.sh",
-             StepPolicy(2, 5, 120)),
+             StepPolicy(2, 5, 120), planner=REMOVE_PLANNER),
     StepKind("etcd_member_remove", "tasks/remove.py:etcd_member_remove", "remove-etcd-member.sh",
-             StepPolicy(2, 10, 120)),
+             StepPolicy(2, 10, 120), planner=REMOVE_PLANNER),
     StepKind("delete_node", "tasks/remove.py:delete_node", "remove-delete-node.sh",
-             StepPolicy(2, 5, 120)),
-    StepKind("hosts_block", "tasks/remove.py:hosts_block", "hosts-block.sh", StepPolicy(2, 5, 60)),
+             StepPolicy(2, 5, 120), planner=REMOVE_PLANNER),
+    StepKind("hosts_block", "tasks/remove.py:hosts_block", "hosts-block.sh", StepPolicy(2, 5, 60),
+             planner=REMOVE_PLANNER),
     StepKind("verify_removal", "tasks/remove.py:verify_removal", None,
              StepPolicy(0, 0, 10, deadline_s=300), note="polls `installers/cluster_check.py`"),
 )
@@ -153,12 +170,12 @@ def script_of(kind: str) -> str:
 
 def where_is_x_rows() -> list[str]:
     """The "Where is X" table of docs/architecture.md (a test keeps the doc equal to this)."""
-    rows = ["| step kind | task (`tasks/`) | plan job (`installers/plan.py`) | node script (`installers/scripts/`) |",
+    rows = ["| step kind | task (`tasks/`) | plan job (`installers/`) | node script (`installers/scripts/`) |",
             "|---|---|---|---|"]
     for k in STEP_KINDS:
         module = k.task.partition(":")[0].removeprefix("tasks/")
         note = f" ({k.note})" if k.note else ""
-        job = f"`{k.job}`" if k.job else "— (controller only)"
+        job = f"`{k.planner}` `{k.job}`" if k.job else "— (controller only)"
         script = f"`{k.script}`" if k.script else "—"
         rows.append(f"| {k.name} | `{module}` `{k.task_function}`{note} | {job} | {script} |")
     return rows

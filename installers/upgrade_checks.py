@@ -3,8 +3,9 @@ judged with the nodes' facts (upgrade-facts.sh) before anything changes; and the
 node's version before/after.
 
 `observe` talks to the API over httpx with the admin kubeconfig's client certificate (the CA
-pinned), like installers/cluster_check.py: through the endpoint for the nodes, and to each control
-plane's own API server for its version (behind a VIP one answer would hide the others).
+pinned: installers/kube_api.py), like installers/cluster_check.py: through the endpoint for the
+nodes, and to each control plane's own API server for its version (behind a VIP one answer would
+hide the others).
 `judge` and `report_rows` are pure.
 """
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from installers.cluster_check import KubeconfigCredentials, _describe, _ready
+from installers.kube_api import KubeconfigCredentials, describe_error, is_ready
 from installers.kubeadm import API_PORT
 from installers.preflight import Finding
 from installers.upgrade_rules import Target, step_problems, version_tuple
@@ -56,12 +57,12 @@ def observe(kubeconfig: Path, spec: ClusterSpec, timeout: float = 10) -> Cluster
                 view.endpoint_problem = f"/readyz answered {ready.status_code}: {ready.text[:200]}"
             items = api.get("/api/v1/nodes").raise_for_status().json().get("items", [])
         except httpx.HTTPError as exc:
-            view.endpoint_problem = f"API {creds.server} unreachable: {_describe(exc)}"
+            view.endpoint_problem = f"API {creds.server} unreachable: {describe_error(exc)}"
             items = []
     for item in items:
         status = item.get("status") or {}
         view.nodes[item["metadata"]["name"]] = NodeState(
-            ready=_ready(status.get("conditions", [])),
+            ready=is_ready(status.get("conditions", [])),
             unschedulable=bool((item.get("spec") or {}).get("unschedulable")),
             kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion", "").removeprefix("v"))
     for cp in spec.control_planes():
@@ -74,7 +75,7 @@ def observe(kubeconfig: Path, spec: ClusterSpec, timeout: float = 10) -> Cluster
                     continue
                 view.apiservers[cp.name] = own.get("/version").json()["gitVersion"].removeprefix("v")
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            view.apiserver_problems[cp.name] = _describe(exc)
+            view.apiserver_problems[cp.name] = describe_error(exc)
     return view
 
 

@@ -17,14 +17,15 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from installers import removal
-from installers.cluster_check import (POLL_S, ClusterReport, KubeconfigCredentials, check_cluster,
-                                      poll_until_healthy, unhealthy_message)
+from installers.cluster_check import ClusterReport, check_cluster
+from installers.cluster_poll import unhealthy_message
+from installers.kube_api import KubeconfigCredentials
 from installers.plan import Step
 from installers.remove_plan import removal_order
 from tasks.context import current_run
 from tasks.node_step import HostOutcome, run_node_step
 from tasks.step_task import step_task
-from tasks.verify import FACTS_ARTIFACT_KEY, ClusterUnhealthy, cluster_facts, render_report
+from tasks.verify import FACTS_ARTIFACT_KEY, ClusterUnhealthy, cluster_facts, poll_cluster, render_report
 
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 REPORT_ARTIFACT_KEY = "removal-report"
@@ -138,11 +139,8 @@ def verify_removal(step: Step) -> dict:
     removed = removal_order(run.plan)
     expected = [n.name for n in run.spec.nodes if n.name not in removed]
     storage_class = "local-path" if run.spec.storage.local_path else None
-    deadline_s = step.policy.deadline_s or step.policy.timeout_s
     look = partial(_look, path, expected, removed, storage_class, step.policy.timeout_s)
-    outcome = poll_until_healthy(
-        look, deadline_s, poll_s=POLL_S, stop=run.cancel,
-        on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
+    outcome, deadline_s = poll_cluster(step, look)
     report = outcome.report
     info = cluster_facts(run.spec, report, path) | {"removed_nodes": removed}
     run.info.update(info)

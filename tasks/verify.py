@@ -10,6 +10,7 @@ markdown artifact `cluster-info`, the run's summary for people in the Prefect UI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from installers.addons import MONITORING_WORKLOADS
-from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY, POLL_S,
-                                      ClusterReport, check_cluster, poll_until_healthy, unhealthy_message,
-                                      version_drift)
+from installers.cluster_check import (CERT_EXPIRING_EVENT, CERT_WARN_DAYS, FACTS_ARTIFACT_KEY,
+                                      ClusterReport, check_cluster, version_drift)
+from installers.cluster_poll import POLL_S, PollOutcome, poll_until_healthy, unhealthy_message
 from installers.plan import Step
 from installers.spec import ClusterSpec
 from tasks.context import current_run
@@ -30,6 +31,18 @@ class ClusterUnhealthy(Exception):
     pass
 
 
+def poll_cluster(step: Step, look: Callable[[float], ClusterReport]) -> tuple[PollOutcome, float]:
+    """Look at the cluster until it is healthy, the step's deadline passes or the run is
+    cancelled, logging what it still waits for → (the outcome, the deadline in seconds).
+    verify's and remove_nodes' verify_removal's."""
+    logger = get_run_logger()
+    deadline_s = step.policy.deadline_s or step.policy.timeout_s
+    outcome = poll_until_healthy(
+        look, deadline_s, poll_s=POLL_S, stop=current_run().cancel,
+        on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
+    return outcome, deadline_s
+
+
 @step_task
 def verify(step: Step, kubeconfig: str | None = None) -> dict:
     run = current_run()
@@ -38,11 +51,8 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     expected = [n.name for n in run.spec.nodes]
     storage_class = "local-path" if run.spec.storage.local_path else None
     workloads = MONITORING_WORKLOADS if run.spec.addons.monitoring else ()
-    deadline_s = step.policy.deadline_s or step.policy.timeout_s
     look = partial(_look, path, expected, storage_class, workloads, step.policy.timeout_s)
-    outcome = poll_until_healthy(
-        look, deadline_s, poll_s=POLL_S, stop=run.cancel,
-        on_wait=lambda report: logger.info("verify: waiting — %s", "; ".join(report.problems[:3])))
+    outcome, deadline_s = poll_cluster(step, look)
     report = outcome.report
     drift = spec_drift(run.spec, report)
     report.warnings += [f"version drift: {line}" for line in drift]

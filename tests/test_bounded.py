@@ -15,8 +15,8 @@ import pytest
 
 from installers.backoff import capped_exponential
 from installers.addons import MONITORING_WORKLOADS
-from installers.cluster_check import (CHECKS, NOT_CHECKED, ClusterReport, check_cluster,
-                                      poll_until_healthy, unhealthy_message)
+from installers.cluster_check import CHECKS, NOT_CHECKED, ClusterReport, check_cluster
+from installers.cluster_poll import poll_until_healthy, unhealthy_message
 from installers.plan import DEFAULT_POLICIES, StepPolicy, build_plan
 from installers.spec import POLLING_STEP_KINDS, STEP_KINDS, SpecError, load_spec
 from tests.spec_factory import aio, ha

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments import control, legacy
+from deployments import control, legacy, legacy_status
 from deployments.api import create_app
 from deployments.serve import api_token
 from installers.spec import SpecError
@@ -304,7 +304,7 @@ def test_a_running_run_is_read_before_its_first_poll_and_served_off_the_threadpo
         r = client.get("/api/v1/installation/r1/status", headers=h)
         assert r.status_code == 200, r.text  # so this first poll was answered from the cache
         assert r.headers["content-type"] == "application/json"
-        assert r.json() == legacy.status_envelope(dict(RUNNING, id="r1"))
+        assert r.json() == legacy_status.status_envelope(dict(RUNNING, id="r1"))
         assert len(fake.reads) == reads  # no read for this poll
         # all reads went through the one client the app keeps open while it serves
         assert len(fake.clients) == 1 and {c for _, c in fake.reads} == set(fake.clients)
@@ -426,7 +426,7 @@ def test_status_envelope_keeps_the_old_fields():
                      "hosts": [{"host": "cp-1", "status": "ok", "seconds": 20.0, "error": None},
                                {"host": "cp-2", "status": "FAILED", "seconds": 30.0, "error": "exit code 1"}]},
                     {"name": "verify", "state": "PENDING", "duration_s": None, "message": None, "hosts": []}]}
-    env = legacy.status_envelope(st)
+    env = legacy_status.status_envelope(st)
     assert env["completed"] is True and env["success_status"] is False
     p = env["progress"]
     assert p["status"] == "failed" and p["error_message"].startswith("step runtime failed on cp-2")
@@ -445,11 +445,11 @@ def test_status_envelope_keeps_the_old_fields():
 
 
 def test_a_run_not_final_has_no_outcome_yet_and_counts_its_running_step():
-    env = legacy.status_envelope(RUNNING)
+    env = legacy_status.status_envelope(RUNNING)
     assert "success_status" not in env and "cluster_info" not in env
     assert env["progress"]["current_step"] == 1 and env["progress"]["end_time"] is None
     queued = dict(RUNNING, state="SCHEDULED", start_time=None, steps=[], duration_s=None)
-    p = legacy.status_envelope(queued)["progress"]
+    p = legacy_status.status_envelope(queued)["progress"]
     assert (p["current_step"], p["start_time"], p["duration"]) == (0, 1796155200.0, 0.0)
 
 
@@ -463,7 +463,7 @@ def test_cluster_info_carries_the_old_keys_from_verifys_facts():
              "cluster": "c", "cni": "flannel", "pod_cidr": "10.244.0.0/16",
              "service_cidr": "10.96.0.0/12"}
     st = {"id": "r1", "mode": "all_in_one", "cluster_info": facts, "cluster": {}}
-    info = legacy.cluster_info(st, now=1796155200.0 + 330)
+    info = legacy_status.cluster_info(st, now=1796155200.0 + 330)
     assert (info["kubernetes_version"], info["cni_provider"], info["kubeconfig_path"]) == (
         "v1.36.1", "flannel", "/s/admin.conf")
     cp, w = info["nodes"]
@@ -480,7 +480,7 @@ def test_cluster_info_carries_the_old_keys_from_verifys_facts():
     (47 * 3600, "47h"), (2 * 86400 + 4 * 3600, "2d4h"), (3 * 86400, "3d"), (400 * 86400, "400d"),
     (3 * 365 * 86400 + 20 * 86400, "3y20d"), (9 * 365 * 86400, "9y")])
 def test_ages_read_like_kubectl(seconds, shown):
-    assert legacy.human_age(seconds) == shown
+    assert legacy_status.human_age(seconds) == shown
 
 
 # --- hosts check (the old SSH manager's job): the API's side, no host contacted -----------------

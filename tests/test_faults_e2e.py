@@ -29,7 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.e2e_server import KaiServer, process_tree, start_kai_serve
+from deployments.supervisor import descendants
+from tests.support.e2e_server import KaiServer, start_kai_serve
 from tests.hosts.mirror import serve_mirror_to
 from tests.support.locks import host_lock_slots, node_lock
 from tests.support.wait import wait_until
@@ -81,7 +82,7 @@ def controllers():
 
 
 def prefect_server_pid(server: KaiServer) -> int:
-    for pid in process_tree(server.proc.pid):
+    for pid in descendants(server.proc.pid):
         with contextlib.suppress(OSError):
             if b"server\0start" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
@@ -214,7 +215,7 @@ def test_a_host_powered_off_mid_step_fails_the_step_then_a_rerun_completes(hosts
 
 def kill_controller(server: KaiServer) -> None:
     """The controller's machine dies: kai serve and everything below it, at once."""
-    tree = [server.proc.pid] + process_tree(server.proc.pid)
+    tree = [server.proc.pid] + descendants(server.proc.pid)
     for pid in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

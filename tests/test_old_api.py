@@ -52,22 +52,22 @@ def test_the_checker_names_every_difference(value, shape, problem):
 
 
 def test_kais_answers_fit_the_table_without_a_server():
-    """The shapes legacy.py builds, checked fast (the HTTP test below checks the served ones)."""
-    from deployments import control, legacy
+    """The shapes legacy.py and legacy_status.py build, checked fast (the HTTP test below checks the served ones)."""
+    from deployments import control, legacy, legacy_status
     from tests.test_control import RUNNING, T1
 
     C.assert_conforms(legacy.modes_envelope(control.modes()), C.MODES, "GET /modes")
     C.assert_conforms(legacy.start_envelope("r1", "ha"), C.STARTED, "start")
-    C.assert_conforms(legacy.status_envelope(RUNNING), C.STATUS, "a running run's status")
+    C.assert_conforms(legacy_status.status_envelope(RUNNING), C.STATUS, "a running run's status")
     facts = {"version": "v1.36.1", "cni": "flannel", "kubeconfig_path": "/k", "pod_cidr": "p",
              "service_cidr": "s", "pod_count_by_namespace": {"kube-system": 3},
              "nodes": [{"name": "cp-1", "roles": ["control-plane"], "ready": True,
                         "kubelet_version": "v1.36.1", "address": "10.0.0.1", "created": T1}]}
     done = dict(RUNNING, state="COMPLETED", final=True, end_time=T1, percent=100.0,
                 cluster_info=facts, steps=[dict(RUNNING["steps"][0], state="COMPLETED")])
-    C.assert_conforms(legacy.status_envelope(done), C.STATUS_COMPLETED, "a completed run's status")
+    C.assert_conforms(legacy_status.status_envelope(done), C.STATUS_COMPLETED, "a completed run's status")
     failed = dict(done, state="FAILED", cluster_info=None, cluster={"cni": "calico"})
-    C.assert_conforms(legacy.status_envelope(failed), C.STATUS_FINAL, "a failed run's status")
+    C.assert_conforms(legacy_status.status_envelope(failed), C.STATUS_FINAL, "a failed run's status")
 
 
 # --- over HTTP --------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ import httpx
 import pytest
 
 from deployments.control import mode_names
+from deployments.supervisor import descendants
 from tests.hosts.mirror import serve_mirror_to
-from tests.support.e2e_server import ROOT, process_tree, quiet_env, start_kai_serve
+from tests.support.e2e_server import ROOT, quiet_env, start_kai_serve
 from tests.support.locks import host_lock_slots, node_lock
 from tests.support.ports import free_port
 from tests.support.processes import stop_group
@@ -171,7 +172,7 @@ class Worker:
 
     def kill_machine(self) -> None:
         """The worker's machine dies: the worker and every process below it, at once."""
-        for pid in [self.proc.pid] + process_tree(self.proc.pid):
+        for pid in [self.proc.pid] + descendants(self.proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -252,7 +253,7 @@ def test_kai_serve_on_the_server_serves_only_its_api(kai_api, on_server):
 
     text = kai_api.log_text()
     assert "deployed on work pool 'kai-pool'" in text and "serving the REST API only" in text, text
-    assert not [p for p in process_tree(kai_api.proc.pid)], "kai serve started a runner anyway"
+    assert not [p for p in descendants(kai_api.proc.pid)], "kai serve started a runner anyway"
     with get_client(sync_client=True) as client:
         (automation,) = client.read_automations_by_name(AUTOMATION_NAME)
         deployment = client.read_deployment_by_name("ha/ha")

@@ -64,3 +64,50 @@ def test_version_drift_names_each_node_and_component():
     assert version_drift(nodes, "1.36.4", "2.1.4") == [
         "node b: kubelet 1.36.3, the spec says 1.36.4", "node b: containerd 2.0.0, the spec says 2.1.4"]
     assert version_drift(nodes, "1.36.3", None) == ["node a: kubelet 1.36.4, the spec says 1.36.3"]
+
+
+def test_list_and_remove_walk_every_served_deployments_schedules(monkeypatch):
+    """list_schedules and remove read each mode's deployment `<mode>/<mode>` (one not served is
+    skipped) and its schedules; remove deletes the one asked for, and names an unknown id."""
+    import contextlib
+    import uuid
+    from types import SimpleNamespace
+
+    import prefect.client.orchestration as orchestration
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments import schedules
+
+    def schedule(cluster: str, active: bool = False):  # paused: no next run to compute
+        return SimpleNamespace(id=uuid.uuid4(), parameters={"spec": {"name": cluster}}, active=active,
+                               slug=f"kai-{cluster}", schedule=SimpleNamespace(cron="0 * * * *",
+                                                                               timezone="UTC"))
+
+    health, backup = [schedule("a"), schedule("b")], [schedule("c")]
+    served = {"health/health": ("d-health", health), "etcd_backup/etcd_backup": ("d-backup", backup)}
+    deleted = []
+
+    class Client:
+        def read_deployment_by_name(self, name):
+            if name not in served:
+                raise ObjectNotFound(None)
+            return SimpleNamespace(id=served[name][0])
+
+        def read_deployment_schedules(self, deployment_id):
+            return next(list(s) for d, s in served.values() if d == deployment_id)
+
+        def delete_deployment_schedule(self, deployment_id, schedule_id):
+            deleted.append((deployment_id, schedule_id))
+
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client: contextlib.nullcontext(Client()))
+    listed = schedules.list_schedules()
+    assert sorted((e["mode"], e["cluster"], e["deployment"]) for e in listed) == [
+        ("etcd_backup", "c", "etcd_backup/etcd_backup"), ("health", "a", "health/health"),
+        ("health", "b", "health/health")]
+    entry = schedules.remove(str(health[1].id))
+    assert (entry["cluster"], entry["mode"], entry["next_run"]) == ("b", "health", None)
+    assert deleted == [("d-health", health[1].id)]
+    with pytest.raises(schedules.UnknownSchedule, match="no schedule"):
+        schedules.remove(str(uuid.uuid4()))
+    with pytest.raises(ValueError, match="id: 'x' is not a schedule id"):
+        schedules.remove("x")

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from deployments.control import mode_names
-from tests.support.e2e_server import kai_server, process_tree, start_kai_serve  # noqa: F401
+from deployments.supervisor import descendants
+from tests.support.e2e_server import kai_server, start_kai_serve  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def test_a_deployment_per_mode_with_a_typed_parameter_form(kai_server):  # noqa:
 
 
 def test_processes_are_telemetry_free(kai_server):  # noqa: F811
-    for pid in [kai_server.proc.pid] + process_tree(kai_server.proc.pid):
+    for pid in [kai_server.proc.pid] + descendants(kai_server.proc.pid):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
@@ -63,7 +64,7 @@ def test_serve_on_an_existing_server_stops_cleanly_on_sigterm(kai_server):  # no
             assert f"using the Prefect server at {kai_server.prefect_api_url}" in out
             assert "bearer token from KAI_API_TOKEN" in out and "second-instance-token" not in out
             assert not (Path(tmp) / "api-token").exists()
-            tree = process_tree(second.proc.pid)
+            tree = descendants(second.proc.pid)
             assert any(b"--runner" in Path(f"/proc/{p}/cmdline").read_bytes() for p in tree
                        if Path(f"/proc/{p}/cmdline").exists())
             r = httpx.get(second.api_url + "/api/v1/installation/modes", headers=second.headers())
@@ -85,7 +86,7 @@ def test_a_dead_runner_is_restarted(kai_server):  # noqa: F811
     import signal
 
     def runners() -> list[int]:
-        return [p for p in process_tree(kai_server.proc.pid) if Path(f"/proc/{p}/cmdline").exists()
+        return [p for p in descendants(kai_server.proc.pid) if Path(f"/proc/{p}/cmdline").exists()
                 and b"--runner" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
     (old,) = runners()

@@ -38,15 +38,34 @@ def test_the_task_exists_and_its_docstring_names_its_script(kind):
         assert f"`{kind.script}`" in (wrapper.__doc__ or ""), f"{kind.task}: docstring must name {kind.script}"
         if kind.task_function != kind.name:  # e.g. facts runs task preflight: say so where one looks
             assert f"`{kind.name}`" in wrapper.__doc__
-        assert callable(getattr(plan_module, kind.job)), kind.job
+        # the job builder is in the planner module of the mode that runs the kind
+        assert callable(getattr(importlib.import_module(kind.job_module), kind.job, None)), \
+            f"{kind.job_module} has no {kind.job}"
     else:
         assert "controller" in (module.__doc__ or "")
 
 
-def test_every_job_builder_of_the_plan_is_a_kinds():
-    builders = {name for name in vars(plan_module) if name.endswith("_job") and not name.startswith("_")
-                and callable(getattr(plan_module, name)) and name != "job_hash"}
-    assert builders == {k.job for k in KINDS if k.job}
+def _builders_defined_in(module) -> set[str]:
+    """The public `*_job` functions a module defines (not those it imports from another)."""
+    return {name for name, value in vars(module).items()
+            if name.endswith("_job") and not name.startswith("_") and callable(value)
+            and getattr(value, "__module__", None) == module.__name__}
+
+
+@pytest.mark.parametrize("module", sorted({k.job_module for k in KINDS} | {"installers.plan_model"}))
+def test_every_job_builder_of_a_planner_is_its_kinds(module):
+    """Each planner module defines exactly the job builders of the kinds the table puts there
+    (plan_model, the planners' shared helpers, defines none: job_hash is not a builder)."""
+    defined = _builders_defined_in(importlib.import_module(module)) - {"job_hash", "host_job"}
+    assert defined == {k.job for k in KINDS if k.job and k.job_module == module}
+
+
+def test_the_day2_modes_jobs_are_in_their_planners():
+    assert {k.job_module for k in KINDS if k.job} == {
+        "installers.plan", "installers.plan_upgrade", "installers.remove_plan"}
+    assert step_kinds.get("drain").job_module == "installers.plan_upgrade"
+    assert step_kinds.get("remove_drain").job_module == "installers.remove_plan"
+    assert not hasattr(plan_module, "remove_drain_job") and not hasattr(plan_module, "drain_job")
 
 
 def plans():

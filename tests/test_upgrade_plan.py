@@ -291,3 +291,31 @@ def test_kai_upgrade_needs_the_target(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["upgrade", str(ROOT / "examples" / "ha.yaml")])
     assert exc.value.code == 2 and "--to" in capsys.readouterr().err
+
+
+def test_kai_upgrade_starts_the_upgrade_with_its_target(monkeypatch, tmp_path, capsys):
+    """`kai upgrade` goes through the CLI's one start path: the spec checked, the target and the
+    batch size sent, the run named; a refused target exits 2 with every problem on stderr."""
+    import yaml
+    from installers import settings
+
+    started = {}
+
+    def start(mode, spec, **kw):
+        control.validate(mode, spec, kw.get("nodes"), to=kw.get("to"),
+                         max_unavailable=kw.get("max_unavailable"))
+        started.update(mode=mode, **kw)
+        return "r1"
+
+    monkeypatch.setattr(settings, "resolve_settings", lambda **kw: None)  # a server "found"
+    monkeypatch.setattr(control, "start", start)
+    path = tmp_path / "ha.yaml"
+    path.write_text(yaml.safe_dump(ha()))
+    assert main(["upgrade", str(path), "--to", "1.37", "--max-unavailable", "2", "--detach"]) == 0
+    given = {name: value for name, value in started.items() if value is not None}  # None: the default
+    assert given == {"mode": "upgrade", "to": "1.37", "max_unavailable": 2}
+    assert "started upgrade run r1 (to 1.37)" in capsys.readouterr().out
+    started.clear()
+    assert main(["upgrade", str(path), "--to", "1.35", "--detach"]) == 2
+    err = capsys.readouterr().err
+    assert "to: 1.35" in err and f"kai: {path}: cannot upgrade to 1.35" in err and not started

@@ -24,22 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.supervisor import alive, descendants
 from tests.support.local_machine import local_agent_command
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 START_TIMEOUT_S = 240
 STOP_TIMEOUT_S = 60
-
-
-def process_tree(pid: int) -> list[int]:
-    from deployments.supervisor import descendants
-    return descendants(pid)
-
-
-def alive(pid: int) -> bool:
-    from deployments.supervisor import alive as serve_alive
-    return serve_alive(pid)
 
 
 def _cmdline(pid: int) -> str:
@@ -91,7 +82,7 @@ class KaiServer:
         """SIGTERM `kai serve`; returns the processes of its tree still alive afterwards."""
         if self.proc.poll() is not None:
             return []
-        tree = [self.proc.pid] + process_tree(self.proc.pid)
+        tree = [self.proc.pid] + descendants(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(STOP_TIMEOUT_S)
