@@ -67,7 +67,7 @@ async def received_before_this_process(event_id: UUID) -> bool:
         return False
     if received is None:
         return False
-    if received.tzinfo is None:  # SQLite hands back naive UTC
+    if received.tzinfo is None:  # a naive time from the database is UTC
         received = received.replace(tzinfo=dt.timezone.utc)
     return received < STARTED_AT
 
