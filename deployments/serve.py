@@ -50,6 +50,10 @@ REAP_EVERY_S = 5.0
 # default: after a restart every host the dead server had locked stayed locked for good).
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 TOKEN_FILE = "api-token"
+# Prefect's in-memory causal ordering holds back the state events of a run the scheduler made (and,
+# after a server restart, those of runs in flight) for 15 minutes before any automation sees them:
+# kai's alerts came 15 minutes late. kai's ordering does not wait for leaders that never come.
+CAUSAL_ORDERING = "deployments.event_ordering"
 
 
 # --- API token ---------------------------------------------------------------------------------
@@ -111,7 +115,8 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float, what
     raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s")
 
 
-def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subprocess.Popen, str]:
+def server_env(state_dir: Path, port: int) -> dict[str, str]:
+    """The embedded Prefect server's environment (a setting already in the environment wins)."""
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(state_dir / "prefect"))
     env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL",
@@ -119,6 +124,12 @@ def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subproce
     # the UI's browser code calls this URL; Prefect's default is port 4200 whatever --port says
     env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
     env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)
+    env.setdefault("PREFECT_SERVER_EVENTS_CAUSAL_ORDERING", CAUSAL_ORDERING)
+    return env
+
+
+def start_prefect_server(state_dir: Path, port: int, log_file) -> tuple[subprocess.Popen, str]:
+    env = server_env(state_dir, port)
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     proc = subprocess.Popen(
         [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),

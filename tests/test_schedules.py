@@ -111,3 +111,126 @@ def test_list_and_remove_walk_every_served_deployments_schedules(monkeypatch):
         schedules.remove(str(uuid.uuid4()))
     with pytest.raises(ValueError, match="id: 'x' is not a schedule id"):
         schedules.remove("x")
+
+
+# --- kai serve's causal ordering (deployments/event_ordering.py): alerts not parked 15 minutes ---
+
+def _state_event(name: str, initial: str, initial_type: str, follows, received=None):
+    import datetime as dt
+    import uuid
+
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    now = received or dt.datetime.now(dt.timezone.utc)
+    return ReceivedEvent(
+        occurred=now, received=now, event=f"prefect.flow-run.{name}", id=uuid.uuid4(),
+        follows=follows, resource={"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
+        payload={"initial_state": {"type": initial_type, "name": initial},
+                 "validated_state": {"type": name.upper(), "name": name}})
+
+
+async def _waits_async(ordering, event) -> bool:
+    from prefect.server.events.ordering import EventArrivedEarly
+
+    try:
+        await ordering.wait_for_leader(event)
+    except EventArrivedEarly:
+        return True
+    return False
+
+
+def _waits(ordering, event) -> bool:
+    import asyncio
+
+    return asyncio.run(_waits_async(ordering, event))
+
+
+@pytest.fixture
+def no_event_table(monkeypatch):
+    """kai's ordering looks a leader up in the events table: here it is in none."""
+    from deployments import event_ordering
+
+    async def not_persisted(event_id):
+        return False
+
+    monkeypatch.setattr(event_ordering, "received_before_this_process", not_persisted)
+
+
+def test_a_scheduled_runs_first_state_event_is_not_parked_for_a_scheduled_state_never_announced(
+        no_event_table):
+    """Prefect's scheduler inserts a run's Scheduled state with no event; its Pending (or Late)
+    event follows that state: Prefect's ordering parks it 15 minutes, kai's passes it on."""
+    import uuid
+
+    from prefect.server.events.ordering import memory
+
+    from deployments import event_ordering
+
+    pending = _state_event("Pending", "Scheduled", "SCHEDULED", follows=uuid.uuid4())
+    assert _waits(memory.CausalOrdering(scope=f"test-prefect-{uuid.uuid4()}"), pending)
+    assert not _waits(event_ordering.CausalOrdering(scope=f"test-kai-{uuid.uuid4()}"), pending)
+
+
+def test_kais_ordering_still_waits_for_a_leader_this_server_may_yet_receive(no_event_table):
+    import uuid
+
+    from deployments import event_ordering
+
+    kai = event_ordering.CausalOrdering(scope=f"test-kai-{uuid.uuid4()}")
+    # AwaitingRetry is a Scheduled-type state that does get an event: wait for it
+    assert _waits(kai, _state_event("Pending", "AwaitingRetry", "SCHEDULED", follows=uuid.uuid4()))
+    assert _waits(kai, _state_event("Failed", "Running", "RUNNING", follows=uuid.uuid4()))
+
+
+def test_a_leader_the_previous_server_process_received_counts_as_seen(tmp_path):
+    """After a server restart a run's Failed event follows its Running event, which only the
+    previous process saw (Prefect keeps what it has seen in memory): kai finds it in the events
+    table, received before this process started, and does not wait; a leader received since
+    (or never) is waited for."""
+    import asyncio
+    import datetime as dt
+    import uuid
+
+    from prefect.server.database import provide_database_interface
+    from prefect.server.database.configurations import AioSqliteConfiguration
+    from prefect.server.database.dependencies import temporary_database_config
+    from prefect.server.events.storage.database import write_events
+
+    from deployments import event_ordering
+
+    before = event_ordering.STARTED_AT - dt.timedelta(seconds=30)
+    old_running = _state_event("Running", "Pending", "PENDING", follows=None, received=before)
+    new_running = _state_event("Running", "Pending", "PENDING", follows=None,
+                               received=event_ordering.STARTED_AT + dt.timedelta(seconds=1))
+    kai = event_ordering.CausalOrdering(scope=f"test-kai-{uuid.uuid4()}")
+
+    async def scenario() -> list[bool]:
+        db = provide_database_interface()
+        async with (await db.engine()).begin() as connection:  # the two tables, not all (10 s)
+            for table in (db.Event.__table__, db.EventResource.__table__):
+                await connection.run_sync(table.create)
+        async with db.session_context(begin_transaction=True) as session:
+            await write_events(session, [old_running, new_running])
+        return [await _waits_async(kai, _state_event("Failed", "Running", "RUNNING", follows=leader))
+                for leader in (old_running.id, new_running.id, uuid.uuid4())]
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    with temporary_database_config(AioSqliteConfiguration(connection_url=url)):
+        assert asyncio.run(scenario()) == [False, True, True]
+
+
+def test_kai_serve_runs_its_prefect_server_with_kais_causal_ordering(tmp_path, monkeypatch):
+    from prefect.context import SettingsContext
+    from prefect.server.events.ordering import get_triggers_causal_ordering
+    from prefect.settings import Settings
+
+    from deployments import event_ordering
+    from deployments.serve import server_env
+
+    monkeypatch.delenv(event_ordering.SETTING, raising=False)
+    env = server_env(tmp_path, 4999)
+    assert env[event_ordering.SETTING] == event_ordering.MODULE
+    # the server process reads it from its environment: Prefect resolves it to kai's ordering
+    monkeypatch.setenv(event_ordering.SETTING, env[event_ordering.SETTING])
+    with SettingsContext(profile=SettingsContext.get().profile, settings=Settings()):
+        assert isinstance(get_triggers_causal_ordering(), event_ordering.CausalOrdering)
