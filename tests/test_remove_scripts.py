@@ -260,7 +260,10 @@ class LoopbackEtcd:
                  f"--listen-peer-urls=https://127.0.0.1:{peer}",
                  f"--initial-advertise-peer-urls=https://127.0.0.1:{peer}",
                  f"--initial-cluster={initial}", "--initial-cluster-state=new",
-                 "--initial-cluster-token=kai-test", *tls],
+                 "--initial-cluster-token=kai-test", *tls,
+                 # on a loaded machine etcd's 100/1000 ms defaults elect anew now and then: a
+                 # `member remove` during an election times out (the step would retry; this runs once)
+                 "--heartbeat-interval=250", "--election-timeout=2500"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
 
