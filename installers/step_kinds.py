@@ -134,7 +134,7 @@ STEP_KINDS: tuple[StepKind, ...] = (
     # each (certs_plan.POD_TIMEOUT_S to stop, as long to come back): its timeout covers that.
     StepKind("certs_check", "tasks/certs.py:certs_check", "certs-check.sh", StepPolicy(1, 5, 60),
              note="judged in `installers/certs.py`"),
-    StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 900)),
+    StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 600)),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}
