@@ -25,11 +25,12 @@ from tasks.verify import CERTIFICATES_BY_NODE, emit_certificate_expiring
 
 ARTIFACT_KEY = "certificates"
 ROWS = "certificate_rows"   # run.info: the rows of the run's first check (a renewal compares)
+FIRST_CHECK = "certs-check"
 RENEW_STEP = "certs-renew"
 
 
 class CertificatesProblem(Exception):
-    pass
+    retryable = False  # a judgement of what the nodes said: asking again changes nothing
 
 
 @step_task
@@ -47,13 +48,14 @@ def certs_check(step: Step) -> list[dict]:
 
     run_node_step(step, on_result=keep)
     rows = [row for job in step.jobs for row in certs.parse_expiration(job.node, outputs.get(job.node, ""))]
-    before: list[certs.CertRow] | None = run.info.get(ROWS)
-    renewing_next = before is None and run.plan.get(RENEW_STEP) is not None
+    first = step.name == FIRST_CHECK
+    before: list[certs.CertRow] | None = None if first else run.info.get(ROWS)
+    renewing_next = first and run.plan.get(RENEW_STEP) is not None
     errors, warnings = certs.judge(rows)
-    if before is not None:
-        errors += certs.not_renewed(before, rows)
-    else:
+    if first:
         run.info[ROWS] = rows
+    elif before is not None:
+        errors += certs.not_renewed(before, rows)
     create_table_artifact(certs.report_rows(rows, before), key=ARTIFACT_KEY,
                           description=f"cluster {run.spec.name}: days left of every kubeadm certificate "
                                       f"per control plane" + (" (after the renewal)" if before else ""))

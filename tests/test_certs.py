@@ -248,3 +248,61 @@ def test_the_kubeconfig_the_stand_in_renews_keeps_its_user(kubeadm_pki):
     cert = pki.load_cert(base64.b64decode(user["user"]["client-certificate-data"]))
     assert pki.cert_subject(cert)[0] == "system:kube-scheduler"
     assert (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days == 11  # the knob: 12 days
+
+
+# --- the task's judgement (no Prefect server: the node step and Prefect's calls recorded) -----------
+
+def kubeadm_json(residual_s: int, expires: str) -> str:
+    return json.dumps({"kind": "CertificateExpirationInfo", "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+                       "certificates": [{"name": "apiserver", "expirationDate": expires, "residualTime": residual_s,
+                                         "externallyManaged": False, "caName": "ca", "missing": False}],
+                       "certificateAuthorities": []})
+
+
+@pytest.fixture
+def check_task(monkeypatch):
+    """tasks.certs.certs_check's body with a fake run: each call's nodes answer `answer[0]`."""
+    import logging
+    from types import SimpleNamespace
+
+    from tasks import certs as task
+
+    answer: list[str] = []
+    seen: dict = {"artifacts": [], "events": []}
+
+    def fake_step(step, on_result=None):
+        for job in step.jobs:
+            on_result(job, SimpleNamespace(outputs={"expiration.json": answer[0].encode()}))
+
+    def call(plan, step_name):
+        run = SimpleNamespace(plan=plan, info=seen.setdefault("info", {}), spec=SimpleNamespace(name="demo"))
+        monkeypatch.setattr(task, "current_run", lambda: run)
+        return task.certs_check.__wrapped__(plan.step(step_name))
+
+    monkeypatch.setattr(task, "run_node_step", fake_step)
+    monkeypatch.setattr(task, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(task, "create_table_artifact", lambda rows, **kw: seen["artifacts"].append(rows))
+    monkeypatch.setattr(task, "emit_certificate_expiring", lambda *a: seen["events"].append(a))
+    return SimpleNamespace(call=call, answer=answer, seen=seen, problem=task.CertificatesProblem)
+
+
+def test_an_expired_certificate_fails_a_check_but_not_a_renewal_that_fixes_it(check_task):
+    expired = kubeadm_json(-3600, "2026-12-01T00:00:00Z")
+    check_task.answer[:] = [expired]
+    with pytest.raises(check_task.problem, match="node-1: apiserver expired on 2026-12-01"):
+        check_task.call(build_plan(load_spec(aio()), "certs"), "certs-check")
+    assert check_task.problem.retryable is False
+    assert check_task.seen["events"] == [("demo", "node-1: apiserver", -1, "2026-12-01T00:00:00Z")]
+
+    check_task.seen.clear(), check_task.seen.update(artifacts=[], events=[])
+    plan = build_plan(load_spec(aio()), "certs", renew=True)
+    check_task.call(plan, "certs-check")  # a renewal follows: no failure, no alert yet
+    assert check_task.seen["events"] == []
+    check_task.answer[:] = [expired]  # the renewal changed nothing
+    with pytest.raises(check_task.problem, match="node-1: apiserver still expires on 2026-12-01 after the renewal"):
+        check_task.call(plan, "certs-check-renewed")
+    check_task.answer[:] = [kubeadm_json(364 * 86400 + 60, "2027-12-01T00:00:00Z")]
+    rows = check_task.call(plan, "certs-check-renewed")
+    assert rows[0]["days_left"] == 364
+    assert check_task.seen["artifacts"][-1][0]["days left before"] == -1
+    assert check_task.seen["info"]["certificates_by_node"] == {"node-1": {"apiserver": 364}}
