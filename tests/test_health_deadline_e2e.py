@@ -153,7 +153,7 @@ def test_certs_short_ones_are_reported_then_renewed_to_a_year(cluster, server):
     assert all(rows[ca]["days left"] >= 3640 for ca in CAS)
     info = check["cluster_info"]
     assert info["certificates_by_node"][host.name]["etcd-peer"] == rows["etcd-peer"]["days left"]
-    assert info["cert_days_left"]["API server certificate"] < LEAF_DAYS
+    assert info["certificate_days_left"]["API server certificate"] < LEAF_DAYS
     assert calls(host, "kubeadm", "certs")[-1]["argv"] == ["kubeadm", "certs", "check-expiration", "-o", "json"]
     old_admin, old_etcd, old_api = client_cert(kubeconfig), container(host, "etcd"), container(host, "kube-apiserver")
 
@@ -170,8 +170,8 @@ def test_certs_short_ones_are_reported_then_renewed_to_a_year(cluster, server):
     info = renewed["cluster_info"]
     assert info["certificates_by_node"][host.name]["apiserver"] >= 364
     # what the API serves now (the restarted server) and what the controller's kubeconfig presents
-    assert info["cert_days_left"]["API server certificate"] >= 364, info["cert_days_left"]
-    assert info["cert_days_left"]["admin client certificate"] >= 364, info["cert_days_left"]
+    assert info["certificate_days_left"]["API server certificate"] >= 364, info["certificate_days_left"]
+    assert info["certificate_days_left"]["admin client certificate"] >= 364, info["certificate_days_left"]
     assert client_cert(kubeconfig) != old_admin
     assert container(host, "etcd") not in ("", old_etcd) and container(host, "kube-apiserver") not in ("", old_api)
     assert [c["argv"][2:] for c in calls(host, "kubeadm", "certs")][-3:] == [
