@@ -1,11 +1,11 @@
 """Alerts: `kai alerts set --webhook URL` — a Prefect notification block and two automations.
 
-1. A run of an alerting mode (health, etcd_backup; certs by name, once the mode table has it)
-   ends FAILED or CRASHED → the block is sent a message naming the cluster (the run's spec),
+1. A run of an alerting mode (health, etcd_backup, certs) ends FAILED or CRASHED → the block is
+   sent a message naming the cluster (the run's spec),
    the mode, the run (name, id, UI link) and its state message — for health that is the verify
    step's "failing checks: …" with each check's error.
-2. A health run finds a certificate with fewer than CERT_WARN_DAYS days left: the flow emits the
-   event `kai.certificate.expiring` (tasks/verify.py) → the block is sent which certificate, of
+2. A health or certs run finds a certificate with fewer than CERT_WARN_DAYS days left: the flow
+   emits the event `kai.certificate.expiring` (tasks/verify.py; certs: one per node's certificate) → the block is sent which certificate, of
    which cluster, and when it expires.
 
 Both automations run in the Prefect server (its event triggers and actions services), so the

@@ -44,6 +44,8 @@ class StartRequest(BaseModel):
                                     "remove_nodes: names of the nodes to remove")
     force: bool = Field(False, description="remove_nodes: the nodes are dead — delete them (and a "
                         "control plane's etcd member) without drain or reset, never contacting them")
+    renew: bool = Field(False, description="certs: renew the certificates (one control plane at a "
+                        "time, static pods restarted); without it the run only reports days left")
     lock_wait_s: float | None = Field(None, ge=0, le=3600,
                                       description="how long to wait for busy hosts before refusing")
     rebuild_mode: Literal[modes.install_choices()] = "auto"  # type: ignore[valid-type]
@@ -84,7 +86,7 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
         run_id = prefect_call(ctl.start, canonical, request.spec, nodes=request.nodes,
                               lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode,
                               to=request.to, max_unavailable=request.max_unavailable,
-                              force=request.force)
+                              force=request.force, renew=request.renew)
     except ApiError:
         if secrets:
             legacy.delete_secrets(list(secrets))

@@ -75,14 +75,14 @@ def kai_run(
 ) -> Iterator[tuple[RunContext, Plan]]:
     """The frame of a flow run (module doc). Whether it locks its hosts is the mode's
     (installers/modes.py: read-only health does not). `options`: what the mode takes besides
-    the spec and nodes (upgrade: to, max_unavailable; remove_nodes: force)."""
+    the spec and nodes (upgrade: to, max_unavailable; remove_nodes: force; certs: renew)."""
     logger = get_run_logger()
     redact.install()
     spec = load_spec(spec if isinstance(spec, dict) else spec.model_dump(mode="json"))
     problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)
-    lock = modes.get(mode).locks_hosts
+    lock = modes.run_locks_hosts(mode, options)  # certs: only a renewal locks
     plan = build_plan(spec, mode, nodes=nodes, **(options or {}))
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)

@@ -36,6 +36,7 @@ LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
 TARGET_PARAM = "to"              # takes_target: the Kubernetes version to move to ("1.37", "1.37.1")
 MAX_UNAVAILABLE_PARAM = "max_unavailable"  # takes_target: workers drained at once (default 1)
 FORCE_PARAM = "force"            # takes_force: remove dead nodes without their own steps
+RENEW_PARAM = "renew"            # takes_renew: renew the certificates (certs), not only look
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ class Mode:
     takes_nodes: bool = False       # its flow takes NODES_PARAM
     takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
     takes_force: bool = False       # its flow takes FORCE_PARAM (and its plan depends on it)
+    takes_renew: bool = False       # its flow takes RENEW_PARAM (and its plan depends on it)
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
+    locks_only_with: str | None = None  # …and then only when this flag option is set (certs:
+                                        # renew; its check alone is read-only and schedulable)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
     # What `GET /modes` tells a person choosing a mode (the old service's keys): what the hosts
     # need beyond the common host requirements (deployments/legacy.py adds those from
@@ -134,6 +138,15 @@ MODES: tuple[Mode, ...] = (
                    "a control plane's etcd member removed", "the other nodes' /etc/hosts updated",
                    "--force for dead nodes"),
          estimated_time="1-3 minutes per node"),
+    # A check (the default) only reads, so it takes no host locks and suits a schedule; --renew
+    # changes the control planes and locks them.
+    Mode("certs", "days left of every kubeadm certificate on the control planes; --renew: renew "
+         "them one control plane at a time", takes_renew=True, locks_only_with=RENEW_PARAM,
+         requirements=("a cluster kai installed", "every etcd member healthy (to renew)"),
+         features=("days left per certificate per node (artifact and cluster_info)",
+                   "alerts under 30 days", "renew: kubeadm certs renew all, static pods restarted, "
+                   "admin kubeconfig refreshed", "schedulable (the check)"),
+         estimated_time="under 1 minute; renew: 1-3 minutes per control plane"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -221,7 +234,7 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
                     lock_wait_s: float | None = None, install: str = AUTO,
                     target: str | None = None, max_unavailable: int | None = None,
-                    force: bool = False) -> dict[str, Any]:
+                    force: bool = False, renew: bool = False) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
@@ -233,6 +246,8 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
             params[MAX_UNAVAILABLE_PARAM] = max_unavailable
     if m.takes_force:
         params[FORCE_PARAM] = bool(force)
+    if m.takes_renew:
+        params[RENEW_PARAM] = bool(renew)
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -248,14 +263,25 @@ def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
 def plan_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The plan options a run of `mode` was given (build_plan's keywords): "to" and
     "max_unavailable" for a mode that takes a target, "force" for one that takes force; {} for
-    the others."""
+    the others; "renew" for certs."""
     m, options = get(mode), {}
     if m.takes_target:
         options.update({TARGET_PARAM: params.get(TARGET_PARAM),
                         MAX_UNAVAILABLE_PARAM: params.get(MAX_UNAVAILABLE_PARAM)})
     if m.takes_force:
         options[FORCE_PARAM] = bool(params.get(FORCE_PARAM))
+    if m.takes_renew:
+        options[RENEW_PARAM] = bool(params.get(RENEW_PARAM))
     return options
+
+
+def run_locks_hosts(mode: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether a run of `mode` with these options takes the host locks: the mode's rule, and for
+    a mode that locks only with an option (certs: renew) that option set."""
+    m = get(mode)
+    if not m.locks_hosts:
+        return False
+    return m.locks_only_with is None or bool((options or {}).get(m.locks_only_with))
 
 
 def overview_rows() -> list[str]:

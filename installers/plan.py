@@ -322,6 +322,10 @@ def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> li
     return plan_notes(spec, nodes, force=force)
 
 
+# The certs mode's planner and job builders (installers/certs_plan.py; it imports this module back
+# lazily). Its planner takes the renew option: build_plan's keyword.
+from installers.certs_plan import certs_check_job, certs_plan, certs_renew_job  # noqa: E402,F401
+
 PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
     "ha": _ha_plan,
@@ -332,6 +336,7 @@ PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "upgrade": _upgrade_plan,
     "etcd_backup": _etcd_backup_plan,
     "remove_nodes": _remove_nodes_plan,
+    "certs": certs_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
                                "(nothing else is touched)"]}
@@ -346,14 +351,17 @@ PLAN_NOTES: dict[str, Callable[[ClusterSpec, list[Node], bool], list[str]]] = {
 def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, **options: Any) -> Plan:
     """The plan of a mode; raises SpecError when the spec does not suit the mode. `options`: what
     the mode's flow was given besides the spec and nodes (installers/modes.py plan_options: to and
-    max_unavailable for upgrade, force for remove_nodes)."""
+    max_unavailable for upgrade, force for remove_nodes, renew for certs)."""
     problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)
     force = bool(options.get(modes.FORCE_PARAM))
-    given = {k: v for k, v in options.items() if v is not None and k != modes.FORCE_PARAM}
+    flags = (modes.FORCE_PARAM, modes.RENEW_PARAM)  # booleans: given only to the modes taking them
+    given = {k: v for k, v in options.items() if v is not None and k not in flags}
     if modes.get(mode).takes_force:
         given[modes.FORCE_PARAM] = force
+    if modes.get(mode).takes_renew:
+        given[modes.RENEW_PARAM] = bool(options.get(modes.RENEW_PARAM))
     named = [spec.node(n) for n in nodes or []]
     phases = PLANNERS[mode](spec, named, **given)
     warnings = list(spec_warnings(spec)) + PLAN_WARNINGS.get(mode, [])

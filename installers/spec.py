@@ -362,6 +362,8 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
         p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
     if (options or {}).get(modes.FORCE_PARAM) and not modes.get(mode).takes_force:
         p.append(f"force: only applies to remove_nodes, not {mode}")
+    if (options or {}).get(modes.RENEW_PARAM) and not modes.get(mode).takes_renew:
+        p.append(f"renew: only applies to certs, not {mode}")
     if modes.get(mode).takes_target:
         p += upgrade_rules.upgrade_problems(spec, options or {})
     else:

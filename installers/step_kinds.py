@@ -147,6 +147,11 @@ STEP_KINDS: tuple[StepKind, ...] = (
              planner=REMOVE_PLANNER),
     StepKind("verify_removal", "tasks/remove.py:verify_removal", None,
              StepPolicy(0, 0, 10, deadline_s=300), note="polls `installers/cluster_check.py`"),
+    # certs (installers/certs_plan.py). A renewal restarts the node's static pods and waits for
+    # each (certs_plan.POD_TIMEOUT_S to stop, as long to come back): its timeout covers that.
+    StepKind("certs_check", "tasks/certs.py:certs_check", "certs-check.sh", StepPolicy(1, 5, 60),
+             note="judged in `installers/certs.py`"),
+    StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 600)),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

@@ -26,6 +26,9 @@ from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
 
+# cluster_info's days left per certificate per control plane, when the run looked (certs mode)
+CERTIFICATES_BY_NODE = "certificates_by_node"
+
 
 class ClusterUnhealthy(Exception):
     pass
@@ -60,6 +63,8 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
         logger.warning("verify: %s", warning)
     alert_expiring_certificates(run.spec.name, report)
     info = cluster_facts(run.spec, report, path) | {"drift": drift}
+    if CERTIFICATES_BY_NODE in run.info:  # the certs mode's look at every node (tasks/certs.py)
+        info[CERTIFICATES_BY_NODE] = run.info[CERTIFICATES_BY_NODE]
     run.info.update(info)
     create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
     create_markdown_artifact(render_report(run.spec.name, report, path,
@@ -82,18 +87,22 @@ def spec_drift(spec: ClusterSpec, report: ClusterReport) -> list[str]:
 
 def alert_expiring_certificates(cluster: str, report: ClusterReport) -> None:
     """An event per certificate under CERT_WARN_DAYS: kai's alert automation (deployments/alerts.py)
-    sends it to the user's notification block. The event names the run (emit_event relates it
-    to the flow run it is sent from)."""
+    sends it to the user's notification block."""
+    for what, days in report.cert_days_left.items():
+        if days < CERT_WARN_DAYS:
+            emit_certificate_expiring(cluster, what, days, report.cert_expiry.get(what, ""))
+
+
+def emit_certificate_expiring(cluster: str, certificate: str, days_left: int, expires: str) -> None:
+    """The `kai.certificate.expiring` event of one certificate (health and the certs mode). The
+    event names the run (emit_event relates it to the flow run it is sent from)."""
     from prefect.events import emit_event
     from prefect.runtime import flow_run
 
-    for what, days in report.cert_days_left.items():
-        if days < CERT_WARN_DAYS:
-            emit_event(CERT_EXPIRING_EVENT, resource={"prefect.resource.id": f"kai.cluster.{cluster}",
-                                                      "prefect.resource.name": cluster},
-                       payload={"cluster": cluster, "certificate": what, "days_left": days,
-                                "expires": report.cert_expiry.get(what, ""),
-                                "run_name": flow_run.name or "", "run_id": flow_run.id or ""})
+    emit_event(CERT_EXPIRING_EVENT, resource={"prefect.resource.id": f"kai.cluster.{cluster}",
+                                              "prefect.resource.name": cluster},
+               payload={"cluster": cluster, "certificate": certificate, "days_left": days_left,
+                        "expires": expires, "run_name": flow_run.name or "", "run_id": flow_run.id or ""})
 
 
 def cluster_facts(spec: ClusterSpec, report: ClusterReport, kubeconfig: Path) -> dict:

@@ -52,6 +52,9 @@ CASES = [
     ("upgrade", aio(), {"to": "1.36.5"}),               # a patch; one node, no workers
     ("etcd_backup", ha(), {}),
     ("etcd_backup", aio(), {}),
+    ("certs", ha(), {}),                                # a check: read-only
+    ("certs", ha(), {"renew": True}),                   # renew one control plane at a time, check again
+    ("certs", aio(), {"renew": True}),
 ]
 
 
@@ -60,7 +63,7 @@ def case_id(case) -> str:
     return f"{mode}-{len(spec['nodes'])}n-{spec.get('control_plane_endpoint', {}).get('type', 'node')}" \
            f"-{'nostorage' if spec.get('storage') else 'storage'}-{'+'.join(params.get('nodes', []))}" \
            f"{params.get('to', '')}{params.get('max_unavailable', '')}" \
-           f"{'-force' if params.get('force') else ''}"
+           f"{'-force' if params.get('force') else ''}{'-renew' if params.get('renew') else ''}"
 
 
 @pytest.fixture

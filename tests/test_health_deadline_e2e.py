@@ -1,14 +1,22 @@
-"""A broken cluster's `health` run is FAILED within its deadline (issue #10 §2), end to end: real
-`kai serve`, an all-in-one install on a booted host, then the API server stand-in stopped.
+"""Day-2 looks at one all-in-one cluster on a booted host, end to end (real `kai serve`), one
+install for the module:
 
-The deadline is overridden to 20 s (`steps: {health: {deadline_s: 20}}`). To measure the default
-(2 min) by hand: KAI_TEST_HEALTH_DEADLINE=default pytest tests/test_health_deadline_e2e.py -s
+1. A broken cluster's `health` run is FAILED within its deadline (issue #10 §2): the API server
+   stand-in stopped. The deadline is overridden to 20 s (`steps: {health: {deadline_s: 20}}`). To
+   measure the default (2 min) by hand:
+   KAI_TEST_HEALTH_DEADLINE=default pytest tests/test_health_deadline_e2e.py -s
+2. The certs mode (issue #12 §3): the kubeadm stand-in issued the cluster's certificates for
+   LEAF_DAYS days (its test knob); a check reports them per certificate per node, a renewal gives
+   them a year — the restarted API server serves the new one, the controller's admin kubeconfig
+   has a new client certificate — and the check after it says so.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +24,7 @@ from installers.cluster_check import CHECKS
 from installers.plan import DEFAULT_POLICIES
 from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.mirror import serve_mirror_to
-from tests.test_flows_e2e import assert_completed, make_spec, start, wait
+from tests.test_flows_e2e import assert_completed, calls, make_spec, start, wait
 
 pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
 
@@ -47,11 +55,29 @@ def health_deadline() -> tuple[dict, float]:
     return {"health": {"deadline_s": 20}}, 20.0
 
 
-def test_health_of_a_cluster_whose_api_server_is_down_fails_within_its_deadline(hosts, server):
+# The stand-in's knob (tests/hosts/standins/standin_certs.py): leaf certificates of this many days.
+PKI_KNOB = "/etc/kai-standin/pki.json"
+LEAF_DAYS = 20
+
+
+@pytest.fixture(scope="module")
+def cluster(hosts, server):
+    """The all-in-one cluster, its certificates issued for LEAF_DAYS days (the knob is removed
+    after the install: a renewal gives kubeadm's year)."""
     host = hosts[0]
-    steps, deadline_s = health_deadline()
+    steps, _ = health_deadline()
     spec = make_spec(hosts, [host], name="bounded", steps=steps)
-    assert_completed(wait(start("all_in_one", spec)))
+    host.put_file(PKI_KNOB, f'{{"leaf_days": {LEAF_DAYS}}}\n')
+    try:
+        assert_completed(wait(start("all_in_one", spec)))
+    finally:
+        host.exec(f"rm -f {PKI_KNOB}")
+    return host, spec
+
+
+def test_health_of_a_cluster_whose_api_server_is_down_fails_within_its_deadline(cluster, server):
+    host, spec = cluster
+    _, deadline_s = health_deadline()
     healthy = wait(start("health", spec), timeout=300)
     assert_completed(healthy)  # the same health run passes while the API server is up
 
@@ -82,3 +108,77 @@ def test_health_of_a_cluster_whose_api_server_is_down_fails_within_its_deadline(
     print(f"\nhealth with the API server stopped, deadline {deadline_s:g} s: FAILED {to_final_s:.1f} s after "
           f"the start request (run {st['duration_s']:.1f} s, verify {verify['duration_s']:.1f} s)\n{message}")
 
+
+
+# --- certs ---------------------------------------------------------------------------------------
+
+def certificate_rows(run_id: str) -> list[dict]:
+    """The run's latest `certificates` table artifact."""
+    from deployments.run_status import _latest_artifacts, _table_rows, prefect_client, run_uuid
+    with prefect_client() as client:
+        artifacts = _latest_artifacts(client, run_uuid(run_id))
+    assert "certificates" in artifacts, sorted(artifacts)
+    return _table_rows(artifacts["certificates"])
+
+
+def client_cert(kubeconfig: Path) -> bytes:
+    import yaml
+    kc = yaml.safe_load(kubeconfig.read_text())
+    return base64.b64decode(kc["users"][0]["user"]["client-certificate-data"])
+
+
+def container(host, name: str) -> str:
+    return host.exec(f"crictl ps --name {name} --state running -q").stdout.strip()
+
+
+RENEWABLE = {"admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
+             "controller-manager.conf", "etcd-healthcheck-client", "etcd-peer", "etcd-server",
+             "front-proxy-client", "scheduler.conf", "super-admin.conf"}
+CAS = {"ca", "etcd-ca", "front-proxy-ca"}
+
+
+def test_certs_short_ones_are_reported_then_renewed_to_a_year(cluster, server):
+    host, spec = cluster
+    kubeconfig = Path(server.state_dir, "clusters", spec["name"], "admin.conf")
+
+    t0 = time.monotonic()
+    check = wait(check_id := start("certs", spec), timeout=300)
+    check_s = time.monotonic() - t0
+    assert_completed(check)
+    rows = {r["certificate"]: r for r in certificate_rows(check_id) if r["node"] == host.name}
+    assert set(rows) == RENEWABLE | CAS
+    for name in RENEWABLE:  # issued for LEAF_DAYS days: whole days left, minus the time since
+        assert LEAF_DAYS - 2 <= rows[name]["days left"] < LEAF_DAYS, rows[name]
+        assert rows[name]["state"] == "expiring", rows[name]
+    assert all(rows[ca]["days left"] >= 3640 for ca in CAS)
+    info = check["cluster_info"]
+    assert info["certificates_by_node"][host.name]["etcd-peer"] == rows["etcd-peer"]["days left"]
+    assert info["certificate_days_left"]["API server certificate"] < LEAF_DAYS
+    assert calls(host, "kubeadm", "certs")[-1]["argv"] == ["kubeadm", "certs", "check-expiration", "-o", "json"]
+    old_admin, old_etcd, old_api = client_cert(kubeconfig), container(host, "etcd"), container(host, "kube-apiserver")
+
+    t0 = time.monotonic()
+    renewed = wait(renew_id := start("certs", spec, renew=True), timeout=900)
+    renew_s = time.monotonic() - t0
+    assert_completed(renewed)
+    assert [s["name"] for s in renewed["steps"]] == ["kubeconfig", "certs-check", "certs-renew", "kubeconfig-renewed",
+                                                     "certs-check-renewed", "verify"]
+    after = {r["certificate"]: r for r in certificate_rows(renew_id) if r["node"] == host.name}
+    for name in RENEWABLE:
+        assert after[name]["days left"] >= 364 and after[name]["state"] == "ok", after[name]
+        assert LEAF_DAYS - 2 <= after[name]["days left before"] < LEAF_DAYS, after[name]
+    info = renewed["cluster_info"]
+    assert info["certificates_by_node"][host.name]["apiserver"] >= 364
+    # what the API serves now (the restarted server) and what the controller's kubeconfig presents
+    assert info["certificate_days_left"]["API server certificate"] >= 364, info["certificate_days_left"]
+    assert info["certificate_days_left"]["admin client certificate"] >= 364, info["certificate_days_left"]
+    assert client_cert(kubeconfig) != old_admin
+    assert container(host, "etcd") not in ("", old_etcd) and container(host, "kube-apiserver") not in ("", old_api)
+    assert [c["argv"][2:] for c in calls(host, "kubeadm", "certs")][-3:] == [
+        ["check-expiration", "-o", "json"], ["renew", "all"], ["check-expiration", "-o", "json"]]
+    from installers.cluster_check import KubeconfigCredentials
+    with KubeconfigCredentials(kubeconfig).client(10) as api:  # the API answers the new admin
+        assert api.get("/api/v1/nodes").raise_for_status().json()["items"][0]["metadata"]["name"] == host.name
+    print(f"\ncerts on {host.name}: check {check_s:.1f} s, renew {renew_s:.1f} s "
+          f"(run {renewed['duration_s']:.1f} s; step certs-renew "
+          f"{next(s['duration_s'] for s in renewed['steps'] if s['name'] == 'certs-renew'):.1f} s)")

@@ -3,9 +3,12 @@
 cluster (the etcd image ships etcdctl):
 
     crictl ps --name etcd --state running -q      the etcd container's id (nothing if not running)
+    crictl ps --name kube-apiserver --state running -q   the API server's (the API stand-in's unit)
     crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args
 
-The "container" is the kubelet stand-in's etcd unit (standin_etcd). Like the real pod, it sees
+The "container" is the kubelet stand-in's etcd unit (standin_etcd), or the API stand-in's unit;
+an id is new with every start of the unit, as a container's is with every restart. The other
+control-plane pods (controller-manager, scheduler) do not run here: their ps lists nothing. Like the real pod, it sees
 only its two hostPath mounts (/var/lib/etcd, /etc/kubernetes/pki/etcd): a file argument elsewhere
 fails as it would in the container. Anything else fails loudly."""
 
@@ -20,7 +23,20 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import standin_etcd as etcd  # noqa: E402
 from standin_common import Fail, run_main, version  # noqa: E402
 
-PS_ARGS = ["ps", "--name", "etcd", "--state", "running", "-q"]
+API_UNIT = "kai-standin-apiserver.service"
+PS_NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def ps_args(name: str) -> list[str]:
+    return ["ps", "--name", name, "--state", "running", "-q"]
+
+
+def running_id(name: str) -> str | None:
+    if name == "etcd":
+        return etcd.running_container()
+    if name == "kube-apiserver":
+        return etcd.unit_container(API_UNIT, name)
+    return None
 FILE_FLAGS = ("--cacert", "--cert", "--key", "--data-dir", "--wal-dir")
 
 
@@ -59,15 +75,16 @@ def main(argv) -> int:
     if argv == ["--version"]:
         print(f"crictl version v{version()}")
         return 0
-    if argv == PS_ARGS:
-        cid = etcd.running_container()
-        if cid:
-            print(cid)
-        return 0
+    for name in PS_NAMES:
+        if argv == ps_args(name):
+            cid = running_id(name)
+            if cid:
+                print(cid)
+            return 0
     if argv[:1] == ["exec"]:
         return cmd_exec(argv[1:])
     raise Fail(f"crictl stand-in: unsupported arguments {argv} (only --version, "
-               f"`{' '.join(PS_ARGS)}` and `exec <id> etcdctl …`)")
+               f"`{' '.join(ps_args('NAME'))}` for {', '.join(PS_NAMES)} and `exec <id> etcdctl …`)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """kubeadm stand-in: exactly the subcommands kai runs (docs/architecture.md §3), strictly, and the
-day-2 ones: upgrade plan / apply / node (version policy of cmd/kubeadm/app/phases/upgrade/policy.go).
+day-2 ones: upgrade plan / apply / node (version policy of cmd/kubeadm/app/phases/upgrade/policy.go),
+certs check-expiration / renew all (standin_certs.py).
 
 Writes real PKI, kubeconfigs and static pod manifests (the kubelet stand-in runs etcd's with Debian's
 etcd), adds and removes etcd members as kubeadm does, and runs the API stand-in as
@@ -26,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import yaml  # noqa: E402
 
+import standin_certs as certs  # noqa: E402
 import standin_etcd as etcd  # noqa: E402
 import standin_pki as pki  # noqa: E402
 from standin_common import Api, Fail, parse_version, run_main, version  # noqa: E402
@@ -200,27 +202,30 @@ def make_shared_certs() -> None:
 
 def make_node_certs(name: str, address: str, endpoint_host: str, cluster: dict) -> None:
     ca_key, ca = load_ca("ca")
+    days = certs.leaf_days()  # a year, or the test knob's (standin_certs)
     svc_net = ipaddress.ip_network((cluster.get("networking") or {}).get("serviceSubnet") or "10.96.0.0/12")
     domain = (cluster.get("networking") or {}).get("dnsDomain") or "cluster.local"
     sans = [name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
             str(svc_net[1]), address, endpoint_host] + list((cluster.get("apiServer") or {}).get("certSANs") or [])
     say(f"[certs] apiserver serving cert is signed for DNS names and IPs {sorted(set(sans))}")
-    write_pair("apiserver", *pki.issue(ca_key, ca, "kube-apiserver", sans=list(dict.fromkeys(sans)), server=True))
+    write_pair("apiserver", *pki.issue(ca_key, ca, "kube-apiserver", sans=list(dict.fromkeys(sans)), server=True, days=days))
     write_pair("apiserver-kubelet-client", *pki.issue(ca_key, ca, "kube-apiserver-kubelet-client",
-                                                      orgs=("kubeadm:cluster-admins",), client=True))
+                                                      orgs=("kubeadm:cluster-admins",), client=True,
+                                                      days=days))
     fp_key, fp = load_ca("front-proxy-ca")
-    write_pair("front-proxy-client", *pki.issue(fp_key, fp, "front-proxy-client", client=True))
+    write_pair("front-proxy-client", *pki.issue(fp_key, fp, "front-proxy-client", client=True, days=days))
     e_key, e = load_ca("etcd/ca")
     write_pair("etcd/server", *pki.issue(e_key, e, name, sans=[name, "localhost", address, "127.0.0.1"],
-                                         server=True, client=True))
-    write_pair("etcd/peer", *pki.issue(e_key, e, name, sans=[name, "localhost", address], server=True, client=True))
-    write_pair("etcd/healthcheck-client", *pki.issue(e_key, e, "kube-etcd-healthcheck-client", client=True))
-    write_pair("apiserver-etcd-client", *pki.issue(e_key, e, "kube-apiserver-etcd-client", client=True))
+                                         server=True, client=True, days=days))
+    write_pair("etcd/peer", *pki.issue(e_key, e, name, sans=[name, "localhost", address], server=True, client=True,
+                                       days=days))
+    write_pair("etcd/healthcheck-client", *pki.issue(e_key, e, "kube-etcd-healthcheck-client", client=True, days=days))
+    write_pair("apiserver-etcd-client", *pki.issue(e_key, e, "kube-apiserver-etcd-client", client=True, days=days))
 
 
 def write_kubeconfig(file: str, server: str, cn: str, orgs: tuple[str, ...]) -> None:
     ca_key, ca = load_ca("ca")
-    k, c = pki.issue(ca_key, ca, cn, orgs=orgs, client=True)
+    k, c = pki.issue(ca_key, ca, cn, orgs=orgs, client=True, days=certs.leaf_days())
     say(f'[kubeconfig] Writing "{file}" kubeconfig file')
     pki.write_private(K8S / file, pki.kubeconfig(server, pki.cert_pem(ca), cn, pki.cert_pem(c), pki.key_pem(k)).encode())
 
@@ -1039,6 +1044,22 @@ def cmd_upgrade_node(a) -> int:
     return 0
 
 
+def cmd_certs_check_expiration(a) -> int:
+    if a.output not in certs.OUTPUT_FORMATS:
+        raise Fail(f'unable to match a printer suitable for the output format "{a.output}", allowed '
+                   f'formats are: {",".join(certs.OUTPUT_FORMATS)} (the stand-in\'s)')
+    sys.stdout.write(certs.check_expiration(a.output, Path(a.cert_dir)))
+    return 0
+
+
+def cmd_certs_renew_all(a) -> int:
+    if not (Path(a.cert_dir) / "ca.crt").exists():
+        raise Fail(f"couldn't load the certificate authority: open {Path(a.cert_dir) / 'ca.crt'}: "
+                   "no such file or directory")
+    certs.renew_all(say, Path(a.cert_dir))
+    return 0
+
+
 def cmd_version(a) -> int:
     if a.output != "short":
         raise Fail(f'invalid output format: {a.output} (the stand-in supports "-o short")')
@@ -1063,8 +1084,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--ttl", required=True)
     create.add_argument("--description", required=True)
     create.set_defaults(fn=cmd_token_create)
-    certs = sub.add_parser("certs", allow_abbrev=False).add_subparsers(dest="certs_cmd", required=True)
-    certs.add_parser("certificate-key", allow_abbrev=False).set_defaults(fn=cmd_certificate_key)
+    certs_cmd = sub.add_parser("certs", allow_abbrev=False).add_subparsers(dest="certs_cmd", required=True)
+    certs_cmd.add_parser("certificate-key", allow_abbrev=False).set_defaults(fn=cmd_certificate_key)
+    # -o: kubeadm's long name is --output in some releases' docs, --experimental-output in others
+    check = certs_cmd.add_parser("check-expiration", allow_abbrev=False)
+    check.add_argument("-o", "--output", "--experimental-output", dest="output", default="text")
+    check.add_argument("--cert-dir", default=str(PKI))
+    check.set_defaults(fn=cmd_certs_check_expiration)
+    renew = certs_cmd.add_parser("renew", allow_abbrev=False).add_subparsers(dest="renew_cmd", required=True)
+    renew_all = renew.add_parser("all", allow_abbrev=False)  # single certificates: not implemented
+    renew_all.add_argument("--cert-dir", default=str(PKI))
+    renew_all.set_defaults(fn=cmd_certs_renew_all)
     reset = sub.add_parser("reset", allow_abbrev=False)
     reset.add_argument("-f", "--force", action="store_true")
     reset.add_argument("--cleanup-tmp-dir", action="store_true")

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """kubelet stand-in: `--version`, and as kubelet.service: healthz on 127.0.0.1:10248, node status
 heartbeats (with its version) to the API stand-in with kubelet.conf, the kube-vip static pod's VIP
-(ip addr add), restarts of the API stand-in when its static pod manifest changes, and the etcd
+(ip addr add), restarts of the API stand-in when its static pod manifest changes (stopped while
+it is moved away), and the etcd
 static pod: Debian's etcd run with the manifest's flags (standin_etcd). Start and
 stop are written to the version journal (standin_common.version_event)."""
 
@@ -181,11 +182,13 @@ class StaticPods:
     flags, as a systemd unit (started, restarted when the manifest changes, stopped when it goes).
     kube-apiserver.yaml: when it changes (kubeadm upgrade rewrites it), restart the API stand-in
     so it runs what the manifest now says; the API stand-in records the hash of the manifest it
-    started from (standin_apiserver.RUNNING_MANIFEST)."""
+    started from (standin_apiserver.RUNNING_MANIFEST). When it is moved away, stop the API
+    stand-in until it is back (kubeadm's documented restart of a static pod)."""
 
     def __init__(self):
         self.restarted_for: str | None = None
         self.etcd_seen = False  # this kubelet process has made sure etcd runs
+        self.apiserver_removed = False  # this kubelet stopped the API server: its manifest went
 
     def sync(self) -> None:
         self.sync_etcd()
@@ -217,7 +220,20 @@ class StaticPods:
         self.etcd_seen = True
 
     def sync_apiserver(self) -> None:
-        if not (API_UNIT.exists() and APISERVER_MANIFEST.exists()):
+        if not API_UNIT.exists():
+            return
+        if not APISERVER_MANIFEST.exists():
+            # the manifest moved away (kubeadm's way to restart a static pod after a certificate
+            # renewal): the pod stops until it is back
+            if not self.apiserver_removed:
+                print("static pod kube-apiserver: manifest removed, stopping it", file=sys.stderr, flush=True)
+                subprocess.run(["systemctl", "stop", API_UNIT.name], capture_output=True)
+                self.apiserver_removed = True
+            return
+        if self.apiserver_removed:
+            print("static pod kube-apiserver: manifest back, starting it", file=sys.stderr, flush=True)
+            subprocess.run(["systemctl", "start", API_UNIT.name], capture_output=True)
+            self.apiserver_removed = False
             return
         want = hashlib.sha256(APISERVER_MANIFEST.read_bytes()).hexdigest()
         try:

@@ -115,19 +115,24 @@ def unit_text(command: list[str], manifest_sha: str) -> str:
             "Restart=always\nRestartSec=1\nLimitNOFILE=65536\n")
 
 
-def container_id(invocation_id: str) -> str:
-    """A 64-hex container id, new with every start of the etcd unit (like a container's)."""
-    return hashlib.sha256(f"etcd/{invocation_id}".encode()).hexdigest()
+def container_id(invocation_id: str, name: str = "etcd") -> str:
+    """A 64-hex container id, new with every start of the unit (like a container's)."""
+    return hashlib.sha256(f"{name}/{invocation_id}".encode()).hexdigest()
 
 
-def running_container() -> str | None:
-    """The id of the running etcd "container", None when it is not running."""
-    r = subprocess.run(["systemctl", "show", "-p", "ActiveState,SubState,InvocationID", UNIT.name],
+def unit_container(unit: str, name: str) -> str | None:
+    """The id of the "container" a systemd unit stands for, None when it is not running."""
+    r = subprocess.run(["systemctl", "show", "-p", "ActiveState,SubState,InvocationID", unit],
                        capture_output=True, text=True)
     props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     if props.get("ActiveState") != "active" or props.get("SubState") != "running" or not props.get("InvocationID"):
         return None
-    return container_id(props["InvocationID"])
+    return container_id(props["InvocationID"], name)
+
+
+def running_container() -> str | None:
+    """The id of the running etcd "container", None when it is not running."""
+    return unit_container(UNIT.name, "etcd")
 
 
 # --- etcdctl (kubeadm's member add / remove; what `crictl exec` runs) --------------------------
