@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from installers.plan_model import HostJob, Phase, host_job, plan_step
+
 if TYPE_CHECKING:
-    from installers.plan import HostJob, Phase
     from installers.spec import ClusterSpec, Node
 
 # How long one static pod may take to stop, and to come back, on a control plane being renewed:
@@ -36,11 +37,11 @@ def _plan():
 
 
 def certs_check_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _plan()._job("certs_check", node)
+    return host_job("certs_check", node)
 
 
 def certs_renew_job(spec: ClusterSpec, node: Node) -> HostJob:
-    return _plan()._job("certs_renew", node, {"KAI_NODE_NAME": node.name,
+    return host_job("certs_renew", node, {"KAI_NODE_NAME": node.name,
                                               "KAI_POD_TIMEOUT_S": str(POD_TIMEOUT_S)})
 
 
@@ -48,18 +49,18 @@ def certs_plan(spec: ClusterSpec, nodes: list[Node], renew: bool = False) -> lis
     p = _plan()
     cps = spec.control_planes()
     phases = [p._kubeconfig_phase(spec, cps[0]),
-              p.Phase("check", "Days left of every kubeadm certificate on each control plane", (
-                  p._step(spec, "certs-check", "certs_check", "kubeadm certs check-expiration on "
-                          "every control plane", [certs_check_job(spec, n) for n in cps]),))]
+              Phase("check", "Days left of every kubeadm certificate on each control plane", (
+                  plan_step(spec, "certs-check", "certs_check", "kubeadm certs check-expiration on "
+                            "every control plane", [certs_check_job(spec, n) for n in cps]),))]
     if renew:
-        phases.append(p.Phase("renew", "Renew the certificates, one control plane at a time", (
-            p._step(spec, "certs-renew", "certs_renew", "kubeadm certs renew all, then the static "
+        phases.append(Phase("renew", "Renew the certificates, one control plane at a time", (
+            plan_step(spec, "certs-renew", "certs_renew", "kubeadm certs renew all, then the static "
                     "pods restarted on the new certificates (one control plane at a time)",
                     [certs_renew_job(spec, n) for n in cps], parallel=False),
-            p._step(spec, "kubeconfig-renewed", "kubeconfig",
+            plan_step(spec, "kubeconfig-renewed", "kubeconfig",
                     "Fetch the renewed admin.conf (a new client certificate)",
                     [p.kubeconfig_job(spec, cps[0])]),
-            p._step(spec, "certs-check-renewed", "certs_check", "kubeadm certs check-expiration "
+            plan_step(spec, "certs-check-renewed", "certs_check", "kubeadm certs check-expiration "
                     "again: every renewable certificate expires later", [certs_check_job(spec, n) for n in cps]),
         )))
     phases.append(p._verify_phase(spec, kind="health"))

@@ -322,9 +322,9 @@ def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> li
     return plan_notes(spec, nodes, force=force)
 
 
-# The certs mode's planner and job builders (installers/certs_plan.py; it imports this module back
-# lazily). Its planner takes the renew option: build_plan's keyword.
-from installers.certs_plan import certs_check_job, certs_plan, certs_renew_job  # noqa: E402,F401
+# The certs mode's planner (installers/certs_plan.py, with its job builders; it imports this
+# module back lazily). It takes the renew option: build_plan's keyword.
+from installers.certs_plan import certs_plan  # noqa: E402
 
 PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,

@@ -85,6 +85,7 @@ class StepKind:
 
 UPGRADE_PLANNER = "plan_upgrade.py"
 REMOVE_PLANNER = "remove_plan.py"
+CERTS_PLANNER = "certs_plan.py"
 
 STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("facts", "tasks/preflight.py:preflight", "facts.sh", StepPolicy(1, 5, 30),
@@ -150,8 +151,9 @@ STEP_KINDS: tuple[StepKind, ...] = (
     # certs (installers/certs_plan.py). A renewal restarts the node's static pods and waits for
     # each (certs_plan.POD_TIMEOUT_S to stop, as long to come back): its timeout covers that.
     StepKind("certs_check", "tasks/certs.py:certs_check", "certs-check.sh", StepPolicy(1, 5, 60),
-             note="judged in `installers/certs.py`"),
-    StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 600)),
+             note="judged in `installers/certs.py`", planner=CERTS_PLANNER),
+    StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 600),
+             planner=CERTS_PLANNER),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}
