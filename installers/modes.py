@@ -36,6 +36,8 @@ LOCK_WAIT_PARAM = "lock_wait_s"  # locks_hosts: how long to wait for busy hosts
 TARGET_PARAM = "to"              # takes_target: the Kubernetes version to move to ("1.37", "1.37.1")
 MAX_UNAVAILABLE_PARAM = "max_unavailable"  # takes_target: workers drained at once (default 1)
 FORCE_PARAM = "force"            # takes_force: remove dead nodes without their own steps
+SNAPSHOT_PARAM = "snapshot"      # takes_snapshot: the stored etcd snapshot's file name
+CONFIRM_PARAM = "confirm"        # takes_snapshot: the caller's explicit yes (the run replaces data)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Mode:
     takes_nodes: bool = False       # its flow takes NODES_PARAM
     takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
     takes_force: bool = False       # its flow takes FORCE_PARAM (and its plan depends on it)
+    takes_snapshot: bool = False    # its flow takes SNAPSHOT_PARAM (its plan's input) and
+                                    # CONFIRM_PARAM: a run is refused unless confirm is true
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     runs: tuple[str, ...] = ()      # no plan of its own: these modes' plans, one after another
     # What `GET /modes` tells a person choosing a mode (the old service's keys): what the hosts
@@ -134,6 +138,16 @@ MODES: tuple[Mode, ...] = (
                    "a control plane's etcd member removed", "the other nodes' /etc/hosts updated",
                    "--force for dead nodes"),
          estimated_time="1-3 minutes per node"),
+    # Destructive for the cluster's data: refused unless the caller confirms (`kai restore --yes`,
+    # REST `confirm: true`); `kai plan --mode etcd_restore --snapshot NAME` shows it without.
+    Mode("etcd_restore", "restore etcd on every control plane from a named snapshot (needs confirm)",
+         aliases=("etcd-restore", "restore"), takes_snapshot=True,
+         requirements=("a cluster kai installed", "a snapshot etcd_backup stored for this cluster",
+                       "every control plane reachable", "an explicit confirmation"),
+         features=("snapshot streamed to every control plane, sha256 checked on the node",
+                   "etcd and the API server stopped everywhere, then restored with a new cluster token",
+                   "the old data directory kept aside, named", "members and the cluster verified"),
+         estimated_time="1-3 minutes"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -221,7 +235,8 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
                     lock_wait_s: float | None = None, install: str = AUTO,
                     target: str | None = None, max_unavailable: int | None = None,
-                    force: bool = False) -> dict[str, Any]:
+                    force: bool = False, snapshot: str | None = None,
+                    confirm: bool = False) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
@@ -233,6 +248,9 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
             params[MAX_UNAVAILABLE_PARAM] = max_unavailable
     if m.takes_force:
         params[FORCE_PARAM] = bool(force)
+    if m.takes_snapshot:
+        params[SNAPSHOT_PARAM] = snapshot
+        params[CONFIRM_PARAM] = bool(confirm)
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -247,15 +265,27 @@ def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
 
 def plan_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The plan options a run of `mode` was given (build_plan's keywords): "to" and
-    "max_unavailable" for a mode that takes a target, "force" for one that takes force; {} for
-    the others."""
+    "max_unavailable" for a mode that takes a target, "force" for one that takes force, "snapshot"
+    for one that takes a snapshot (never "confirm": it decides whether a run may start, not what
+    it does); {} for the others."""
     m, options = get(mode), {}
     if m.takes_target:
         options.update({TARGET_PARAM: params.get(TARGET_PARAM),
                         MAX_UNAVAILABLE_PARAM: params.get(MAX_UNAVAILABLE_PARAM)})
     if m.takes_force:
         options[FORCE_PARAM] = bool(params.get(FORCE_PARAM))
+    if m.takes_snapshot:
+        options[SNAPSHOT_PARAM] = params.get(SNAPSHOT_PARAM)
     return options
+
+
+def confirmation_problems(mode: str, confirm: bool) -> list[str]:
+    """A mode that replaces the cluster's data starts only when the caller said yes."""
+    if get(mode).takes_snapshot and confirm is not True:
+        return [f"{CONFIRM_PARAM}: {mode} replaces the data of the running cluster with the snapshot's "
+                f"(everything written since is lost); confirm it explicitly (kai restore --yes, "
+                f"REST \"confirm\": true); `kai plan --mode {mode}` shows what it would do"]
+    return []
 
 
 def overview_rows() -> list[str]:

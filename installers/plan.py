@@ -473,6 +473,17 @@ def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> li
     return plan_notes(spec, nodes, force=force)
 
 
+# The etcd_restore mode's planner and job builders (installers/restore_plan.py, built on this
+# module lazily); its planner takes the snapshot's name: a build_plan keyword.
+from installers.restore_plan import (etcd_restore_phases, etcd_restore_stage_job,  # noqa: E402,F401
+                                     etcd_restore_start_job, etcd_restore_stop_job,
+                                     etcd_restore_swap_job, etcd_restore_verify_job)
+
+
+def _etcd_restore_plan(spec: ClusterSpec, nodes: list[Node], snapshot: str) -> list[Phase]:
+    return etcd_restore_phases(spec, nodes, snapshot)
+
+
 PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
     "ha": _ha_plan,
@@ -483,9 +494,13 @@ PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "upgrade": upgrade_plan,
     "etcd_backup": _etcd_backup_plan,
     "remove_nodes": _remove_nodes_plan,
+    "etcd_restore": _etcd_restore_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
-                               "(nothing else is touched)"]}
+                               "(nothing else is touched)"],
+                 "etcd_restore": ["etcd_restore: the cluster's etcd data is replaced by the snapshot's "
+                                  "(everything written since is lost) and the API servers are down "
+                                  "meanwhile; a run needs confirm (kai restore --yes)"]}
 
 
 # Notes that depend on the spec and the nodes (shown as the plan's warnings).
@@ -497,7 +512,7 @@ PLAN_NOTES: dict[str, Callable[[ClusterSpec, list[Node], bool], list[str]]] = {
 def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, **options: Any) -> Plan:
     """The plan of a mode; raises SpecError when the spec does not suit the mode. `options`: what
     the mode's flow was given besides the spec and nodes (installers/modes.py plan_options: to and
-    max_unavailable for upgrade, force for remove_nodes)."""
+    max_unavailable for upgrade, force for remove_nodes, snapshot for etcd_restore)."""
     problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)

@@ -130,6 +130,21 @@ STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("hosts_block", "tasks/remove.py:hosts_block", "hosts-block.sh", StepPolicy(2, 5, 60)),
     StepKind("verify_removal", "tasks/remove.py:verify_removal", None,
              StepPolicy(0, 0, 10, deadline_s=300), note="polls `installers/cluster_check.py`"),
+    # etcd_restore (installers/restore_plan.py): one script, a part per step, each attempt
+    # idempotent. stop and start wait inside (their waits end before the timeout, so the error
+    # says what never happened).
+    StepKind("restore_snapshot", "tasks/etcd_restore.py:restore_snapshot", None, StepPolicy(0, 0, 60),
+             note="the snapshot on the controller: `installers/etcd_backups.py`"),
+    StepKind("etcd_restore_stage", "tasks/etcd_restore.py:etcd_restore_stage", "etcd-restore.sh",
+             StepPolicy(1, 10, 600)),
+    StepKind("etcd_restore_stop", "tasks/etcd_restore.py:etcd_restore_stop", "etcd-restore.sh",
+             StepPolicy(1, 5, 180)),
+    StepKind("etcd_restore_swap", "tasks/etcd_restore.py:etcd_restore_swap", "etcd-restore.sh",
+             StepPolicy(1, 5, 120)),
+    StepKind("etcd_restore_start", "tasks/etcd_restore.py:etcd_restore_start", "etcd-restore.sh",
+             StepPolicy(1, 5, 300)),
+    StepKind("etcd_restore_verify", "tasks/etcd_restore.py:etcd_restore_verify", "etcd-restore.sh",
+             StepPolicy(1, 5, 180)),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

@@ -52,6 +52,8 @@ CASES = [
     ("upgrade", aio(), {"to": "1.36.5"}),               # a patch; one node, no workers
     ("etcd_backup", ha(), {}),
     ("etcd_backup", aio(), {}),
+    ("etcd_restore", ha(), {"snapshot": "demo-ha-20261201T213000Z-rev9.db", "confirm": True}),
+    ("etcd_restore", aio(), {"snapshot": "demo-20261201T213000Z-rev9.db", "confirm": True}),
 ]
 
 

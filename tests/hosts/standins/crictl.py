@@ -1,9 +1,16 @@
 #!/usr/bin/python3
 """crictl stand-in: `--version`, and what kai uses to reach etcd on a control plane, as on a real
-cluster (the etcd image ships etcdctl):
+cluster (the etcd 3.6 image kubeadm runs ships etcdctl and etcdutl):
 
     crictl ps --name etcd --state running -q      the etcd container's id (nothing if not running)
-    crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args
+    crictl ps --name kube-apiserver --state running -q   the API server's (the API stand-in's unit)
+    crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args (not
+                                                   `snapshot restore`: etcd 3.6 moved it to etcdutl)
+    crictl exec <id> etcdutl version
+    crictl exec <id> etcdutl snapshot restore <file> --data-dir=… --name=… --initial-cluster=…
+        --initial-cluster-token=… --initial-advertise-peer-urls=… [--skip-hash-check]
+                                                   Debian's etcdctl 3.4 `snapshot restore`, which
+                                                   takes exactly these flags
 
 The "container" is the kubelet stand-in's etcd unit (standin_etcd). Like the real pod, it sees
 only its two hostPath mounts (/var/lib/etcd, /etc/kubernetes/pki/etcd): a file argument elsewhere
@@ -11,6 +18,7 @@ fails as it would in the container. Anything else fails loudly."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,7 +29,49 @@ import standin_etcd as etcd  # noqa: E402
 from standin_common import Fail, run_main, version  # noqa: E402
 
 PS_ARGS = ["ps", "--name", "etcd", "--state", "running", "-q"]
+PS_NAMES = ("etcd", "kube-apiserver")
+API_UNIT = "kai-standin-apiserver.service"
 FILE_FLAGS = ("--cacert", "--cert", "--key", "--data-dir", "--wal-dir")
+# etcdutl 3.6 `snapshot restore` flags that etcdctl 3.4's `snapshot restore` takes the same way
+# (etcdutl's others -- --bump-revision, --mark-compacted, … -- fail: 3.4 cannot do them)
+ETCDUTL_RESTORE_FLAGS = ("--data-dir", "--wal-dir", "--name", "--initial-cluster", "--initial-cluster-token",
+                         "--initial-advertise-peer-urls")
+ETCDUTL_VERSION = etcd.IMAGE.rsplit(":", 1)[1].split("-")[0]
+
+
+def running_apiserver() -> str | None:
+    """The API stand-in's unit as the kube-apiserver "container": its id while it runs."""
+    r = subprocess.run(["systemctl", "show", "-p", "ActiveState,SubState,InvocationID", API_UNIT],
+                       capture_output=True, text=True)
+    props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    if props.get("ActiveState") != "active" or props.get("SubState") != "running" or not props.get("InvocationID"):
+        return None
+    return hashlib.sha256(f"kube-apiserver/{props['InvocationID']}".encode()).hexdigest()
+
+
+def etcdutl(args: list[str]) -> list[str]:
+    """etcdutl's command line as Debian's etcdctl runs it (Fail on anything else)."""
+    if args == ["version"]:
+        return ["version"]
+    if args[:2] != ["snapshot", "restore"] or len(args) < 3 or args[2].startswith("-"):
+        raise Fail(f"crictl stand-in: etcdutl runs only `version` and `snapshot restore <file> …`, not {args}")
+    out, rest = ["snapshot", "restore", args[2]], args[3:]
+    i = 0
+    while i < len(rest):
+        flag, eq, value = rest[i].partition("=")
+        if flag == "--skip-hash-check" and not eq:
+            out.append(flag)
+        elif flag in ETCDUTL_RESTORE_FLAGS:
+            if not eq:
+                i += 1
+                if i == len(rest):
+                    raise Fail(f"Error: flag needs an argument: {flag}")
+                value = rest[i]
+            out.append(f"{flag}={value}")
+        else:
+            raise Fail(f"Error: unknown flag: {flag}")
+        i += 1
+    return out
 
 
 def container_files(args: list[str]) -> None:
@@ -42,8 +92,18 @@ def cmd_exec(argv: list[str]) -> int:
     running = etcd.running_container()
     if running is None or not (len(cid) >= 12 and running.startswith(cid)):
         raise Fail(f'execing command in container: rpc error: code = NotFound desc = could not find container "{cid}"')
-    if command[0] != "etcdctl":
-        raise Fail(f"crictl stand-in: exec runs only etcdctl in the etcd container, not {command[0]!r}")
+    if command[0] not in ("etcdctl", "etcdutl"):
+        raise Fail(f"crictl stand-in: exec runs only etcdctl or etcdutl in the etcd container, not {command[0]!r}")
+    words = [a for a in command[1:] if not a.startswith("-")]
+    if command[0] == "etcdctl" and words[:2] == ["snapshot", "restore"]:
+        print('Error: unknown command "restore" for "etcdctl snapshot" (etcd 3.6: etcdutl snapshot restore)',
+              file=sys.stderr)
+        return 1
+    if command == ["etcdutl", "version"]:
+        print(f"etcdutl version: {ETCDUTL_VERSION}\nAPI version: {ETCDUTL_VERSION.rsplit('.', 1)[0]}")
+        return 0
+    if command[0] == "etcdutl":
+        command = ["etcdctl", *etcdutl(command[1:])]
     try:
         container_files(command[1:])
     except etcd.EtcdError as e:
@@ -59,15 +119,15 @@ def main(argv) -> int:
     if argv == ["--version"]:
         print(f"crictl version v{version()}")
         return 0
-    if argv == PS_ARGS:
-        cid = etcd.running_container()
+    if argv[:2] == ["ps", "--name"] and argv[3:] == PS_ARGS[3:] and argv[2:3] and argv[2] in PS_NAMES:
+        cid = etcd.running_container() if argv[2] == "etcd" else running_apiserver()
         if cid:
             print(cid)
         return 0
     if argv[:1] == ["exec"]:
         return cmd_exec(argv[1:])
     raise Fail(f"crictl stand-in: unsupported arguments {argv} (only --version, "
-               f"`{' '.join(PS_ARGS)}` and `exec <id> etcdctl …`)")
+               f"`ps --name etcd|kube-apiserver --state running -q` and `exec <id> etcdctl|etcdutl …`)")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ KUBE_VIP = Path("/etc/kubernetes/manifests/kube-vip.yaml")
 APISERVER_MANIFEST = Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
 API_UNIT = Path("/etc/systemd/system/kai-standin-apiserver.service")
 API_STATE = Path("/var/lib/kai-standin-apiserver")
+API_HELD_MARK = API_STATE / "stopped-by-kubelet"  # its manifest left the static pod path
 HEARTBEAT_S = 5.0
 STATIC_POD_CHECK_S = 1.0
 
@@ -181,7 +182,8 @@ class StaticPods:
     flags, as a systemd unit (started, restarted when the manifest changes, stopped when it goes).
     kube-apiserver.yaml: when it changes (kubeadm upgrade rewrites it), restart the API stand-in
     so it runs what the manifest now says; the API stand-in records the hash of the manifest it
-    started from (standin_apiserver.RUNNING_MANIFEST)."""
+    started from (standin_apiserver.RUNNING_MANIFEST). When it goes, the API stand-in is stopped,
+    and started again when it comes back."""
 
     def __init__(self):
         self.restarted_for: str | None = None
@@ -217,7 +219,22 @@ class StaticPods:
         self.etcd_seen = True
 
     def sync_apiserver(self) -> None:
-        if not (API_UNIT.exists() and APISERVER_MANIFEST.exists()):
+        if not API_UNIT.exists():
+            return
+        # A manifest moved out of the static pod path stops the pod; moved back, it starts again
+        # (an etcd restore). The mark remembers that this kubelet stopped it: an API server stopped
+        # by hand (a test's outage) stays stopped.
+        if not APISERVER_MANIFEST.exists():
+            if not API_HELD_MARK.exists():
+                print("static pod kube-apiserver: manifest removed, stopping it", file=sys.stderr, flush=True)
+                API_HELD_MARK.parent.mkdir(parents=True, exist_ok=True)
+                API_HELD_MARK.write_text("")
+                subprocess.run(["systemctl", "stop", API_UNIT.name], capture_output=True)
+            return
+        if API_HELD_MARK.exists():
+            print("static pod kube-apiserver: manifest back, starting it", file=sys.stderr, flush=True)
+            subprocess.run(["systemctl", "start", API_UNIT.name], capture_output=True)
+            API_HELD_MARK.unlink()
             return
         want = hashlib.sha256(APISERVER_MANIFEST.read_bytes()).hexdigest()
         try:
