@@ -410,7 +410,7 @@ def test_etcd_restore_of_the_ha_cluster_brings_back_the_snapshot(hosts, server, 
     assert_completed(st)
     assert configmap("kai-restore-a") == 200 and configmap("kai-restore-b") == 404
     assert etcd_members(cps[0]) == sorted(h.name for h in cps) and etcd_healthy(cps[0])
-    assert sorted(n["name"] for n in st["cluster_info"]["nodes"]) == sorted(h.name for h in hosts[:6])
+    assert sorted(n["name"] for n in st["cluster_info"]["nodes"]) == sorted(h.name for h in list(hosts)[:6])
     tokens = set()
     for h in cps:
         kept = h.exec("ls -A /var/lib/etcd").stdout.split()

@@ -87,7 +87,11 @@ put_back_manifests() { # the held manifests back where the kubelet runs them
   rmdir "$HELD" 2>/dev/null || true
 }
 
-gone() { [[ -z $(running "$1") ]]; }
+gone() { # no running container named $1 (crictl failing is not "gone")
+  local ids
+  ids=$(crictl ps --name "$1" --state running -q) || return 1
+  [[ -z $ids ]]
+}
 
 api_answers() {
   local host=$KAI_API_ADDRESS code
@@ -152,7 +156,7 @@ stop() {
 swap() {
   : "${KAI_SNAPSHOT_NAME:?}" "${KAI_ETCD_CLUSTER_TOKEN:?}"
   kai_begin
-  gone etcd || kai_die "etcd still runs on this node: its data is swapped only while it is stopped"
+  gone etcd || kai_die "etcd still runs on this node (or crictl cannot tell): its data is swapped only while it is stopped"
   local aside
   if [[ -d $STAGE/data/member ]]; then
     if [[ -d $ETCD_DIR/member ]]; then
