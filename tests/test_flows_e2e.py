@@ -348,7 +348,6 @@ def test_etcd_restore_of_the_ha_cluster_brings_back_the_snapshot(hosts, server, 
     aside on every control plane."""
     from prefect.client.orchestration import get_client
 
-    from deployments import control
     from deployments.cli import main
     from installers import modes
     from installers.cluster_check import KubeconfigCredentials
@@ -390,7 +389,8 @@ def test_etcd_restore_of_the_ha_cluster_brings_back_the_snapshot(hosts, server, 
     params = modes.flow_parameters("etcd_restore", spec, snapshot=snap.name, confirm=False)
     with get_client(sync_client=True) as client:  # as the Prefect UI would start it
         deployment = client.read_deployment_by_name("etcd_restore/etcd_restore")
-        run_id = str(client.create_flow_run_from_deployment(deployment.id, parameters=params).id)
+        run_id = str(client.create_flow_run_from_deployment(
+            deployment.id, parameters=params, tags=["kai", "mode:etcd_restore", "cluster:ha"]).id)
     RUNS.append((run_id, _prefect_api_url()))
     st = wait(run_id, timeout=300)
     assert st["state"] == "FAILED" and "refused, nothing was touched: confirm" in json.dumps(st["failure"])
@@ -414,7 +414,7 @@ def test_etcd_restore_of_the_ha_cluster_brings_back_the_snapshot(hosts, server, 
     tokens = set()
     for h in cps:
         kept = h.exec("ls -A /var/lib/etcd").stdout.split()
-        assert kept[-1] == "member" and re.fullmatch(r"kai-before-restore-\d{8}T\d{6}Z", kept[0]), kept
+        assert len(kept) == 2 and kept[-1] == "member" and re.fullmatch(r"kai-before-restore-\d{8}T\d{6}Z", kept[0]), kept
         assert h.exec("test -d /var/lib/etcd/%s/member && test -f /etc/kubernetes/manifests/etcd.yaml "
                       "&& test -f /etc/kubernetes/manifests/kube-apiserver.yaml "
                       "&& test ! -e /etc/kubernetes/kai-restore-held" % kept[0], check=False).returncode == 0
