@@ -53,6 +53,11 @@ class StartRequest(BaseModel):
                            description="upgrade: the Kubernetes version to move to (\"1.37\", \"1.37.1\")")
     max_unavailable: int | None = Field(None, ge=1, le=10000,
                                         description="upgrade: workers upgraded at once (default 1)")
+    snapshot: str | None = Field(None, max_length=300,
+                                 description="etcd_restore: the stored snapshot's file name "
+                                             "(<cluster>-<time>-rev<N>.db, from an etcd_backup run)")
+    confirm: bool = Field(False, description="etcd_restore: true to replace the cluster's etcd data "
+                          "with the snapshot's (refused without it)")
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -86,7 +91,8 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
         run_id = prefect_call(ctl.start, canonical, request.spec, nodes=request.nodes,
                               lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode,
                               to=request.to, max_unavailable=request.max_unavailable,
-                              force=request.force, renew=request.renew)
+                              force=request.force, renew=request.renew,
+                              snapshot=request.snapshot, confirm=request.confirm)
     except ApiError:
         if secrets:
             legacy.delete_secrets(list(secrets))

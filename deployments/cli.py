@@ -82,6 +82,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="remove_nodes: the nodes are dead (no drain, no reset, never contacted)")
     p.add_argument("--renew", action="store_true", help="certs: renew the certificates too")
+    p.add_argument("--snapshot", default=None,
+                   help="etcd_restore: the stored snapshot's file name (no confirmation needed to plan)")
     p.add_argument("--scripts", action="store_true",
                    help="also show each job's script, env inputs and rendered files")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -103,7 +105,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         mode = modes.canonical_mode(args.mode) if args.mode else modes.default_mode(spec, nodes)
         options = {modes.TARGET_PARAM: args.to, modes.MAX_UNAVAILABLE_PARAM: args.max_unavailable,
-                   modes.FORCE_PARAM: args.force, modes.RENEW_PARAM: args.renew}
+                   modes.FORCE_PARAM: args.force, modes.RENEW_PARAM: args.renew,
+                   modes.SNAPSHOT_PARAM: args.snapshot}
         plan = build_plan(spec, mode, nodes=nodes, **options)
     except SpecError as exc:
         return _problems_to_stderr(exc.problems)
@@ -194,6 +197,7 @@ from deployments import cli_schedules  # noqa: E402,F401  (schedule, alerts)
 from deployments import cli_upgrade  # noqa: E402,F401  (upgrade)
 from deployments import cli_remove  # noqa: E402,F401  (remove)
 from deployments import cli_certs  # noqa: E402,F401  (certs)
+from deployments import cli_restore  # noqa: E402,F401  (restore)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ flow_parameters = mode_table.flow_parameters
 def validate(mode: str, spec: Any, nodes: list[str] | None = None,
              rebuild_mode: str = "auto", to: str | None = None,
              max_unavailable: int | None = None,
-             force: bool = False, renew: bool = False) -> tuple[str, dict]:
-    """(canonical mode, spec as JSON) or SpecError with every problem of the spec for this mode."""
+             force: bool = False, renew: bool = False, snapshot: str | None = None,
+             confirm: bool = False) -> tuple[str, dict]:
+    """(canonical mode, spec as JSON) or SpecError with every problem of the spec for this mode
+    (etcd_restore: the snapshot's name, and the confirmation it needs to start)."""
     mode = canonical_mode(mode)
     if not isinstance(spec, dict):  # never a path or YAML text here: callers read files themselves
         raise SpecError([f"spec: must be a mapping (an object), not {type(spec).__name__}"])
@@ -58,9 +60,11 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
     if parsed is not None:  # mode rules too (rebuild: its install mode's), one answer for all
         for part in mode_table.plan_sequence(mode, parsed, rebuild_mode):
             options = {mode_table.TARGET_PARAM: to, mode_table.MAX_UNAVAILABLE_PARAM: max_unavailable,
-                       mode_table.FORCE_PARAM: force, mode_table.RENEW_PARAM: renew}
+                       mode_table.FORCE_PARAM: force, mode_table.RENEW_PARAM: renew,
+                       mode_table.SNAPSHOT_PARAM: snapshot}
             problems = problems + [p for p in validate_for_mode(parsed, part, nodes, options)
                                    if p not in problems]
+    problems = problems + mode_table.confirmation_problems(mode, confirm)
     if nodes is not None and not mode_table.get(mode).takes_nodes:
         problems = [p for p in problems if not p.startswith("nodes: a list of nodes")]
         problems.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
@@ -71,16 +75,20 @@ def validate(mode: str, spec: Any, nodes: list[str] | None = None,
 
 def start(mode: str, spec: Any, *, nodes: list[str] | None = None, lock_wait_s: float | None = None,
           rebuild_mode: str = "auto", tags: list[str] | None = None, to: str | None = None,
-          max_unavailable: int | None = None, force: bool = False, renew: bool = False) -> str:
+          max_unavailable: int | None = None, force: bool = False, renew: bool = False,
+          snapshot: str | None = None, confirm: bool = False) -> str:
     """Validate (every problem at once), then create a flow run of the mode's deployment → run id.
     `to` and `max_unavailable`: the upgrade's target (installers/modes.py takes_target);
-    `force`: remove_nodes' dead nodes (takes_force); `renew`: certs renews (takes_renew)."""
+    `force`: remove_nodes' dead nodes (takes_force); `renew`: certs renews (takes_renew);
+    `snapshot` and `confirm`: etcd_restore's snapshot name and the caller's explicit yes
+    (takes_snapshot)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    mode, spec_json = validate(mode, spec, nodes, rebuild_mode, to, max_unavailable, force, renew)
+    mode, spec_json = validate(mode, spec, nodes, rebuild_mode, to, max_unavailable, force, renew,
+                               snapshot, confirm)
     params = flow_parameters(mode, spec_json, nodes, lock_wait_s, rebuild_mode, to, max_unavailable,
-                             force, renew)
+                             force, renew, snapshot, confirm)
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(f"{mode}/{mode}")

@@ -88,6 +88,43 @@ def backups(directory: Path, cluster: str) -> list[Path]:
     return sorted(found, key=lambda p: NAME_RE.match(p.name)["time"])
 
 
+def name_problems(cluster: str, name: object) -> list[str]:
+    """What is wrong with a snapshot name a restore was given (pure: the file is looked at by the
+    restore run). A name, never a path: only this cluster's snapshots in its backup directory."""
+    if not isinstance(name, str) or not name:
+        return ["snapshot: name the snapshot to restore (a file name etcd_backup stored, "
+                f"e.g. {file_name(cluster, 1234, 0)})"]
+    shown = name if len(name) <= 200 else name[:200] + "…"
+    m = NAME_RE.match(name)
+    if "/" in name or "\\" in name or not name.isprintable() or not m:
+        return [f"snapshot: {shown!r} is not a snapshot name (<cluster>-<YYYYmmddTHHMMSSZ>-rev<N>.db, "
+                f"a file name, not a path)"]
+    if m["cluster"] != cluster:
+        return [f"snapshot: {shown!r} is a snapshot of cluster {m['cluster']!r}, not of {cluster!r}"]
+    return []
+
+
+def snapshot_file(directory: Path, cluster: str, name: str) -> Path:
+    """The stored snapshot a restore names, checked: this cluster's, a regular file, 0600."""
+    problems = name_problems(cluster, name)
+    if problems:
+        raise BackupError(problems[0])
+    path = directory / name
+    if not path.is_file():
+        known = [p.name for p in backups(directory, cluster)]
+        raise BackupError(f"snapshot: {name} is not in {directory} (this cluster's snapshots there: "
+                          f"{', '.join(known[-5:]) or 'none'})")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def prune(directory: Path, cluster: str, keep: int) -> list[Path]:
     """Remove all but the newest `keep` snapshots of the cluster -> the removed files."""
     old = backups(directory, cluster)[:-keep] if keep > 0 else []

@@ -37,6 +37,8 @@ TARGET_PARAM = "to"              # takes_target: the Kubernetes version to move 
 MAX_UNAVAILABLE_PARAM = "max_unavailable"  # takes_target: workers drained at once (default 1)
 FORCE_PARAM = "force"            # takes_force: remove dead nodes without their own steps
 RENEW_PARAM = "renew"            # takes_renew: renew the certificates (certs), not only look
+SNAPSHOT_PARAM = "snapshot"      # takes_snapshot: the stored etcd snapshot's file name
+CONFIRM_PARAM = "confirm"        # takes_snapshot: the caller's explicit yes (the run replaces data)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Mode:
     takes_target: bool = False      # its flow takes TARGET_PARAM and MAX_UNAVAILABLE_PARAM
     takes_force: bool = False       # its flow takes FORCE_PARAM (and its plan depends on it)
     takes_renew: bool = False       # its flow takes RENEW_PARAM (and its plan depends on it)
+    takes_snapshot: bool = False    # its flow takes SNAPSHOT_PARAM (its plan's input) and
+                                    # CONFIRM_PARAM: a run is refused unless confirm is true
     locks_hosts: bool = True        # takes the host locks (read-only health does not)
     locks_only_with: str | None = None  # …and then only when this flag option is set (certs:
                                         # renew; its check alone is read-only and schedulable)
@@ -147,6 +151,16 @@ MODES: tuple[Mode, ...] = (
                    "alerts under 30 days", "renew: kubeadm certs renew all, static pods restarted, "
                    "admin kubeconfig refreshed", "schedulable (the check)"),
          estimated_time="under 1 minute; renew: 1-3 minutes per control plane"),
+    # Destructive for the cluster's data: refused unless the caller confirms (`kai restore --yes`,
+    # REST `confirm: true`); `kai plan --mode etcd_restore --snapshot NAME` shows it without.
+    Mode("etcd_restore", "restore etcd on every control plane from a named snapshot (needs confirm)",
+         aliases=("etcd-restore", "restore"), takes_snapshot=True,
+         requirements=("a cluster kai installed", "a snapshot etcd_backup stored for this cluster",
+                       "every control plane reachable", "an explicit confirmation"),
+         features=("snapshot streamed to every control plane, sha256 checked on the node",
+                   "etcd and the API server stopped everywhere, then restored with a new cluster token",
+                   "the old data directory kept aside, named", "members and the cluster verified"),
+         estimated_time="1-3 minutes"),
 )
 
 _BY_NAME = {m.name: m for m in MODES}
@@ -234,7 +248,8 @@ def plan_sequence(mode: str, spec: ClusterSpec, install: str = AUTO) -> tuple[st
 def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = None,
                     lock_wait_s: float | None = None, install: str = AUTO,
                     target: str | None = None, max_unavailable: int | None = None,
-                    force: bool = False, renew: bool = False) -> dict[str, Any]:
+                    force: bool = False, renew: bool = False, snapshot: str | None = None,
+                    confirm: bool = False) -> dict[str, Any]:
     """The parameters of a flow run of `mode` (only those its flow declares)."""
     m = get(mode)
     params: dict[str, Any] = {"spec": spec_json}
@@ -248,6 +263,9 @@ def flow_parameters(mode: str, spec_json: dict, nodes: Sequence[str] | None = No
         params[FORCE_PARAM] = bool(force)
     if m.takes_renew:
         params[RENEW_PARAM] = bool(renew)
+    if m.takes_snapshot:
+        params[SNAPSHOT_PARAM] = snapshot
+        params[CONFIRM_PARAM] = bool(confirm)
     if INSTALL in m.runs:
         params[INSTALL_PARAM] = install
     if lock_wait_s is not None and m.locks_hosts:
@@ -262,8 +280,9 @@ def nodes_param(mode: str, params: Mapping[str, Any]) -> list[str] | None:
 
 def plan_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The plan options a run of `mode` was given (build_plan's keywords): "to" and
-    "max_unavailable" for a mode that takes a target, "force" for one that takes force; {} for
-    the others; "renew" for certs."""
+    "max_unavailable" for a mode that takes a target, "force" for one that takes force, "renew"
+    for certs, "snapshot" for one that takes a snapshot (never "confirm": it decides whether a
+    run may start, not what it does); {} for the others."""
     m, options = get(mode), {}
     if m.takes_target:
         options.update({TARGET_PARAM: params.get(TARGET_PARAM),
@@ -272,6 +291,8 @@ def plan_options(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
         options[FORCE_PARAM] = bool(params.get(FORCE_PARAM))
     if m.takes_renew:
         options[RENEW_PARAM] = bool(params.get(RENEW_PARAM))
+    if m.takes_snapshot:
+        options[SNAPSHOT_PARAM] = params.get(SNAPSHOT_PARAM)
     return options
 
 
@@ -282,6 +303,15 @@ def run_locks_hosts(mode: str, options: Mapping[str, Any] | None = None) -> bool
     if not m.locks_hosts:
         return False
     return m.locks_only_with is None or bool((options or {}).get(m.locks_only_with))
+
+
+def confirmation_problems(mode: str, confirm: bool) -> list[str]:
+    """A mode that replaces the cluster's data starts only when the caller said yes."""
+    if get(mode).takes_snapshot and confirm is not True:
+        return [f"{CONFIRM_PARAM}: {mode} replaces the data of the running cluster with the snapshot's "
+                f"(everything written since is lost); confirm it explicitly (kai restore --yes, "
+                f"REST \"confirm\": true); `kai plan --mode {mode}` shows what it would do"]
+    return []
 
 
 def overview_rows() -> list[str]:

@@ -322,9 +322,16 @@ def _remove_nodes_notes(spec: ClusterSpec, nodes: list[Node], force: bool) -> li
     return plan_notes(spec, nodes, force=force)
 
 
-# The certs mode's planner (installers/certs_plan.py, with its job builders; it imports this
-# module back lazily). It takes the renew option: build_plan's keyword.
+# The certs and etcd_restore planners (installers/certs_plan.py, installers/restore_plan.py, with
+# their job builders; they import this module back lazily). certs takes the renew option,
+# etcd_restore the snapshot's name: build_plan keywords.
 from installers.certs_plan import certs_plan  # noqa: E402
+from installers.restore_plan import etcd_restore_phases  # noqa: E402
+
+
+def _etcd_restore_plan(spec: ClusterSpec, nodes: list[Node], snapshot: str) -> list[Phase]:
+    return etcd_restore_phases(spec, nodes, snapshot)
+
 
 PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "all_in_one": _all_in_one_plan,
@@ -337,9 +344,13 @@ PLANNERS: dict[str, Callable[..., list[Phase]]] = {
     "etcd_backup": _etcd_backup_plan,
     "remove_nodes": _remove_nodes_plan,
     "certs": certs_plan,
+    "etcd_restore": _etcd_restore_plan,
 }
 PLAN_WARNINGS = {"add_nodes": ["add_nodes: existing nodes' /etc/hosts blocks are not updated "
-                               "(nothing else is touched)"]}
+                               "(nothing else is touched)"],
+                 "etcd_restore": ["etcd_restore: the cluster's etcd data is replaced by the snapshot's "
+                                  "(everything written since is lost) and the API servers are down "
+                                  "meanwhile; a run needs confirm (kai restore --yes)"]}
 
 
 # Notes that depend on the spec and the nodes (shown as the plan's warnings).
@@ -351,7 +362,8 @@ PLAN_NOTES: dict[str, Callable[[ClusterSpec, list[Node], bool], list[str]]] = {
 def build_plan(spec: ClusterSpec, mode: str, nodes: list[str] | None = None, **options: Any) -> Plan:
     """The plan of a mode; raises SpecError when the spec does not suit the mode. `options`: what
     the mode's flow was given besides the spec and nodes (installers/modes.py plan_options: to and
-    max_unavailable for upgrade, force for remove_nodes, renew for certs)."""
+    max_unavailable for upgrade, force for remove_nodes, renew for certs, snapshot for
+    etcd_restore)."""
     problems = validate_for_mode(spec, mode, nodes, options)
     if problems:
         raise SpecError(problems)

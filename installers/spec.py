@@ -364,6 +364,11 @@ def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = No
         p.append(f"force: only applies to remove_nodes, not {mode}")
     if (options or {}).get(modes.RENEW_PARAM) and not modes.get(mode).takes_renew:
         p.append(f"renew: only applies to certs, not {mode}")
+    if modes.get(mode).takes_snapshot:
+        from installers.etcd_backups import name_problems  # pure: the name, not the file
+        p += name_problems(spec.name, (options or {}).get(modes.SNAPSHOT_PARAM))
+    elif (options or {}).get(modes.SNAPSHOT_PARAM) is not None:
+        p.append(f"snapshot: only etcd_restore takes a snapshot, not {mode}")
     if modes.get(mode).takes_target:
         p += upgrade_rules.upgrade_problems(spec, options or {})
     else:

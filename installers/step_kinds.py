@@ -86,6 +86,7 @@ class StepKind:
 UPGRADE_PLANNER = "plan_upgrade.py"
 REMOVE_PLANNER = "remove_plan.py"
 CERTS_PLANNER = "certs_plan.py"
+RESTORE_PLANNER = "restore_plan.py"
 
 STEP_KINDS: tuple[StepKind, ...] = (
     StepKind("facts", "tasks/preflight.py:preflight", "facts.sh", StepPolicy(1, 5, 30),
@@ -154,6 +155,21 @@ STEP_KINDS: tuple[StepKind, ...] = (
              note="judged in `installers/certs.py`", planner=CERTS_PLANNER),
     StepKind("certs_renew", "tasks/certs.py:certs_renew", "certs-renew.sh", StepPolicy(1, 10, 600),
              planner=CERTS_PLANNER),
+    # etcd_restore (installers/restore_plan.py): one script, a part per step, each attempt
+    # idempotent. stop and start wait inside (their waits end before the timeout, so the error
+    # says what never happened).
+    StepKind("restore_snapshot", "tasks/etcd_restore.py:restore_snapshot", None, StepPolicy(0, 0, 60),
+             note="the snapshot on the controller: `installers/etcd_backups.py`"),
+    StepKind("etcd_restore_stage", "tasks/etcd_restore.py:etcd_restore_stage", "etcd-restore.sh",
+             StepPolicy(1, 10, 600), planner=RESTORE_PLANNER),
+    StepKind("etcd_restore_stop", "tasks/etcd_restore.py:etcd_restore_stop", "etcd-restore.sh",
+             StepPolicy(1, 5, 180), planner=RESTORE_PLANNER),
+    StepKind("etcd_restore_swap", "tasks/etcd_restore.py:etcd_restore_swap", "etcd-restore.sh",
+             StepPolicy(1, 5, 120), planner=RESTORE_PLANNER),
+    StepKind("etcd_restore_start", "tasks/etcd_restore.py:etcd_restore_start", "etcd-restore.sh",
+             StepPolicy(1, 5, 300), planner=RESTORE_PLANNER),
+    StepKind("etcd_restore_verify", "tasks/etcd_restore.py:etcd_restore_verify", "etcd-restore.sh",
+             StepPolicy(1, 5, 180), planner=RESTORE_PLANNER),
 )
 
 _BY_NAME = {kind.name: kind for kind in STEP_KINDS}

@@ -115,8 +115,11 @@ def run_node_step(
     step: Step,
     secret_env: Mapping[str, str] | None = None,
     on_result: Callable[[HostJob, JobResult], None] | None = None,
+    run_files: Mapping[str, bytes] | None = None,
 ) -> list[HostOutcome]:
-    """Run `step` on every host of its plan entry; raise StepFailed naming every failed host."""
+    """Run `step` on every host of its plan entry; raise StepFailed naming every failed host.
+    `run_files`: files made at run time for every host (an etcd snapshot), sent beside the plan's
+    own; like secrets, not part of the done-marker hash (put their checksum in the job's env)."""
     run = current_run()
     logger = get_run_logger()
     task_ctx = TaskRunContext.get()
@@ -134,7 +137,7 @@ def run_node_step(
         try:
             conn = run.fleet.get(job.node)
             remote = build_remote_job(step, job, secrets,
-                                      run.node_lock.env() if run.node_lock else None)
+                                      run.node_lock.env() if run.node_lock else None, run_files)
             if run.node_lock is not None:
                 run.note_locked(job.node)  # the job takes the node's lock first thing
             result = conn.run_job(
@@ -201,7 +204,8 @@ def run_node_step(
 
 
 def build_remote_job(step: Step, job: HostJob, secrets: Mapping[str, str],
-                     lock_env: Mapping[str, str] | None = None) -> RemoteJob:
+                     lock_env: Mapping[str, str] | None = None,
+                     run_files: Mapping[str, bytes] | None = None) -> RemoteJob:
     script = script_text(job.script)
     lib = lib_text()
     env = dict(job.env)  # KAI_STEP comes from RemoteJob.step (installers/ssh/frame.py)
@@ -218,7 +222,7 @@ def build_remote_job(step: Step, job: HostJob, secrets: Mapping[str, str],
         lib_text=lib,
         env=env,
         secret_env={name: secrets[name] for name in job.secret_env},
-        files=dict(job.files),
+        files={**job.files, **(run_files or {})},
         timeout_s=step.policy.timeout_s,
     )
 

@@ -55,6 +55,8 @@ CASES = [
     ("certs", ha(), {}),                                # a check: read-only
     ("certs", ha(), {"renew": True}),                   # renew one control plane at a time, check again
     ("certs", aio(), {"renew": True}),
+    ("etcd_restore", ha(), {"snapshot": "demo-ha-20261201T213000Z-rev9.db", "confirm": True}),
+    ("etcd_restore", aio(), {"snapshot": "demo-20261201T213000Z-rev9.db", "confirm": True}),
 ]
 
 

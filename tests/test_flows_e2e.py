@@ -7,6 +7,8 @@ The module runs in order on 6 booted hosts (KAI_TEST_HOSTS=6):
   h0 all-in-one (transient failure → retried) → rerun (everything skipped) → reset
   h0 `kai install` from the CLI → rebuild (reset + install) → health → reset
   h0..h4 ha (3 control planes behind kube-vip + 2 workers; a dropped SSH session mid-step) → add h5
+     → etcd_backup twice → ConfigMap A, backup, ConfigMap B, etcd_restore (refused unconfirmed;
+     then confirmed: A back, B gone, 3 members)
   reset all; unreachable host → preflight fails, nothing changed
   h1 install: a second run is refused naming the holder; cancel mid-step; rerun completes
   h2 install: SIGKILL the flow process mid-run; rerun resumes, skipping what was done
@@ -336,6 +338,93 @@ def test_etcd_backup_of_the_ha_cluster_keeps_the_newest(hosts, server, tmp_path)
     assert status["revision"] >= int(m[1]) and status["totalKey"] > 10, status
     print(f"\netcd_backup (3 members): {took[0]:.1f} s, {took[1]:.1f} s per run; snapshot "
           f"{snap.stat().st_size} bytes, revision {status['revision']}, {status['totalKey']} keys")
+
+
+def test_etcd_restore_of_the_ha_cluster_brings_back_the_snapshot(hosts, server, tmp_path, capsys):
+    """On the 3-member HA cluster: ConfigMap A, an etcd_backup, ConfigMap B. A restore without
+    confirmation is refused touching nothing (no run starts; a run started without it fails before
+    any host is contacted); `kai plan` lists its steps; the confirmed restore brings A back and
+    not B, every member in one cluster with a new token, a healthy cluster, the old data kept
+    aside on every control plane."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.cli import main
+    from installers import modes
+    from installers.cluster_check import KubeconfigCredentials
+    from installers.spec import SpecError
+
+    backups = tmp_path / "backups"
+    spec = dict(ha_spec(hosts), etcd_backup={"directory": str(backups), "keep": 2})
+    cps = list(hosts)[:3]
+    creds = KubeconfigCredentials(Path(server.state_dir, "clusters", "ha", "admin.conf"))
+
+    def configmap(name: str, create: bool = False) -> int:
+        with creds.client(10) as api:
+            if create:
+                r = api.post("/api/v1/namespaces/default/configmaps", json={
+                    "apiVersion": "v1", "kind": "ConfigMap", "data": {"made": name},
+                    "metadata": {"name": name, "namespace": "default"}})
+                assert r.status_code == 201, r.text
+            return api.get(f"/api/v1/namespaces/default/configmaps/{name}").status_code
+
+    def untouched() -> dict:
+        return {h.name: (unit_invocation(h, "kai-standin-etcd"), unit_invocation(h, "kai-standin-apiserver"),
+                         h.exec("ls /etc/kubernetes/manifests /var/lib/etcd /var/lib/kai/done", check=False).stdout)
+                for h in cps}
+
+    assert configmap("kai-restore-a", create=True) == 200
+    t0 = time.monotonic()
+    st = wait(start("etcd_backup", spec), timeout=300)
+    backup_s = time.monotonic() - t0
+    assert_completed(st)
+    [snap] = list(backups.iterdir())
+    assert configmap("kai-restore-b", create=True) == 200
+
+    def restores(h) -> list[list[str]]:  # `crictl exec <id> etcdutl snapshot restore …` calls
+        return [r["argv"] for r in calls(h, "crictl", "exec") if r["argv"][3:6] == ["etcdutl", "snapshot", "restore"]]
+
+    before, restored_before = untouched(), {h.name: len(restores(h)) for h in cps}
+    with pytest.raises(SpecError, match="confirm: etcd_restore replaces the data"):
+        start("etcd_restore", spec, snapshot=snap.name)
+    params = modes.flow_parameters("etcd_restore", spec, snapshot=snap.name, confirm=False)
+    with get_client(sync_client=True) as client:  # as the Prefect UI would start it
+        deployment = client.read_deployment_by_name("etcd_restore/etcd_restore")
+        run_id = str(client.create_flow_run_from_deployment(
+            deployment.id, parameters=params, tags=["kai", "mode:etcd_restore", "cluster:ha"]).id)
+    RUNS.append((run_id, _prefect_api_url()))
+    st = wait(run_id, timeout=300)
+    assert st["state"] == "FAILED" and "refused, nothing was touched: confirm" in json.dumps(st["failure"])
+    assert untouched() == before and {h.name: len(restores(h)) for h in cps} == restored_before
+
+    spec_file = tmp_path / "ha.yaml"
+    spec_file.write_text(json.dumps(spec))
+    assert main(["plan", str(spec_file), "--mode", "etcd_restore", "--snapshot", snap.name]) == 0
+    out = capsys.readouterr().out
+    for step in ("restore-snapshot", "etcd-restore-stage", "etcd-restore-stop", "etcd-restore-swap",
+                 "etcd-restore-start", "etcd-restore-verify"):
+        assert step in out, out
+
+    t1 = time.monotonic()
+    st = wait(start("etcd_restore", spec, snapshot=snap.name, confirm=True), timeout=900)
+    restore_s = time.monotonic() - t1
+    assert_completed(st)
+    assert configmap("kai-restore-a") == 200 and configmap("kai-restore-b") == 404
+    assert etcd_members(cps[0]) == sorted(h.name for h in cps) and etcd_healthy(cps[0])
+    assert sorted(n["name"] for n in st["cluster_info"]["nodes"]) == sorted(h.name for h in list(hosts)[:6])
+    tokens = set()
+    for h in cps:
+        kept = h.exec("ls -A /var/lib/etcd").stdout.split()
+        assert len(kept) == 2 and kept[-1] == "member" and re.fullmatch(r"kai-before-restore-\d{8}T\d{6}Z", kept[0]), kept
+        assert h.exec("test -d /var/lib/etcd/%s/member && test -f /etc/kubernetes/manifests/etcd.yaml "
+                      "&& test -f /etc/kubernetes/manifests/kube-apiserver.yaml "
+                      "&& test ! -e /etc/kubernetes/kai-restore-held" % kept[0], check=False).returncode == 0
+        assert len(restores(h)) == restored_before[h.name] + 1
+        restore = restores(h)[-1]
+        assert f"--name={h.name}" in restore
+        tokens |= {a.split("=", 1)[1] for a in restore if a.startswith("--initial-cluster-token=")}
+    assert len(tokens) == 1 and tokens.pop().startswith("kai-ha-")
+    print(f"\netcd_restore (3 members): backup {backup_s:.1f} s, restore {restore_s:.1f} s, "
+          f"snapshot {snap.stat().st_size} bytes")
 
 
 def test_reset_everything_then_an_unreachable_host_stops_preflight(hosts, server):

@@ -139,6 +139,8 @@ def test_kai_plan_accepts_every_planned_name(capsys, name):
         argv = ["plan", str(ROOT / "examples" / "ha.yaml"), "--mode", name, "--nodes", "worker-2"]
     if modes.get(modes.canonical_mode(name)).takes_target:
         argv += ["--to", "1.37"]
+    if modes.get(modes.canonical_mode(name)).takes_snapshot:
+        argv += ["--snapshot", f"{yaml.safe_load(spec.read_text())['name']}-20261201T213000Z-rev9.db"]
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 0, err

@@ -55,7 +55,7 @@ def test_crictl_ps_prints_the_running_etcd_container(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["ps"], ["ps", "--name", "kube-apiserver", "--state", "running", "-q"], ["images"],
+    ["ps"], ["ps", "--name", "kube-scheduler", "--state", "running", "-q"], ["images"],
     ["ps", "--name", "etcd", "-q"], ["exec", "-it", CID, "etcdctl", "member", "list"],
 ])
 def test_crictl_refuses_anything_else(argv, monkeypatch):
@@ -82,6 +82,40 @@ def test_crictl_exec_runs_etcdctl_in_the_running_container_only(monkeypatch, tmp
     monkeypatch.setattr(etcd, "running_container", lambda: None)
     with pytest.raises(Fail, match="NotFound"):
         crictl.main(["exec", CID, "etcdctl", "member", "list"])
+
+
+def test_crictl_ps_prints_the_running_api_server(monkeypatch, capsys):
+    monkeypatch.setattr(crictl, "running_apiserver", lambda: "ab" * 32)
+    assert crictl.main(["ps", "--name", "kube-apiserver", "--state", "running", "-q"]) == 0
+    assert capsys.readouterr().out == "ab" * 32 + "\n"
+
+
+def test_crictl_exec_etcdutl_restores_with_etcdctl_34s_flags_only(monkeypatch, tmp_path, capsys):
+    """etcd 3.6's image: `etcdutl snapshot restore` (its etcdctl has none), run as Debian's etcdctl
+    3.4 `snapshot restore`, which takes the same flags; any other etcdutl flag fails."""
+    seen = tmp_path / "argv"
+    fake = tmp_path / "etcdctl"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen}\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(etcd, "ETCDCTL_BIN", str(fake))
+    monkeypatch.setattr(etcd, "running_container", lambda: CID)
+    flags = ["--data-dir=/var/lib/etcd/kai-restore/data", "--name", "cp-1",
+             "--initial-cluster=cp-1=https://10.0.0.1:2380", "--initial-cluster-token=t",
+             "--initial-advertise-peer-urls=https://10.0.0.1:2380"]
+    assert crictl.main(["exec", CID, "etcdutl", "snapshot", "restore", "/var/lib/etcd/s.db", *flags]) == 0
+    assert seen.read_text().splitlines() == ["snapshot", "restore", "/var/lib/etcd/s.db",
+                                             flags[0], "--name=cp-1", *flags[3:]]
+    assert crictl.main(["exec", CID, "etcdutl", "version"]) == 0
+    assert capsys.readouterr().out.startswith("etcdutl version: 3.6.")
+    with pytest.raises(Fail, match="unknown flag: --bump-revision"):
+        crictl.main(["exec", CID, "etcdutl", "snapshot", "restore", "/var/lib/etcd/s.db", "--bump-revision=9"])
+    with pytest.raises(Fail, match="only `version` and `snapshot restore"):
+        crictl.main(["exec", CID, "etcdutl", "defrag"])
+    assert crictl.main(["exec", CID, "etcdctl", "snapshot", "restore", "/var/lib/etcd/s.db"]) == 1
+    assert 'unknown command "restore"' in capsys.readouterr().err
+    seen.unlink()
+    assert crictl.main(["exec", CID, "etcdutl", "snapshot", "restore", "/root/s.db", flags[0]]) == 1
+    assert "no such file or directory" in capsys.readouterr().err and not seen.exists()
 
 
 @pytest.mark.parametrize("args", [

@@ -1,10 +1,16 @@
 #!/usr/bin/python3
 """crictl stand-in: `--version`, and what kai uses to reach etcd on a control plane, as on a real
-cluster (the etcd image ships etcdctl):
+cluster (the etcd 3.6 image kubeadm runs ships etcdctl and etcdutl):
 
     crictl ps --name etcd --state running -q      the etcd container's id (nothing if not running)
     crictl ps --name kube-apiserver --state running -q   the API server's (the API stand-in's unit)
-    crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args
+    crictl exec <id> etcdctl <args>                Debian's real etcdctl, with these args (not
+                                                   `snapshot restore`: etcd 3.6 moved it to etcdutl)
+    crictl exec <id> etcdutl version
+    crictl exec <id> etcdutl snapshot restore <file> --data-dir=… --name=… --initial-cluster=…
+        --initial-cluster-token=… --initial-advertise-peer-urls=… [--skip-hash-check]
+                                                   Debian's etcdctl 3.4 `snapshot restore`, which
+                                                   takes exactly these flags
 
 The "container" is the kubelet stand-in's etcd unit (standin_etcd), or the API stand-in's unit;
 an id is new with every start of the unit, as a container's is with every restart. The other
@@ -38,6 +44,36 @@ def running_id(name: str) -> str | None:
         return etcd.unit_container(API_UNIT, name)
     return None
 FILE_FLAGS = ("--cacert", "--cert", "--key", "--data-dir", "--wal-dir")
+# etcdutl 3.6 `snapshot restore` flags that etcdctl 3.4's `snapshot restore` takes the same way
+# (etcdutl's others -- --bump-revision, --mark-compacted, … -- fail: 3.4 cannot do them)
+ETCDUTL_RESTORE_FLAGS = ("--data-dir", "--wal-dir", "--name", "--initial-cluster", "--initial-cluster-token",
+                         "--initial-advertise-peer-urls")
+ETCDUTL_VERSION = etcd.IMAGE.rsplit(":", 1)[1].split("-")[0]
+
+
+def etcdutl(args: list[str]) -> list[str]:
+    """etcdutl's command line as Debian's etcdctl runs it (Fail on anything else)."""
+    if args == ["version"]:
+        return ["version"]
+    if args[:2] != ["snapshot", "restore"] or len(args) < 3 or args[2].startswith("-"):
+        raise Fail(f"crictl stand-in: etcdutl runs only `version` and `snapshot restore <file> …`, not {args}")
+    out, rest = ["snapshot", "restore", args[2]], args[3:]
+    i = 0
+    while i < len(rest):
+        flag, eq, value = rest[i].partition("=")
+        if flag == "--skip-hash-check" and not eq:
+            out.append(flag)
+        elif flag in ETCDUTL_RESTORE_FLAGS:
+            if not eq:
+                i += 1
+                if i == len(rest):
+                    raise Fail(f"Error: flag needs an argument: {flag}")
+                value = rest[i]
+            out.append(f"{flag}={value}")
+        else:
+            raise Fail(f"Error: unknown flag: {flag}")
+        i += 1
+    return out
 
 
 def container_files(args: list[str]) -> None:
@@ -58,8 +94,18 @@ def cmd_exec(argv: list[str]) -> int:
     running = etcd.running_container()
     if running is None or not (len(cid) >= 12 and running.startswith(cid)):
         raise Fail(f'execing command in container: rpc error: code = NotFound desc = could not find container "{cid}"')
-    if command[0] != "etcdctl":
-        raise Fail(f"crictl stand-in: exec runs only etcdctl in the etcd container, not {command[0]!r}")
+    if command[0] not in ("etcdctl", "etcdutl"):
+        raise Fail(f"crictl stand-in: exec runs only etcdctl or etcdutl in the etcd container, not {command[0]!r}")
+    words = [a for a in command[1:] if not a.startswith("-")]
+    if command[0] == "etcdctl" and words[:2] == ["snapshot", "restore"]:
+        print('Error: unknown command "restore" for "etcdctl snapshot" (etcd 3.6: etcdutl snapshot restore)',
+              file=sys.stderr)
+        return 1
+    if command == ["etcdutl", "version"]:
+        print(f"etcdutl version: {ETCDUTL_VERSION}\nAPI version: {ETCDUTL_VERSION.rsplit('.', 1)[0]}")
+        return 0
+    if command[0] == "etcdutl":
+        command = ["etcdctl", *etcdutl(command[1:])]
     try:
         container_files(command[1:])
     except etcd.EtcdError as e:
@@ -84,7 +130,8 @@ def main(argv) -> int:
     if argv[:1] == ["exec"]:
         return cmd_exec(argv[1:])
     raise Fail(f"crictl stand-in: unsupported arguments {argv} (only --version, "
-               f"`{' '.join(ps_args('NAME'))}` for {', '.join(PS_NAMES)} and `exec <id> etcdctl …`)")
+               f"`{' '.join(ps_args('NAME'))}` for {', '.join(PS_NAMES)} and "
+               f"`exec <id> etcdctl|etcdutl …`)")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ KUBE_VIP = Path("/etc/kubernetes/manifests/kube-vip.yaml")
 APISERVER_MANIFEST = Path("/etc/kubernetes/manifests/kube-apiserver.yaml")
 API_UNIT = Path("/etc/systemd/system/kai-standin-apiserver.service")
 API_STATE = Path("/var/lib/kai-standin-apiserver")
+API_HELD_MARK = API_STATE / "stopped-by-kubelet"  # its manifest left the static pod path
 HEARTBEAT_S = 5.0
 STATIC_POD_CHECK_S = 1.0
 
@@ -182,13 +183,12 @@ class StaticPods:
     flags, as a systemd unit (started, restarted when the manifest changes, stopped when it goes).
     kube-apiserver.yaml: when it changes (kubeadm upgrade rewrites it), restart the API stand-in
     so it runs what the manifest now says; the API stand-in records the hash of the manifest it
-    started from (standin_apiserver.RUNNING_MANIFEST). When it is moved away, stop the API
-    stand-in until it is back (kubeadm's documented restart of a static pod)."""
+    started from (standin_apiserver.RUNNING_MANIFEST). When it goes, the API stand-in is stopped,
+    and started again when it comes back."""
 
     def __init__(self):
         self.restarted_for: str | None = None
         self.etcd_seen = False  # this kubelet process has made sure etcd runs
-        self.apiserver_removed = False  # this kubelet stopped the API server: its manifest went
 
     def sync(self) -> None:
         self.sync_etcd()
@@ -222,18 +222,20 @@ class StaticPods:
     def sync_apiserver(self) -> None:
         if not API_UNIT.exists():
             return
+        # A manifest moved out of the static pod path stops the pod; moved back, it starts again
+        # (an etcd restore). The mark remembers that this kubelet stopped it: an API server stopped
+        # by hand (a test's outage) stays stopped.
         if not APISERVER_MANIFEST.exists():
-            # the manifest moved away (kubeadm's way to restart a static pod after a certificate
-            # renewal): the pod stops until it is back
-            if not self.apiserver_removed:
+            if not API_HELD_MARK.exists():
                 print("static pod kube-apiserver: manifest removed, stopping it", file=sys.stderr, flush=True)
+                API_HELD_MARK.parent.mkdir(parents=True, exist_ok=True)
+                API_HELD_MARK.write_text("")
                 subprocess.run(["systemctl", "stop", API_UNIT.name], capture_output=True)
-                self.apiserver_removed = True
             return
-        if self.apiserver_removed:
+        if API_HELD_MARK.exists():
             print("static pod kube-apiserver: manifest back, starting it", file=sys.stderr, flush=True)
             subprocess.run(["systemctl", "start", API_UNIT.name], capture_output=True)
-            self.apiserver_removed = False
+            API_HELD_MARK.unlink()
             return
         want = hashlib.sha256(APISERVER_MANIFEST.read_bytes()).hexdigest()
         try:
