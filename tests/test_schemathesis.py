@@ -31,8 +31,9 @@ class StartsNothing:
     modes = staticmethod(control.modes)
 
     def start(self, mode, spec, *, nodes=None, lock_wait_s=None, rebuild_mode="auto", tags=None,
-              to=None, max_unavailable=None, force=False, renew=False):
-        control.validate(mode, spec, nodes, rebuild_mode, to, max_unavailable, force, renew)
+              to=None, max_unavailable=None, force=False, renew=False, snapshot=None, confirm=False):
+        control.validate(mode, spec, nodes, rebuild_mode, to, max_unavailable, force, renew, snapshot,
+                         confirm)
         return str(uuid.uuid4())
 
     def check_hosts(self, spec, mode=None, secrets=None):

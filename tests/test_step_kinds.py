@@ -62,7 +62,8 @@ def test_every_job_builder_of_a_planner_is_its_kinds(module):
 
 def test_the_day2_modes_jobs_are_in_their_planners():
     assert {k.job_module for k in KINDS if k.job} == {
-        "installers.plan", "installers.plan_upgrade", "installers.remove_plan", "installers.certs_plan"}
+        "installers.plan", "installers.plan_upgrade", "installers.remove_plan", "installers.certs_plan",
+        "installers.restore_plan"}
     assert step_kinds.get("drain").job_module == "installers.plan_upgrade"
     assert step_kinds.get("remove_drain").job_module == "installers.remove_plan"
     assert step_kinds.get("certs_renew").job_module == "installers.certs_plan"
