@@ -141,6 +141,7 @@ def monitoring_job(spec: ClusterSpec, node: Node) -> HostJob:
     return host_job("monitoring", node, {
         "KAI_METRICS_SERVER_URL": ms.url, "KAI_METRICS_SERVER_SHA256": ms.sha256,
         "KAI_METRICS_SERVER_SUMS_URL": ms.sums_url,
+        "KAI_METRICS_SERVER_INSECURE_TLS": "1" if spec.addons.metrics_server_kubelet_insecure_tls else "0",
         "KAI_KUBE_PROMETHEUS_URL": kp.url, "KAI_KUBE_PROMETHEUS_SHA256": kp.sha256,
         "KAI_KUBE_PROMETHEUS_SUMS_URL": kp.sums_url,
         "KAI_KUBE_PROMETHEUS_SKIP": addons.KUBE_PROMETHEUS_SKIPPED_PREFIX,

@@ -145,6 +145,12 @@ class Addons(_Model):
     monitoring: bool = Field(False, description="metrics-server and the kube-prometheus stack "
                                                 "(Prometheus, Alertmanager, node-exporter, "
                                                 "kube-state-metrics, Grafana)")
+    metrics_server_kubelet_insecure_tls: bool = Field(
+        True, description="metrics-server scrapes the kubelets without verifying their serving "
+                          "certificates (kubeadm's kubelets serve self-signed ones); as kubespray, "
+                          "k0s and KubeKey do. false: only with kubelet serving certificates signed "
+                          "by the cluster CA (serverTLSBootstrap and CSR approval, which kai does not "
+                          "set up), else metrics-server never becomes Ready")
     checksums: dict[Text, Text] = Field(
         default_factory=dict,
         description="file name -> sha256 pin for a CNI manifest or chart, helm or a monitoring "

@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deployments import legacy
 from installers import addons
@@ -186,10 +187,14 @@ def test_monitoring_applies_crds_waits_then_the_stack_without_the_adapter(node, 
     env = {"KAI_METRICS_SERVER_URL": ms, "KAI_METRICS_SERVER_SHA256": "",
            "KAI_METRICS_SERVER_SUMS_URL": ms + ".sha256", "KAI_KUBE_PROMETHEUS_URL": kp,
            "KAI_KUBE_PROMETHEUS_SHA256": "", "KAI_KUBE_PROMETHEUS_SUMS_URL": kp + ".sha256",
-           "KAI_KUBE_PROMETHEUS_SKIP": "prometheusAdapter-"}
+           "KAI_KUBE_PROMETHEUS_SKIP": "prometheusAdapter-", "KAI_METRICS_SERVER_INSECURE_TLS": "1"}
     res = node.run("monitoring.sh", env, sandbox=True)
     assert res.returncode == 0, res.stdout + res.stderr
     steps = sorted((node.root / "applied").iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
+    # the flag joins the container's args, at their indentation, and the YAML still parses
+    deployment = next(d for d in yaml.safe_load_all(steps[0].read_text()) if d and d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--cert-dir=/tmp", "--kubelet-insecure-tls"] and len(args) == 6, args
     assert [p.name.split("-", 1)[1] for p in steps] == [
         "metrics-server.yaml", "kube-prometheus-setup.yaml", "WAIT", "kube-prometheus-stack.yaml"]
     setup, stack = steps[1].read_text(), steps[3].read_text()
@@ -199,6 +204,13 @@ def test_monitoring_applies_crds_waits_then_the_stack_without_the_adapter(node, 
     report = {r[1]: r for r in _report(node)}
     assert report["components.yaml"][2] == "components.yaml.sha256"
     assert report[V.KUBE_PROMETHEUS_FILE][2] == f"{V.KUBE_PROMETHEUS_FILE}.sha256"
+
+    # 0: the manifest is applied as released
+    node.state.joinpath("done").exists() and shutil.rmtree(node.state / "done")
+    shutil.rmtree(node.root / "applied")
+    assert node.run("monitoring.sh", {**env, "KAI_METRICS_SERVER_INSECURE_TLS": "0"}, sandbox=True).returncode == 0
+    first = sorted((node.root / "applied").iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))[0]
+    assert "--kubelet-insecure-tls" not in first.read_text() and "--cert-dir=/tmp" in first.read_text()
 
     (root / "manifests/metrics-server" / f"v{V.METRICS_SERVER_VERSION}" / "components.yaml").write_text("tampered\n")
     node.state.joinpath("done").exists() and shutil.rmtree(node.state / "done")

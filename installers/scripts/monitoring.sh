@@ -8,7 +8,10 @@
 # metrics-server) are left out.
 # Inputs: KAI_METRICS_SERVER_URL, KAI_METRICS_SERVER_SHA256 (a pin, may be empty),
 # KAI_METRICS_SERVER_SUMS_URL (a mirror's .sha256, may be empty), the same three for
-# KAI_KUBE_PROMETHEUS_* (a .tar.gz of the release), KAI_KUBE_PROMETHEUS_SKIP, KAI_DOWNLOAD_PROXY.
+# KAI_KUBE_PROMETHEUS_* (a .tar.gz of the release), KAI_KUBE_PROMETHEUS_SKIP, KAI_DOWNLOAD_PROXY,
+# KAI_METRICS_SERVER_INSECURE_TLS (1: metrics-server gets --kubelet-insecure-tls, added to its
+# container's args after the verified download — kubeadm's kubelets serve self-signed certificates,
+# which metrics-server refuses, and then never becomes Ready; 0: leave the manifest as released).
 # Every file's sha256 goes to $KAI_OUT_DIR/files.sha256 (the run's report).
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -17,6 +20,8 @@ set -euo pipefail
 : "${KAI_METRICS_SERVER_URL:?KAI_METRICS_SERVER_URL is required}"
 : "${KAI_METRICS_SERVER_SHA256?KAI_METRICS_SERVER_SHA256 is required (may be empty)}"
 : "${KAI_METRICS_SERVER_SUMS_URL?KAI_METRICS_SERVER_SUMS_URL is required (may be empty)}"
+: "${KAI_METRICS_SERVER_INSECURE_TLS:?KAI_METRICS_SERVER_INSECURE_TLS is required (0|1)}"
+case $KAI_METRICS_SERVER_INSECURE_TLS in 0 | 1) ;; *) kai_die "KAI_METRICS_SERVER_INSECURE_TLS must be 0 or 1, not '$KAI_METRICS_SERVER_INSECURE_TLS'" ;; esac
 : "${KAI_KUBE_PROMETHEUS_URL:?KAI_KUBE_PROMETHEUS_URL is required}"
 : "${KAI_KUBE_PROMETHEUS_SHA256?KAI_KUBE_PROMETHEUS_SHA256 is required (may be empty)}"
 : "${KAI_KUBE_PROMETHEUS_SUMS_URL?KAI_KUBE_PROMETHEUS_SUMS_URL is required (may be empty)}"
@@ -38,11 +43,29 @@ join_yaml() {
   done >"$out"
 }
 
+# kubelet_insecure_tls FILE: add --kubelet-insecure-tls to metrics-server's container args, at the
+# indentation of its first flag (every release's args start with --cert-dir or --secure-port).
+kubelet_insecure_tls() {
+  local file=$1
+  if grep -q -- '--kubelet-insecure-tls' "$file"; then
+    kai_log "metrics-server already has --kubelet-insecure-tls"
+    return 0
+  fi
+  awk 'done != 1 && match($0, /^[[:space:]]*- --(cert-dir|secure-port)=/) {
+         print; sub(/- --.*/, "- --kubelet-insecure-tls"); print; done = 1; next }
+       { print }
+       END { exit done == 1 ? 0 : 3 }' "$file" >"$file.new" ||
+    kai_die "${KAI_METRICS_SERVER_URL##*/}: no metrics-server args (--cert-dir or --secure-port) to add --kubelet-insecure-tls to"
+  mv "$file.new" "$file"
+  kai_log "metrics-server: added --kubelet-insecure-tls (the kubelets' serving certificates are self-signed)"
+}
+
 kai_begin
 
 metrics_server="$KAI_WORK/metrics-server.yaml"
 kai_fetch_verified "$KAI_METRICS_SERVER_URL" "$metrics_server" "$KAI_METRICS_SERVER_SHA256" \
   "$KAI_METRICS_SERVER_SUMS_URL"
+[[ $KAI_METRICS_SERVER_INSECURE_TLS == 0 ]] || kubelet_insecure_tls "$metrics_server"
 archive="$KAI_WORK/kube-prometheus.tar.gz"
 kai_fetch_verified "$KAI_KUBE_PROMETHEUS_URL" "$archive" "$KAI_KUBE_PROMETHEUS_SHA256" \
   "$KAI_KUBE_PROMETHEUS_SUMS_URL"

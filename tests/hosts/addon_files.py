@@ -124,6 +124,18 @@ def _crd(plural: str, kind: str, group: str = "monitoring.coreos.com") -> dict:
                                    "subresources": {"status": {}}}]}}
 
 
+def _metrics_server_deployment(ns: str, version: str) -> dict:
+    """Shaped like the release's: the container's args as upstream's components.yaml lists them
+    (monitoring.sh adds --kubelet-insecure-tls at their indentation)."""
+    d = m._deployment("metrics-server", ns, f"registry.k8s.io/metrics-server/metrics-server:v{version}",
+                      "metrics-server")
+    d["spec"]["template"]["spec"]["containers"][0]["args"] = [
+        "--cert-dir=/tmp", "--secure-port=10250",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        "--kubelet-use-node-status-port", "--metric-resolution=15s"]
+    return d
+
+
 def metrics_server_manifest(version: str) -> str:
     ns = "kube-system"
     return m._dump([
@@ -133,8 +145,7 @@ def metrics_server_manifest(version: str) -> str:
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "metrics-server", "namespace": ns},
          "spec": {"ports": [{"name": "https", "port": 443, "targetPort": "https"}],
                   "selector": {"k8s-app": "metrics-server"}}},
-        m._deployment("metrics-server", ns, f"registry.k8s.io/metrics-server/metrics-server:v{version}",
-                      "metrics-server"),
+        _metrics_server_deployment(ns, version),
         {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
          "metadata": {"name": "v1beta1.metrics.k8s.io"},
          "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100,
