@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deployments.cli_commands import EXIT_INVALID, EXIT_NO_SERVER, EXIT_OK, command
-from deployments.cli_runs import _fail, _load, _need_server, _spec_arg, follow_run
+from deployments.cli_commands import EXIT_INVALID, command
+from deployments.cli_runs import _fail, _load, _spec_arg, _start_and_follow
 
 
 def _restore_args(p: argparse.ArgumentParser) -> None:
@@ -35,21 +35,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
         for problem in modes.confirmation_problems("etcd_restore", False):
             print(problem, file=sys.stderr)
         return _fail(EXIT_INVALID, f"{args.spec}: restore not started (add --yes)")
-    if (code := _need_server()) is not None:
-        return code
-    from deployments import control
-    from installers.spec import SpecError
-
-    try:
-        run_id = control.start("etcd_restore", spec.model_dump(mode="json"), snapshot=args.snapshot,
-                               confirm=True)
-    except SpecError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
-        return _fail(EXIT_INVALID, f"{args.spec}: cannot restore {args.snapshot}")
-    except control.NotServed as exc:
-        return _fail(EXIT_NO_SERVER, str(exc))
-    print(f"started etcd_restore run {run_id} ({args.snapshot})")
-    if args.detach:
-        return EXIT_OK
-    return follow_run(run_id)
+    return _start_and_follow(args.spec, "etcd_restore", None, not args.detach, snapshot=args.snapshot,
+                             confirm=True, refused=f"cannot restore {args.snapshot}",
+                             started=f" ({args.snapshot})")

@@ -306,3 +306,37 @@ def test_an_expired_certificate_fails_a_check_but_not_a_renewal_that_fixes_it(ch
     assert rows[0]["days_left"] == 364
     assert check_task.seen["artifacts"][-1][0]["days left before"] == -1
     assert check_task.seen["info"]["certificates_by_node"] == {"node-1": {"apiserver": 364}}
+
+
+@pytest.mark.parametrize("argv,sent,said", [
+    (["certs", "{path}", "--detach"], {"mode": "certs"}, "started certs run r1 (check only)"),
+    (["certs", "{path}", "--renew", "--detach"], {"mode": "certs", "renew": True},
+     "started certs run r1 (renew)"),
+    (["restore", "{path}", "--snapshot", "demo-ha-20261201T213000Z-rev9.db", "--yes", "--detach"],
+     {"mode": "etcd_restore", "snapshot": "demo-ha-20261201T213000Z-rev9.db", "confirm": True},
+     "started etcd_restore run r1 (demo-ha-20261201T213000Z-rev9.db)"),
+])
+def test_kai_certs_and_restore_go_through_the_clis_one_start_path(monkeypatch, tmp_path, capsys,
+                                                                 argv, sent, said):
+    """`kai certs` and `kai restore` start through cli_runs._start_and_follow: the spec checked,
+    only the options given sent, the run named."""
+    import yaml
+
+    from deployments import control
+    from deployments.cli import main
+    from installers import settings
+    from tests.spec_factory import ha
+
+    started = {}
+
+    def start(mode, spec, **kw):
+        started.update(mode=mode, **{k: v for k, v in kw.items() if v is not None})
+        return "r1"
+
+    monkeypatch.setattr(settings, "resolve_settings", lambda **kw: None)  # a server "found"
+    monkeypatch.setattr(control, "start", start)
+    path = tmp_path / "ha.yaml"
+    path.write_text(yaml.safe_dump(ha()))
+    assert main([a.format(path=path) for a in argv]) == 0
+    assert started == sent
+    assert said in capsys.readouterr().out
