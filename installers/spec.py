@@ -1,4 +1,5 @@
-"""The cluster spec: one pydantic tree, its defaults, derived facts, mode rules and JSON Schema.
+"""The cluster spec: one pydantic tree, its defaults, derived facts and JSON Schema (its rules per
+mode: installers/mode_rules.py, `validate_for_mode`, re-exported here).
 
 Pydantic checks the shape (types, enums, unknown fields); `check_rules` (spec_rules.py) checks the
 meaning (addresses, CIDRs, names, cross-field rules), with the value checks of spec_values.py.
@@ -12,14 +13,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
                       ValidationInfo, model_validator)
 
 from installers import modes, step_kinds
 from installers import versions as V
-from installers.spec_loading import MAX_STRING_LENGTH, SpecError, shown
+from installers.spec_loading import MAX_STRING_LENGTH, SpecError
 from installers.spec_values import is_ip
 
 MODES = modes.planned_names()  # the modes with a plan of their own (installers/modes.py)
@@ -322,66 +323,6 @@ class ClusterSpec(_Model):
         return self.ssh.model_copy(update=over.model_dump(exclude_none=True))
 
 
-def validate_for_mode(spec: ClusterSpec, mode: str, nodes: list[str] | None = None,
-                      options: Mapping[str, Any] | None = None) -> list[str]:
-    """Rules that depend on the mode (an argument, not part of the spec); `options` are the
-    target a mode that takes one is given (installers/modes.py target_options)."""
-    from installers import upgrade_rules
-
-    p: list[str] = []
-    cps = spec.control_planes()
-    if mode not in MODES:
-        if mode in modes.names():  # e.g. rebuild: no plan of its own
-            return [f"mode: {mode} has no plan of its own, it runs other modes' plans one after "
-                    f"another (planned modes: {', '.join(MODES)})"]
-        return [f"mode: unknown mode {shown(mode)} (known: {', '.join(MODES)})"]
-    if mode == "all_in_one":
-        if len(spec.nodes) != 1:
-            p.append(f"nodes: all_in_one needs exactly one node, the spec has {len(spec.nodes)}")
-        elif not spec.nodes[0].is_control_plane:
-            p.append("nodes[0].roles: the all_in_one node must have the role control-plane")
-    elif mode == "ha":
-        if len(cps) < 3:
-            p.append(f"nodes: ha needs at least 3 control-plane nodes (etcd quorum), the spec has {len(cps)}")
-        elif len(cps) % 2 == 0:
-            p.append(f"nodes: ha needs an odd number of control-plane nodes (etcd quorum), "
-                     f"the spec has {len(cps)}")
-        if isinstance(spec.control_plane_endpoint, NodeEndpoint):
-            p.append("control_plane_endpoint.type: ha needs kube_vip or load_balancer, not node")
-    elif mode == "add_nodes":
-        if not nodes:
-            p.append("nodes: add_nodes needs the names of the nodes to add (--nodes a,b)")
-        else:
-            known = {n.name for n in spec.nodes}
-            for name in nodes:
-                if name not in known:
-                    p.append(f"nodes: {shown(name)} (to add) is not a node of the spec")
-            if cps and cps[0].name in nodes:
-                p.append(f"nodes: {cps[0].name!r} is the first control plane; it cannot be added, "
-                         f"the cluster is built around it")
-            if len(set(nodes)) != len(nodes):
-                p.append("nodes: a node is named twice in the list to add")
-    elif mode == "remove_nodes":
-        from installers.removal import problems as removal_problems  # it reads this module's classes
-        p += removal_problems(spec, nodes)
-    if nodes and not modes.get(mode).takes_nodes:
-        p.append(f"nodes: a list of nodes only applies to add_nodes, not {mode}")
-    if (options or {}).get(modes.FORCE_PARAM) and not modes.get(mode).takes_force:
-        p.append(f"force: only applies to remove_nodes, not {mode}")
-    if (options or {}).get(modes.RENEW_PARAM) and not modes.get(mode).takes_renew:
-        p.append(f"renew: only applies to certs, not {mode}")
-    if modes.get(mode).takes_snapshot:
-        from installers.etcd_backups import name_problems  # pure: the name, not the file
-        p += name_problems(spec.name, (options or {}).get(modes.SNAPSHOT_PARAM))
-    elif (options or {}).get(modes.SNAPSHOT_PARAM) is not None:
-        p.append(f"snapshot: only etcd_restore takes a snapshot, not {mode}")
-    if modes.get(mode).takes_target:
-        p += upgrade_rules.upgrade_problems(spec, options or {})
-    else:
-        p += upgrade_rules.options_for_other_modes(mode, options or {})
-    return p
-
-
 def spec_warnings(spec: ClusterSpec) -> list[str]:
     w: list[str] = []
     c = spec.runtime.containerd
@@ -407,3 +348,7 @@ def load_spec(source: str | Path | dict | ClusterSpec) -> ClusterSpec:
 
 def spec_json_schema() -> dict:
     return ClusterSpec.model_json_schema()
+
+
+# The rules that depend on the mode (installers/mode_rules.py; it reads this module's classes).
+from installers.mode_rules import validate_for_mode  # noqa: E402,F401
