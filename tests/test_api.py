@@ -103,7 +103,7 @@ def test_modes_come_from_the_versions_tables(kai_server):  # noqa: F811
     assert body["success"] is True
     names = {m["name"] for m in body["mode_list"]}  # kai's list (`modes` is the old object)
     assert {"all_in_one", "ha", "add_nodes", "reset", "rebuild", "preflight", "health", "upgrade", "etcd_backup",
-            "remove_nodes", "etcd_restore"} == names
+            "remove_nodes", "certs", "etcd_restore"} == names
     assert [k["minor"] for k in body["kubernetes_versions"]] == list(V.KUBERNETES_MINORS)
     assert {c["name"]: c["version"] for c in body["cnis"]} == {n: c.version for n, c in V.CNIS.items()}
     assert body["defaults"]["kubernetes_version"] == V.DEFAULT_KUBERNETES_MINOR
