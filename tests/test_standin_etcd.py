@@ -55,7 +55,7 @@ def test_crictl_ps_prints_the_running_etcd_container(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["ps"], ["ps", "--name", "kube-scheduler", "--state", "running", "-q"], ["images"],
+    ["ps"], ["ps", "--name", "coredns", "--state", "running", "-q"], ["images"],
     ["ps", "--name", "etcd", "-q"], ["exec", "-it", CID, "etcdctl", "member", "list"],
 ])
 def test_crictl_refuses_anything_else(argv, monkeypatch):
@@ -85,7 +85,7 @@ def test_crictl_exec_runs_etcdctl_in_the_running_container_only(monkeypatch, tmp
 
 
 def test_crictl_ps_prints_the_running_api_server(monkeypatch, capsys):
-    monkeypatch.setattr(crictl, "running_apiserver", lambda: "ab" * 32)
+    monkeypatch.setattr(etcd, "unit_container", lambda unit, name: "ab" * 32 if unit == crictl.API_UNIT else None)
     assert crictl.main(["ps", "--name", "kube-apiserver", "--state", "running", "-q"]) == 0
     assert capsys.readouterr().out == "ab" * 32 + "\n"
 
