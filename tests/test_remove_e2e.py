@@ -31,7 +31,7 @@ import pytest
 
 from tests.support.e2e_server import kai_server  # noqa: F401  (session fixture)
 from tests.hosts.mirror import serve_mirror_to
-from tests.test_flows_e2e import RUNS, assert_completed, logs, make_spec, start, wait
+from tests.test_flows_e2e import RUNS, assert_completed, journal, logs, make_spec, start, wait
 
 pytestmark = [pytest.mark.hosts, pytest.mark.e2e]
 
@@ -131,10 +131,7 @@ def kai_block(host) -> str:
 
 
 def kubectl_calls(host, word: str, node: str) -> list[dict]:
-    import json
-    out = host.exec("cat /var/log/kai-standins.jsonl 2>/dev/null || true").stdout
-    recs = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return [r for r in recs if r["tool"] == "kubectl" and word in r["argv"] and node in r["argv"]]
+    return [r for r in journal(host) if r["tool"] == "kubectl" and word in r["argv"] and node in r["argv"]]
 
 
 def vip_holder(cluster) -> str | None:
