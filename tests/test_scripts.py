@@ -697,7 +697,7 @@ touch {node.root}/kubeadm-reset-ran
 @needs_sandbox
 def test_reset_of_a_blank_node(node: ScriptNode) -> None:
     res = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0", "KAI_RESET_ETCD_MEMBER": "0"},
-                     sandbox=True, netns=True)
+                   sandbox=True, netns=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "kubeadm is not installed" in res.stdout
     twice = node.run("reset.sh", {"KAI_RESET_PACKAGES": "0", "KAI_RESET_ETCD_MEMBER": "0"},

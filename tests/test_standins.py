@@ -27,6 +27,7 @@ import standin_pki as pki  # noqa: E402
 
 from tests.support.etcd import etcd_members, etcdctl  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
+from tests.test_flows_e2e import journal  # noqa: E402  (the stand-ins' journal on a host)
 
 VALID = """\
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -829,13 +830,6 @@ def cluster_hosts(booted_hosts):
     return hosts, targets, url
 
 
-def _host_journal(h) -> list[dict]:
-    """The stand-ins' journal on a host: every call since the host was last wiped — earlier
-    modules' too (a host whose cluster was reset keeps its journal), so a test slices it."""
-    out = h.exec("cat /var/log/kai-standins.jsonl", check=False).stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
 def _admin_client(h, d: Path) -> httpx.Client:
     kc = pki.read_kubeconfig(h.exec("cat /etc/kubernetes/admin.conf").stdout)
     (d / "ca.crt").write_bytes(kc["ca"])
@@ -874,7 +868,7 @@ failCgroupV1: false
 def test_hosts_init_apply_join_reset(cluster_hosts, tmp_path):
     hosts, targets, url = cluster_hosts
     cp = targets[0]
-    journal_before = len(_host_journal(cp))
+    journal_before = len(journal(cp))  # a reset host keeps its journal: earlier modules' calls
     assert cp.exec("kubelet --version").stdout.strip() == "Kubernetes v1.36.4"
     assert cp.exec("kubeadm version -o short").stdout.strip() == "v1.36.4"
     assert cp.exec("systemctl is-active kubelet", check=False).stdout.strip() != "active"  # not started by apt
@@ -974,7 +968,7 @@ discovery:
         assert w.exec("ls /var/lib/etcd", check=False).returncode != 0
         assert admin.get("/api/v1/namespaces/default/configmaps/via-second").status_code == 200
 
-    entries = _host_journal(cp)[journal_before:]   # this test's calls only
+    entries = journal(cp)[journal_before:]   # this test's calls only
     inits = [e for e in entries if e["argv"][:2] == ["kubeadm", "init"] and "phase" not in e["argv"]]
     assert [e["exit_code"] for e in inits] == [1, 0, 1]
     assert any(e["argv"][:2] == ["kubectl", "--kubeconfig"] and e["exit_code"] == 0 for e in entries)
