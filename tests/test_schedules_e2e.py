@@ -185,18 +185,25 @@ def test_schedules_fire_survive_a_restart_and_alert(served, netns_node):  # noqa
     assert str(run.id) in message["body"] and "Failed" in message["body"], message
     assert "kubeconfig" in message["body"] or "failing checks" in message["body"], message
 
-    # a certificate under 30 days in a health run: the event the verify step emits alerts too
-    from prefect.events import emit_event
-    from prefect.events.clients import get_events_client  # noqa: F401 - the client emit_event uses
+    # a certificate under 30 days in a health run: the event the verify step emits alerts too.
+    # Sent through a client of its own, to this server: emit_event's EventsWorker is one per
+    # process whatever the API URL, so in a full run it may still be the one an earlier module
+    # started for its own (long gone) server — CI 5 lost the event that way (none on the server).
+    import asyncio
 
-    with server.prefect():
-        t_cert = time.time()
-        emit_event("kai.certificate.expiring",
-                   resource={"prefect.resource.id": "kai.cluster.sched-a", "prefect.resource.name": "sched-a"},
-                   payload={"cluster": "sched-a", "certificate": "API server certificate", "days_left": 12,
-                            "expires": "2027-01-01", "run_name": "hand-made", "run_id": "none"})
-        from prefect.events.worker import EventsWorker
-        EventsWorker.drain_all()
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+
+    async def send(event: Event) -> None:
+        async with PrefectEventsClient(api_url=server.prefect_api_url) as events:
+            await events.emit(event)
+
+    t_cert = time.time()
+    asyncio.run(send(Event(
+        event="kai.certificate.expiring",
+        resource={"prefect.resource.id": "kai.cluster.sched-a", "prefect.resource.name": "sched-a"},
+        payload={"cluster": "sched-a", "certificate": "API server certificate", "days_left": 12,
+                 "expires": "2027-01-01", "run_name": "hand-made", "run_id": "none"})))
     cert = wait_until("the certificate alert",
                       lambda: receiver.matching("sched-a", "API server certificate", "12 days"),
                       ALERT_DEADLINE_S)
