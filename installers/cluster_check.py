@@ -311,10 +311,12 @@ def check_cluster(
 
 # --- drift: what the nodes run against what the spec says ----------------------------------------
 
-def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None) -> list[str]:
-    """One line per node whose kubelet or containerd is not the spec's version (containerd None:
-    not pinned, e.g. the distribution's package). From the Node objects' nodeInfo.
-    TODO: kubeadm's version is not in the Node object; it needs a fact from each node (facts.sh)."""
+def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None,
+                  installed: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """One line per node whose kubelet, kubeadm or containerd is not the spec's version
+    (containerd None: not pinned, e.g. the distribution's package). The running kubelet and
+    containerd from the Node objects' nodeInfo; `installed`: what each node's binaries say
+    (node-versions.sh: kubeadm_version, kubelet_version), for the nodes the run could read."""
     drift = []
     for node in nodes:
         kubelet = node.kubelet_version.lstrip("v")
@@ -323,4 +325,16 @@ def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None
         runtime, _, version = node.container_runtime.partition("://")
         if containerd and runtime == "containerd" and version.lstrip("v") != containerd:
             drift.append(f"node {node.name}: containerd {version}, the spec says {containerd}")
+    running = {node.name: node.kubelet_version.lstrip("v") for node in nodes}
+    for name, found in sorted((installed or {}).items()):
+        kubeadm = found.get("kubeadm_version", "unknown").lstrip("v")
+        if kubeadm == "unknown":
+            drift.append(f"node {name}: kubeadm answers no version (not installed?), the spec says {kubernetes}")
+        elif kubeadm != kubernetes:
+            drift.append(f"node {name}: kubeadm {kubeadm}, the spec says {kubernetes}")
+        on_disk = found.get("kubelet_version", "unknown").lstrip("v")
+        if on_disk not in ("unknown", kubernetes, running.get(name)):
+            # a package changed under a kubelet that was not restarted (or one that is not running)
+            drift.append(f"node {name}: the kubelet binary is {on_disk} but {running.get(name) or 'none'} "
+                         f"runs, the spec says {kubernetes}")
     return drift

@@ -164,6 +164,10 @@ def reset_job(spec: ClusterSpec, node: Node, *, remove_packages: bool = False,
                                     "KAI_RESET_ETCD_MEMBER": "1" if leave_etcd else "0"})
 
 
+def node_versions_job(spec: ClusterSpec, node: Node) -> HostJob:
+    return host_job("node_versions", node)
+
+
 def etcd_backup_job(spec: ClusterSpec, node: Node) -> HostJob:
     return host_job("etcd_backup", node)
 
@@ -283,9 +287,13 @@ def _add_nodes_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
 
 
 def _health_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:
-    """Read-only: a fresh admin kubeconfig, then look through the API."""
+    """Read-only: a fresh admin kubeconfig, each node's installed kubeadm and kubelet (for the
+    drift report), then look through the API."""
     first = spec.control_planes()[0]
-    return [_kubeconfig_phase(spec, first), _verify_phase(spec, kind="health")]
+    versions = Phase("versions", "Read each node's installed Kubernetes versions", (
+        plan_step(spec, "node-versions", "node_versions", "kubeadm and kubelet versions on every node",
+                  [node_versions_job(spec, n) for n in spec.nodes]),))
+    return [_kubeconfig_phase(spec, first), versions, _verify_phase(spec, kind="health")]
 
 
 def _reset_plan(spec: ClusterSpec, nodes: list[Node]) -> list[Phase]:

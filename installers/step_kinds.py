@@ -111,6 +111,10 @@ STEP_KINDS: tuple[StepKind, ...] = (
              note="polls `installers/cluster_check.py`"),
     StepKind("health", "tasks/verify.py:verify", None, StepPolicy(0, 0, 10, deadline_s=120),
              note="the health mode's verify, its own deadline"),
+    # health's read of each node's binaries (kubeadm is not in the Node object): one attempt, an
+    # unreachable node is a warning (tasks/versions.py), so no retry waits for it
+    StepKind("node_versions", "tasks/versions.py:node_versions", "node-versions.sh", StepPolicy(0, 0, 30),
+             note="compared with the spec in `installers/cluster_check.py` (version_drift)"),
     StepKind("reset", "tasks/node_tasks.py:reset", "reset.sh", StepPolicy(1, 10, 600)),
     # The upgrade mode (flows/upgrade.py, installers/plan_upgrade.py).
     StepKind("upgrade_facts", "tasks/upgrade.py:upgrade_preflight", "upgrade-facts.sh",

@@ -26,6 +26,9 @@ from installers.spec import ClusterSpec
 from tasks.context import current_run
 from tasks.step_task import step_task
 
+# run.info: each node's installed versions, when the run read them (health: tasks/versions.py)
+INSTALLED_VERSIONS = "installed_versions"
+VERSIONS_UNREAD = "versions_unread"  # node -> why the run could not read its versions
 # cluster_info's days left per certificate per control plane, when the run looked (certs mode)
 CERTIFICATES_BY_NODE = "certificates_by_node"
 
@@ -57,14 +60,17 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     look = partial(_look, path, expected, storage_class, workloads, step.policy.timeout_s)
     outcome, deadline_s = poll_cluster(step, look)
     report = outcome.report
-    drift = spec_drift(run.spec, report)
+    drift = spec_drift(run.spec, report, run.info.get(INSTALLED_VERSIONS))
     report.warnings += [f"version drift: {line}" for line in drift]
+    report.warnings += [f"version drift: node {node}: not checked, its versions were not read ({why})"
+                        for node, why in sorted(run.info.get(VERSIONS_UNREAD, {}).items())]
     for warning in report.warnings:
         logger.warning("verify: %s", warning)
     alert_expiring_certificates(run.spec.name, report)
     info = cluster_facts(run.spec, report, path) | {"drift": drift}
-    if CERTIFICATES_BY_NODE in run.info:  # the certs mode's look at every node (tasks/certs.py)
-        info[CERTIFICATES_BY_NODE] = run.info[CERTIFICATES_BY_NODE]
+    for key in (CERTIFICATES_BY_NODE, INSTALLED_VERSIONS):  # what the mode's node steps read
+        if key in run.info:  # (tasks/certs.py, tasks/versions.py)
+            info[key] = run.info[key]
     run.info.update(info)
     create_table_artifact([info], key=FACTS_ARTIFACT_KEY, description=f"cluster {run.spec.name} (data)")
     create_markdown_artifact(render_report(run.spec.name, report, path,
@@ -77,12 +83,14 @@ def verify(step: Step, kubeconfig: str | None = None) -> dict:
     return info
 
 
-def spec_drift(spec: ClusterSpec, report: ClusterReport) -> list[str]:
+def spec_drift(spec: ClusterSpec, report: ClusterReport,
+               installed: dict[str, dict[str, str]] | None = None) -> list[str]:
     """Each node's kubelet and containerd against the spec (containerd from the distribution is
-    not pinned, so not compared)."""
+    not pinned, so not compared), and kubeadm where the run read the nodes' binaries (health's
+    node_versions step: tasks/versions.py)."""
     containerd = spec.runtime.containerd
     return version_drift(report.nodes, spec.kubernetes.full_version,
-                         None if containerd.source == "distro" else containerd.version)
+                         None if containerd.source == "distro" else containerd.version, installed)
 
 
 def alert_expiring_certificates(cluster: str, report: ClusterReport) -> None:

@@ -75,11 +75,27 @@ def cluster(hosts, server):
     return host, spec
 
 
-def test_health_of_a_cluster_whose_api_server_is_down_fails_within_its_deadline(cluster, server):
+def test_health_reports_drift_then_fails_within_its_deadline_once_the_api_server_is_down(cluster, server):
     host, spec = cluster
     _, deadline_s = health_deadline()
     healthy = wait(start("health", spec), timeout=300)
     assert_completed(healthy)  # the same health run passes while the API server is up
+    info = healthy["cluster_info"]
+    assert info["installed_versions"] == {host.name: {"kubeadm_version": "v1.36.4",
+                                                      "kubelet_version": "v1.36.4"}}, info
+    assert info["drift"] == [], info["drift"]
+
+    # drift: a kubeadm that is not the spec's (the Node object cannot tell) is reported, not fatal
+    kubeadm = host.exec("command -v kubeadm").stdout.strip()
+    host.exec(f"mv {kubeadm} {kubeadm}.kai-test && printf '#!/bin/sh\\necho v1.36.2\\n' > {kubeadm} "
+              f"&& chmod 755 {kubeadm}")
+    try:
+        drifted = wait(start("health", spec), timeout=300)
+    finally:
+        host.exec(f"mv -f {kubeadm}.kai-test {kubeadm}")
+    assert_completed(drifted)
+    assert drifted["cluster_info"]["drift"] == [f"node {host.name}: kubeadm 1.36.2, the spec says 1.36.4"], \
+        drifted["cluster_info"]
 
     host.exec(f"systemctl stop {API_UNIT}")
     try:

@@ -233,9 +233,13 @@ def test_build_plan_is_pure_and_repeatable():
     assert build_plan(spec, "ha") == build_plan(spec, "ha")
 
 
-def test_health_is_read_only_kubeconfig_then_verify():
+def test_health_is_read_only_kubeconfig_then_versions_then_verify():
     spec = load_spec(ha())
     plan = build_plan(spec, "health")
-    assert [s.kind for s in plan.steps()] == ["kubeconfig", "health"]  # health: verify's task, own deadline
-    assert [s.name for s in plan.steps()] == ["kubeconfig", "verify"]
-    assert plan.nodes_touched() == {"cp-1"}
+    # health: verify's task, its own deadline
+    assert [s.kind for s in plan.steps()] == ["kubeconfig", "node_versions", "health"]
+    assert [s.name for s in plan.steps()] == ["kubeconfig", "node-versions", "verify"]
+    assert [j.node for j in plan.step("kubeconfig").jobs] == ["cp-1"]
+    versions = plan.step("node-versions")
+    assert [j.node for j in versions.jobs] == [n.name for n in spec.nodes] and versions.parallel
+    assert {j.script for j in versions.jobs} == {"node-versions.sh"} and versions.policy.retries == 0

@@ -66,6 +66,20 @@ def test_version_drift_names_each_node_and_component():
     assert version_drift(nodes, "1.36.3", None) == ["node a: kubelet 1.36.4, the spec says 1.36.3"]
 
 
+def test_version_drift_of_the_installed_binaries():
+    """health's node_versions step: kubeadm (not in the Node object) against the spec, and a kubelet
+    binary that differs from the one running (a package changed, the kubelet not restarted)."""
+    nodes = [_node("a", "v1.36.4", "containerd://2.1.4"), _node("b", "v1.36.4", "containerd://2.1.4")]
+    installed = {"a": {"kubeadm_version": "v1.36.4", "kubelet_version": "v1.36.4"},
+                 "b": {"kubeadm_version": "v1.36.3", "kubelet_version": "v1.36.5"},
+                 "c": {"kubeadm_version": "unknown", "kubelet_version": "unknown"}}
+    assert version_drift(nodes, "1.36.4", "2.1.4", installed) == [
+        "node b: kubeadm 1.36.3, the spec says 1.36.4",
+        "node b: the kubelet binary is 1.36.5 but 1.36.4 runs, the spec says 1.36.4",
+        "node c: kubeadm answers no version (not installed?), the spec says 1.36.4"]
+    assert version_drift(nodes, "1.36.4", "2.1.4", {"a": installed["a"]}) == []
+
+
 def test_list_and_remove_walk_every_served_deployments_schedules(monkeypatch):
     """list_schedules and remove read each mode's deployment `<mode>/<mode>` (one not served is
     skipped) and its schedules; remove deletes the one asked for, and names an unknown id."""
