@@ -601,6 +601,27 @@ kai_render_hosts() {
   fi
 }
 
+# kai_write_hosts_block BLOCK: /etc/hosts with its kai block replaced by BLOCK (kai_render_hosts),
+# written only when that changes it; everything outside the block stays. os-prep.sh and
+# hosts-block.sh (remove_nodes).
+kai_write_hosts_block() {
+  local block=$1 tmp
+  tmp=$(kai_tmp_for /etc/hosts)
+  kai_render_hosts /etc/hosts "$block" >"$tmp"
+  if [[ -f /etc/hosts ]] && cmp -s "$tmp" /etc/hosts; then
+    rm -f "$tmp"
+    kai_log "/etc/hosts: kai block up to date"
+    return 0
+  fi
+  chmod 0644 "$tmp"
+  # /etc/hosts is a bind mount in some containers: rename fails there, rewrite it in place.
+  if ! mv -f "$tmp" /etc/hosts 2>/dev/null; then
+    cat "$tmp" >/etc/hosts
+    rm -f "$tmp"
+  fi
+  kai_log "/etc/hosts: kai block rewritten"
+}
+
 # --- listening sockets -------------------------------------------------------------------------
 
 # "tcp PORT" / "udp PORT" per listening socket: ss (iproute2) when present, else /proc/net.

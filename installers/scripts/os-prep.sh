@@ -66,24 +66,6 @@ kernel_sysctl() {
   kai_log "sysctl settings applied"
 }
 
-etc_hosts() {
-  local tmp
-  tmp=$(kai_tmp_for /etc/hosts)
-  kai_render_hosts /etc/hosts "$KAI_FILES_DIR/hosts" >"$tmp"
-  if [[ -f /etc/hosts ]] && cmp -s "$tmp" /etc/hosts; then
-    rm -f "$tmp"
-    kai_log "/etc/hosts: kai block up to date"
-    return 0
-  fi
-  chmod 0644 "$tmp"
-  # /etc/hosts is a bind mount in some containers: rename fails there, rewrite it in place.
-  if ! mv -f "$tmp" /etc/hosts 2>/dev/null; then
-    cat "$tmp" >/etc/hosts
-    rm -f "$tmp"
-  fi
-  kai_log "/etc/hosts: kai block written"
-}
-
 prerequisites() {
   local required=() optional=() pkg
   case $(kai_pkg_family) in
@@ -114,5 +96,5 @@ prerequisites
 swap_off
 kernel_modules
 kernel_sysctl
-etc_hosts
+kai_write_hosts_block "$KAI_FILES_DIR/hosts"
 kai_done
