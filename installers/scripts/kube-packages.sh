@@ -23,8 +23,6 @@ VERSION=${KAI_K8S_VERSION#v}
 kai_begin
 
 REPO="${KAI_K8S_REPO%/}/core:/stable:/v$KAI_K8S_MINOR"
-KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-APT_LIST=/etc/apt/sources.list.d/kubernetes.list
 DNF_REPO=/etc/yum.repos.d/kubernetes.repo
 VERSIONED=(kubelet kubeadm kubectl)
 
@@ -54,21 +52,7 @@ needs_install() {
 }
 
 apt_repository() {
-  local key="$KAI_WORK/Release.key" gpghome
-  # Fetched on every run: an expired key (2024) broke installs that cached it.
-  kai_log "fetching $REPO/deb/Release.key"
-  kai_fetch "$REPO/deb/Release.key" "$key"
-  if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$key"; then
-    gpghome=$(mktemp -d "$KAI_WORK/gnupg.XXXXXX") # keeps root's ~/.gnupg untouched
-    kai_quiet "gpg --dearmor" gpg --homedir "$gpghome" --batch --yes --dearmor -o "$KAI_WORK/keyring.gpg" "$key"
-  else
-    cp "$key" "$KAI_WORK/keyring.gpg" # already binary
-  fi
-  mkdir -p /etc/apt/keyrings
-  chmod 0755 /etc/apt/keyrings
-  kai_install_file "$KAI_WORK/keyring.gpg" "$KEYRING" 0644
-  KAI_CHANGED=0
-  kai_write_file "$APT_LIST" 0644 <<<"deb [signed-by=$KEYRING] $REPO/deb/ /"
+  kai_k8s_apt_repository "$REPO"
   if kai_changed; then kai_log "repository: $REPO/deb/"; fi
 }
 

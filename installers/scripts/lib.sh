@@ -601,6 +601,29 @@ kai_render_hosts() {
   fi
 }
 
+# kai_k8s_apt_repository REPO: point apt at pkgs.k8s.io's repository REPO (one per minor, e.g.
+# …/core:/stable:/v1.36): its Release.key as the keyring, the list naming it; KAI_CHANGED=1 when
+# the list changed. The key is fetched on every run: an expired key (2024) broke installs that
+# cached it. kube-packages.sh (installs) and upgrade-node.sh (the list moves to the target minor).
+KAI_K8S_KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+KAI_K8S_APT_LIST=/etc/apt/sources.list.d/kubernetes.list
+kai_k8s_apt_repository() {
+  local repo=$1 key="$KAI_WORK/Release.key" gpghome
+  kai_log "fetching $repo/deb/Release.key"
+  kai_fetch "$repo/deb/Release.key" "$key"
+  if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$key"; then
+    gpghome=$(mktemp -d "$KAI_WORK/gnupg.XXXXXX") # keeps root's ~/.gnupg untouched
+    kai_quiet "gpg --dearmor" gpg --homedir "$gpghome" --batch --yes --dearmor -o "$KAI_WORK/keyring.gpg" "$key"
+  else
+    cp "$key" "$KAI_WORK/keyring.gpg" # already binary
+  fi
+  mkdir -p /etc/apt/keyrings
+  chmod 0755 /etc/apt/keyrings
+  kai_install_file "$KAI_WORK/keyring.gpg" "$KAI_K8S_KEYRING" 0644
+  KAI_CHANGED=0
+  kai_write_file "$KAI_K8S_APT_LIST" 0644 <<<"deb [signed-by=$KAI_K8S_KEYRING] $repo/deb/ /"
+}
+
 # kai_write_hosts_block BLOCK: /etc/hosts with its kai block replaced by BLOCK (kai_render_hosts),
 # written only when that changes it; everything outside the block stays. os-prep.sh and
 # hosts-block.sh (remove_nodes).

@@ -41,8 +41,6 @@ kai_begin
 
 PROGRESS="$KAI_STATE_DIR/upgrade/v$VERSION"
 REPO="${KAI_K8S_REPO%/}/core:/stable:/v$KAI_K8S_MINOR"
-KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-APT_LIST=/etc/apt/sources.list.d/kubernetes.list
 
 finished() { [[ -f $PROGRESS/$1 ]]; }
 record() {
@@ -55,21 +53,8 @@ record() {
 # writes the same file for installs).
 REPOSITORY_SET=0
 repository() {
-  local key="$KAI_WORK/Release.key" gpghome
   ((REPOSITORY_SET == 0)) || return 0
-  kai_log "fetching $REPO/deb/Release.key"
-  kai_fetch "$REPO/deb/Release.key" "$key"
-  if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$key"; then
-    gpghome=$(mktemp -d "$KAI_WORK/gnupg.XXXXXX")
-    kai_quiet "gpg --dearmor" gpg --homedir "$gpghome" --batch --yes --dearmor -o "$KAI_WORK/keyring.gpg" "$key"
-  else
-    cp "$key" "$KAI_WORK/keyring.gpg"
-  fi
-  mkdir -p /etc/apt/keyrings
-  chmod 0755 /etc/apt/keyrings
-  kai_install_file "$KAI_WORK/keyring.gpg" "$KEYRING" 0644
-  KAI_CHANGED=0
-  kai_write_file "$APT_LIST" 0644 <<<"deb [signed-by=$KEYRING] $REPO/deb/ /"
+  kai_k8s_apt_repository "$REPO"
   if kai_changed; then kai_log "package repository moved to $REPO/deb/"; fi
   kai_apt_update
   REPOSITORY_SET=1
