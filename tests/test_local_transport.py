@@ -18,6 +18,7 @@ from installers.ssh import (
     CANCEL_EXIT, TIMEOUT_EXIT, ConnectError, ConnectionLostError, Fleet, LocalConnection,
     LocalTarget, RemoteJob,
 )
+from installers.ssh.connection import MAX_CHANNELS
 from tests.support.wait import wait_until
 
 
@@ -151,6 +152,7 @@ def test_an_agent_that_cannot_start_names_the_node_and_why(sandbox):
     with LocalConnection(LocalTarget(node="me", command_prefix=(str(sandbox / "no-such-command"),))) as c:
         with pytest.raises(ConnectError, match="cannot start kai-exec.sh on me .*'s'.*no-such-command") as err:
             c.run_job(job("echo never"))
+        assert c._channels._value == MAX_CHANNELS  # the agent's slot is free again
     assert err.value.retryable is False
 
 

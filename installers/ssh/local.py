@@ -288,6 +288,7 @@ class LocalConnection(Connection):
     def _start_agent(self, step: str) -> Agent:
         t = self.target
         self._acquire_slot()
+        started = False
         try:
             with self._started_lock:
                 if self._closed_event.is_set():
@@ -295,14 +296,14 @@ class LocalConnection(Connection):
                                        retryable=False)
                 chan = LocalChannel(t.agent_argv(), agent_env())
                 self._started.add(chan)
+                started = True
         except OSError as e:  # no bash, no sudo, no such prefix command
-            self._channels.release()
             raise ConnectError(
                 f"cannot start kai-exec.sh on {t.node} ({t.address}) for step {step!r}: "
                 f"{describe(e)}: {t.agent_argv()[0]}", retryable=False) from None
-        except BaseException:
-            self._channels.release()
-            raise
+        finally:
+            if not started:  # whatever stopped it (a cancel included): the slot is free again
+                self._channels.release()
         return Agent(chan, t)  # type: ignore[arg-type]
 
     def _not_started_error(self, ended: bool, code: int) -> str:
