@@ -9,6 +9,7 @@ kubectl needed. A polling step's looks until healthy or its deadline: installers
 from __future__ import annotations
 
 import datetime as dt
+import re
 import ssl
 import time
 from collections import Counter
@@ -311,6 +312,13 @@ def check_cluster(
 
 # --- drift: what the nodes run against what the spec says ----------------------------------------
 
+def upstream_version(version: str) -> str:
+    """The x.y.z a binary reports, without a leading v or a packager's suffix: a repackaged
+    containerd says 1.6.20~ds1 (Debian), 1.7.27-1 or 1.7.27+dfsg; drift is about upstream's."""
+    found = re.match(r"v?(\d+\.\d+\.\d+)", version.strip())
+    return found.group(1) if found else version.strip()
+
+
 def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None,
                   installed: dict[str, dict[str, str]] | None = None) -> list[str]:
     """One line per node whose kubelet, kubeadm or containerd is not the spec's version
@@ -319,20 +327,20 @@ def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None
     (node-versions.sh: kubeadm_version, kubelet_version), for the nodes the run could read."""
     drift = []
     for node in nodes:
-        kubelet = node.kubelet_version.lstrip("v")
+        kubelet = upstream_version(node.kubelet_version)
         if kubelet and kubelet != kubernetes:
             drift.append(f"node {node.name}: kubelet {kubelet}, the spec says {kubernetes}")
         runtime, _, version = node.container_runtime.partition("://")
-        if containerd and runtime == "containerd" and version.lstrip("v") != containerd:
+        if containerd and runtime == "containerd" and upstream_version(version) != containerd:
             drift.append(f"node {node.name}: containerd {version}, the spec says {containerd}")
-    running = {node.name: node.kubelet_version.lstrip("v") for node in nodes}
+    running = {node.name: upstream_version(node.kubelet_version) for node in nodes}
     for name, found in sorted((installed or {}).items()):
-        kubeadm = found.get("kubeadm_version", "unknown").lstrip("v")
+        kubeadm = upstream_version(found.get("kubeadm_version", "unknown"))
         if kubeadm == "unknown":
             drift.append(f"node {name}: kubeadm answers no version (not installed?), the spec says {kubernetes}")
         elif kubeadm != kubernetes:
             drift.append(f"node {name}: kubeadm {kubeadm}, the spec says {kubernetes}")
-        on_disk = found.get("kubelet_version", "unknown").lstrip("v")
+        on_disk = upstream_version(found.get("kubelet_version", "unknown"))
         if on_disk not in ("unknown", kubernetes, running.get(name)):
             # a package changed under a kubelet that was not restarted (or one that is not running)
             drift.append(f"node {name}: the kubelet binary is {on_disk} but {running.get(name) or 'none'} "

@@ -64,6 +64,9 @@ def test_version_drift_names_each_node_and_component():
     assert version_drift(nodes, "1.36.4", "2.1.4") == [
         "node b: kubelet 1.36.3, the spec says 1.36.4", "node b: containerd 2.0.0, the spec says 2.1.4"]
     assert version_drift(nodes, "1.36.3", None) == ["node a: kubelet 1.36.4, the spec says 1.36.3"]
+    # a packager's suffix is not drift (Debian's containerd reports 1.6.20~ds1); another release is
+    repackaged = [_node("a", "v1.36.4", "containerd://1.6.20~ds1"), _node("b", "v1.36.4", "containerd://1.6.21+dfsg")]
+    assert version_drift(repackaged, "1.36.4", "1.6.20") == ["node b: containerd 1.6.21+dfsg, the spec says 1.6.20"]
 
 
 def test_version_drift_of_the_installed_binaries():
