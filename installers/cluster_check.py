@@ -326,14 +326,14 @@ def version_drift(nodes: list[NodeInfo], kubernetes: str, containerd: str | None
     containerd from the Node objects' nodeInfo; `installed`: what each node's binaries say
     (node-versions.sh: kubeadm_version, kubelet_version), for the nodes the run could read."""
     drift = []
+    running = {node.name: upstream_version(node.kubelet_version) for node in nodes}
     for node in nodes:
-        kubelet = upstream_version(node.kubelet_version)
+        kubelet = running[node.name]
         if kubelet and kubelet != kubernetes:
             drift.append(f"node {node.name}: kubelet {kubelet}, the spec says {kubernetes}")
         runtime, _, version = node.container_runtime.partition("://")
         if containerd and runtime == "containerd" and upstream_version(version) != containerd:
             drift.append(f"node {node.name}: containerd {version}, the spec says {containerd}")
-    running = {node.name: upstream_version(node.kubelet_version) for node in nodes}
     for name, found in sorted((installed or {}).items()):
         kubeadm = upstream_version(found.get("kubeadm_version", "unknown"))
         if kubeadm == "unknown":
