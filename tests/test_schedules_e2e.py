@@ -200,7 +200,7 @@ def test_schedules_fire_survive_a_restart_and_alert(served, netns_node):  # noqa
 
     t_cert = time.time()
     asyncio.run(send(Event(
-        event="kai.certificate.expiring",
+        event=alerts.CERT_EXPIRING_EVENT,
         resource={"prefect.resource.id": "kai.cluster.sched-a", "prefect.resource.name": "sched-a"},
         payload={"cluster": "sched-a", "certificate": "API server certificate", "days_left": 12,
                  "expires": "2027-01-01", "run_name": "hand-made", "run_id": "none"})))
