@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,30 +62,41 @@ def vip_from_manifest() -> tuple[str, str] | None:
 
 
 class Vip:
-    def __init__(self):
-        self.held: tuple[str, str] | None = None
+    """kube-vip in ARP mode: the control plane leading the election (etcd.LeaderLock) holds the VIP
+    on its interface; every other one makes sure it does not."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.want: tuple[str, str] | None = None
+        self.lock: etcd.LeaderLock | None = None
+        self.held = False
 
     def sync(self) -> None:
         want = vip_from_manifest() if KUBE_VIP.exists() and APISERVER_MANIFEST.exists() else None
-        if want == self.held:
+        if want != self.want:  # kube-vip's pod went, came or changed: the old one lets go
+            self.release()
+            self.want = want
+        if want is None:
             return
-        self.release()
-        if want and self.on_this_node(want):
-            # already on this node's interface: carried over from an earlier kubelet process, or
-            # from before a power-off (a test host's network namespace outlives it). Adopt it, or
-            # the ping below answers from here and it is never released when kube-vip goes.
-            self.held = want
-            print(f"kube-vip: holding {want[0]} on {want[1]} (already there)", file=sys.stderr, flush=True)
-            return
-        if want and self.held_elsewhere(want[0]):
-            return  # another control plane holds it: the real kube-vip's leader election, in short
-        if want:
-            r = subprocess.run(["ip", "addr", "add", f"{want[0]}/32", "dev", want[1]], capture_output=True, text=True)
-            if r.returncode == 0 or "File exists" in r.stderr:
-                self.held = want
-                print(f"kube-vip: holding {want[0]} on {want[1]}", file=sys.stderr, flush=True)
-            else:
-                print(f"kube-vip: ip addr add failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+        if self.lock is None:  # kube-vip reaches etcd through the API server; this, directly
+            self.lock = etcd.LeaderLock(etcd.Gateway(f"https://127.0.0.1:{etcd.CLIENT_PORT}", str(etcd.ETCD_PKI / "ca.crt"),
+                                                     str(etcd.ETCD_PKI / "healthcheck-client.crt"),
+                                                     str(etcd.ETCD_PKI / "healthcheck-client.key"), timeout=2),
+                                        self.name)
+        if self.lock.lead():
+            if not self.on_this_node(want):
+                r = subprocess.run(["ip", "addr", "add", f"{want[0]}/32", "dev", want[1]], capture_output=True, text=True)
+                if r.returncode != 0 and "File exists" not in r.stderr:
+                    print(f"kube-vip: ip addr add failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+                    return
+            if not self.held:
+                print(f"kube-vip: leading, holding {want[0]} on {want[1]}", file=sys.stderr, flush=True)
+            self.held = True
+        elif self.held or self.on_this_node(want):
+            # lost the lead, or the address outlived an earlier kubelet process (a test host's
+            # network namespace outlives a power-off): only the leader may answer for the VIP
+            self.drop(want)
+            print(f"kube-vip: not leading, {want[0]} released", file=sys.stderr, flush=True)
 
     @staticmethod
     def on_this_node(want: tuple[str, str]) -> bool:
@@ -94,14 +104,18 @@ class Vip:
                            capture_output=True, text=True)
         return r.returncode == 0 and bool(r.stdout.strip())
 
-    @staticmethod
-    def held_elsewhere(address: str) -> bool:
-        return subprocess.run(["ping", "-c", "1", "-W", "1", address], capture_output=True).returncode == 0
+    def drop(self, want: tuple[str, str]) -> None:
+        subprocess.run(["ip", "addr", "del", f"{want[0]}/32", "dev", want[1]], capture_output=True)
+        self.held = False
 
     def release(self) -> None:
-        if self.held:
-            subprocess.run(["ip", "addr", "del", f"{self.held[0]}/32", "dev", self.held[1]], capture_output=True)
-            self.held = None
+        """The address first, then the lead: no moment with two holders."""
+        if self.want is not None and (self.held or self.on_this_node(self.want)):
+            self.drop(self.want)
+            print(f"kube-vip: stopped, {self.want[0]} released", file=sys.stderr, flush=True)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def parse(argv):
@@ -132,7 +146,7 @@ def run(a) -> int:
     v = version()
     healthz = ThreadingHTTPServer(("127.0.0.1", 10248), Healthz)
     threading.Thread(target=healthz.serve_forever, daemon=True).start()
-    vip = Vip()
+    vip = Vip(name)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

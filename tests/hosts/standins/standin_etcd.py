@@ -396,3 +396,68 @@ def pod_path(path: str) -> str:
                         f"{', '.join(str(m) for m in POD_MOUNTS)})")
     return p
 
+
+
+# --- kube-vip's leader election (the kubelet stand-in runs kube-vip) -----------------------------
+
+class LeaderLock:
+    """kube-vip's control-plane leader election, in short: one key bound to an etcd lease, created
+    only while absent (a transaction), kept by keep-alives. Whoever created it leads until it lets
+    go (revokes the lease) or stops renewing (the lease expires after TTL_S for everyone else). The
+    real kube-vip does the same through a coordination.k8s.io Lease, plndr-cp-lock, which the API
+    server keeps in etcd: at most one control plane holds the VIP. (Pinging the VIP to see whether
+    it is taken, as this stand-in once did, let two control planes claim it in the same second.)"""
+
+    KEY = "/registry/leases/kube-system/plndr-cp-lock"
+    TTL_S = 15
+    # A leader that cannot renew steps down before its lease can expire for the others.
+    RENEW_DEADLINE_S = 10
+
+    def __init__(self, gateway: Gateway, identity: str):
+        self.gw, self.identity = gateway, identity
+        self.lease: str | None = None
+        self.leading = False
+        self.renewed = 0.0
+
+    def lead(self) -> bool:
+        """Renew, or try to take, the leadership -> whether this process leads now. etcd out of
+        reach keeps a leader leading until RENEW_DEADLINE_S after its last renewal."""
+        now = time.monotonic()
+        try:
+            if self.lease is None or not self._keep_alive():
+                self.lease = self.gw.call("/v3/lease/grant", {"TTL": self.TTL_S})["ID"]
+            self.leading = self._take_or_read() == self.lease
+        except (OSError, EtcdError, ValueError, KeyError, http.client.HTTPException) as e:
+            print(f"kube-vip: leader election: {e}", flush=True)
+            self.leading = self.leading and now - self.renewed < self.RENEW_DEADLINE_S
+            return self.leading
+        if self.leading:
+            self.renewed = now
+        return self.leading
+
+    def release(self) -> None:
+        """Let go at once (kube-vip's ReleaseOnCancel): revoking the lease deletes the key."""
+        lease, self.lease, self.leading = self.lease, None, False
+        if lease is not None:
+            try:
+                self.gw.call("/v3/lease/revoke", {"ID": lease})
+            except (OSError, EtcdError, ValueError, http.client.HTTPException) as e:
+                print(f"kube-vip: revoking its lease: {e} (it expires within {self.TTL_S} s)", flush=True)
+
+    def _keep_alive(self) -> bool:
+        """-> whether the lease is still alive (an expired or unknown one answers without a TTL)."""
+        out = self.gw.call("/v3/lease/keepalive", {"ID": self.lease})
+        return int((out.get("result") or {}).get("TTL") or 0) > 0
+
+    def _take_or_read(self) -> str | None:
+        """Create the key with this process's lease if there is none -> the lease holding it."""
+        key = _b64(self.KEY)
+        value = _b64(json.dumps({"holderIdentity": self.identity, "leaseDurationSeconds": self.TTL_S}))
+        out = self.gw.call("/v3/kv/txn", {
+            "compare": [{"key": key, "target": "CREATE", "create_revision": 0, "result": "EQUAL"}],
+            "success": [{"request_put": {"key": key, "value": value, "lease": self.lease}}],
+            "failure": [{"request_range": {"key": key}}]})
+        if out.get("succeeded"):
+            return self.lease
+        kvs = ((out.get("responses") or [{}])[0].get("response_range") or {}).get("kvs") or []
+        return kvs[0].get("lease") if kvs else None
