@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from deployments import alerts, control, legacy, legacy_hosts, old_body_defaults, schedules
 from deployments.api_support import (ApiError, Ctl, Served, authorized, error_response, prefect_call,
                                      prefect_errors, served)
+from deployments.run_status import REPORTED_MODE_TAG
 from installers import modes
 from installers.spec import SpecError
 
@@ -84,6 +85,7 @@ def get_modes(ctl: Ctl) -> dict:
 def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)")],
           body: Annotated[dict[str, Any], Body()], ctl: Ctl) -> JSONResponse:
     canonical = ctl.canonical_mode(mode)
+    reported = modes.reported_name(mode)
     request, warnings, secrets = _start_request(ctl, mode, canonical, body)
     if secrets:
         prefect_call(legacy.store_secrets, secrets)
@@ -92,13 +94,14 @@ def start(mode: Annotated[ModeName, Path(description="mode (old names accepted)"
                               lock_wait_s=request.lock_wait_s, rebuild_mode=request.rebuild_mode,
                               to=request.to, max_unavailable=request.max_unavailable,
                               force=request.force, renew=request.renew,
-                              snapshot=request.snapshot, confirm=request.confirm)
+                              snapshot=request.snapshot, confirm=request.confirm,
+                              tags=[f"{REPORTED_MODE_TAG}{reported}"] if reported != canonical else None)
     except ApiError:
         if secrets:
             legacy.delete_secrets(list(secrets))
         raise
     return JSONResponse(status_code=202, content=legacy.start_envelope(
-        run_id, canonical, status_url=f"{PREFIX}/{run_id}/status", warnings=warnings,
+        run_id, reported, status_url=f"{PREFIX}/{run_id}/status", warnings=warnings,
         secret_blocks=sorted(secrets)))
 
 

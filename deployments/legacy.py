@@ -356,7 +356,9 @@ def modes_envelope(kai: dict) -> dict:
 
 
 def start_envelope(run_id: str, mode: str, **kai: Any) -> dict:
-    """`POST /{mode}/start`'s 202 answer (kai's `status_url`, `warnings`, … beside)."""
+    """`POST /{mode}/start`'s 202 answer, `mode` the name the caller used (modes.reported_name),
+    kai's canonical `kai_mode`, `status_url`, `warnings`, … beside."""
+    canonical = mode_table.canonical_mode(mode)
     return {"success": True, "installation_id": run_id, "mode": mode,
             "message": f"{mode} installation started",
-            "estimated_duration": mode_table.get(mode).estimated_time, **kai}
+            "estimated_duration": mode_table.get(canonical).estimated_time, "kai_mode": canonical, **kai}

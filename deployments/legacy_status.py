@@ -65,7 +65,8 @@ def status_envelope(st: dict, now: float | None = None) -> dict:
     body = {
         "success": True,
         "installation_id": st["id"],
-        "mode": st["mode"],
+        "mode": st.get("reported_mode") or st["mode"],
+        "kai_mode": st["mode"],
         "progress": {
             "installation_id": st["id"],
             "current_step": step_number(st),
@@ -116,7 +117,7 @@ def cluster_info(st: dict, now: float | None = None) -> dict:
                       "internal_ip": n.get("address", ""),
                       "role_list": list(roles)})
     return {**facts,
-            "mode": st["mode"],
+            "mode": st.get("reported_mode") or st["mode"],
             "installation_id": st["id"],
             "kubernetes_version": facts.get("version") or str(spec.get("kubernetes_version") or ""),
             "cni_provider": facts.get("cni") or str(spec.get("cni") or ""),

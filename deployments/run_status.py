@@ -21,6 +21,9 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 # not final: started, or due to start (a run created through the API is SCHEDULED until a runner
 # picks it up)
 ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED")
+# A run started under one of its mode's old names (ha_secure) carries that name in this tag: the
+# status answers old clients with the name they used (installers/modes.reported_name).
+REPORTED_MODE_TAG = "reported-mode:"
 
 
 class UnknownRun(LookupError):
@@ -129,6 +132,7 @@ def status(run_id: str | UUID, client=None) -> dict:
     artifacts = _latest_artifacts(client, rid)
     deployment_mode = next((t.split(":", 1)[1] for t in run.tags if t.startswith("mode:")), None)
     mode = deployment_mode or run.name
+    reported = next((t.removeprefix(REPORTED_MODE_TAG) for t in run.tags if t.startswith(REPORTED_MODE_TAG)), mode)
     state = run.state_type.value if run.state_type else "UNKNOWN"
     plan_steps = planned_steps(mode, run.parameters or {})
 
@@ -149,6 +153,7 @@ def status(run_id: str | UUID, client=None) -> dict:
         "id": str(run.id),
         "name": run.name,
         "mode": mode,
+        "reported_mode": reported,
         "state": state,
         "state_name": run.state_name,
         "final": state in FINAL_STATES,

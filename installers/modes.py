@@ -183,6 +183,14 @@ def listed_name(mode: Mode) -> str:
     return mode.old_name or mode.name
 
 
+def reported_name(requested: str) -> str:
+    """The name a run started as `requested` answers to: the old service's name when the caller
+    used it or another alias of the mode (an old client that starts `ha_secure` reads `ha_secure`
+    back), else kai's. An unknown name raises SpecError."""
+    mode = get(canonical_mode(requested))
+    return mode.old_name if mode.old_name and requested != mode.name else mode.name
+
+
 def accepted_names() -> tuple[str, ...]:
     """Every name a caller may use: the modes, then their aliases."""
     return tuple(_CANONICAL)

@@ -89,9 +89,11 @@ class StartRecorder:
 
     def __init__(self):
         self.started: list[str] = []
+        self.tags: list[list[str] | None] = []
 
     def start(self, mode, spec, **kw):
         self.started.append(mode)
+        self.tags.append(kw.get("tags"))
         return "00000000-0000-0000-0000-000000000001"
 
     def prefect_client(self):
@@ -120,8 +122,21 @@ def test_every_name_get_modes_advertises_is_accepted_by_start():
     for name, canonical in pairs:
         r = client.post(f"{P}/{name}/start", headers=h, json={"spec": aio()})
         assert r.status_code == 202, (name, r.text)
-        assert r.json()["mode"] == canonical and recorder.started[-1] == canonical
+        assert r.json()["kai_mode"] == canonical and recorder.started[-1] == canonical
+        # the name it answers to: the old service's for its names, kai's for kai's
+        reported = "ha_secure" if name in ("ha_secure", "ha-secure") else canonical
+        assert r.json()["mode"] == reported, (name, r.json()["mode"])
+        assert recorder.tags[-1] == ([f"reported-mode:{reported}"] if reported != canonical else None)
     assert client.post(f"{P}/kind/start", headers=h, json={"spec": aio()}).status_code == 400
+
+
+@pytest.mark.parametrize("requested, reported", [
+    ("ha_secure", "ha_secure"), ("ha-secure", "ha_secure"), ("ha", "ha"), ("all_in_one", "all_in_one"),
+    ("all-in-one", "all_in_one"), ("allinone", "all_in_one"), ("add-nodes", "add_nodes"), ("upgrade", "upgrade")])
+def test_a_run_answers_to_the_old_name_it_was_started_under(requested, reported):
+    assert modes.reported_name(requested) == reported
+    with pytest.raises(SpecError):
+        modes.reported_name("kind")
 
 
 def test_a_modes_old_name_is_one_of_its_aliases():

@@ -68,6 +68,12 @@ def test_kais_answers_fit_the_table_without_a_server():
     C.assert_conforms(legacy_status.status_envelope(done), C.STATUS_COMPLETED, "a completed run's status")
     failed = dict(done, state="FAILED", cluster_info=None, cluster={"cni": "calico"})
     C.assert_conforms(legacy_status.status_envelope(failed), C.STATUS_FINAL, "a failed run's status")
+    # a run started as ha_secure answers as ha_secure, in the status and its cluster_info
+    started = legacy.start_envelope("r1", "ha_secure")
+    assert (started["mode"], started["kai_mode"], started["estimated_duration"]) == ("ha_secure", "ha", "15-25 minutes")
+    old = legacy_status.status_envelope(dict(done, reported_mode="ha_secure"))
+    assert (old["mode"], old["kai_mode"], old["cluster_info"]["mode"]) == ("ha_secure", "ha", "ha_secure")
+    assert legacy_status.status_envelope(done)["mode"] == "ha"
 
 
 # --- over HTTP --------------------------------------------------------------------------------------
@@ -174,6 +180,7 @@ def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, node
                    "load_balancer": nodes[3].address,
                    "ssh_config": old_ssh_config(silent.port, encrypted_key, 120)}
         ha = a.expect("POST", f"{P}/ha_secure/start", 202, C.STARTED, json=ha_body)
+        a.check(ha.get("mode") == "ha_secure", f"started as ha_secure, answered as {ha.get('mode')!r}")
         # the documented all_in_one body (with a host: see the module's docstring): fails at once
         # (the light host's sshd answers with a key nobody knows: never retried)
         aio_body = {"k8s_version": "1.36", "pod_cidr": "10.244.0.0/16",
@@ -198,6 +205,7 @@ def test_every_documented_request_gets_the_old_codes_and_shapes(kai_server, node
             time.sleep(0.3)
         timings["running"] = time.monotonic() - t0
         st = a.expect("GET", f"{P}/{ha_id}/status", 200, C.STATUS)
+        a.check(st.get("mode") == "ha_secure", f"status of an ha_secure run: mode {st.get('mode')!r}")
         a.check("success_status" not in st and st["progress"]["end_time"] is None,
                 f"a running run has no outcome: {st.get('success_status')!r}")
         wait_logs(client, ha_id, "INFO")  # log lines reach the server in batches, ~2 s apart
