@@ -397,7 +397,6 @@ def pod_path(path: str) -> str:
     return p
 
 
-
 # --- kube-vip's leader election (the kubelet stand-in runs kube-vip) -----------------------------
 
 class LeaderLock:
